@@ -1,0 +1,38 @@
+# Every target sets itself up: a fresh clone needs nothing but Python 3.10+ and make.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+CHECK_DIRS := src tests utils benchmarks setup.py
+
+.PHONY: install demo test quality style bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch is installed first and pinned, so that pip never resolves a newer (multi-GB CUDA) build.
+$(VENV)/.installed: setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[testing]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/transformers-heterogeneity demo
+
+test: install
+	$(BIN)/python -m pytest tests/heterogeneity
+
+quality: install
+	$(BIN)/ruff check $(CHECK_DIRS)
+	$(BIN)/ruff format --check $(CHECK_DIRS)
+	$(BIN)/python utils/check_upstream.py
+
+style: install
+	$(BIN)/ruff check --fix $(CHECK_DIRS)
+	$(BIN)/ruff format $(CHECK_DIRS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo_output

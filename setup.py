@@ -1,0 +1,68 @@
+"""Packaging for transformers-heterogeneity, an overlay that installs `transformers.heterogeneity`.
+
+The package lives inside the `transformers` namespace beside the pinned upstream release from PyPI: only
+`transformers.heterogeneity` and its subpackages are listed, never `transformers` itself, so installing it adds files
+to upstream's directory without replacing any. A one-line `.pth` file makes stock Transformers honour
+`per_layer_config` without a user import (see `transformers_heterogeneity_hook.py`).
+"""
+
+import os
+import shutil
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+PTH_FILE = "transformers_heterogeneity.pth"
+
+
+class BuildPyWithPth(build_py):
+    """Copies the activation `.pth` file to the root of the build so that it lands in `site-packages`.
+
+    Wheels install files at the root of their purelib directory into `site-packages`, which is where the interpreter
+    looks for `.pth` files at start-up. An editable (PEP 660) build maps packages to the source tree instead of
+    copying them, and ships only what lies in its unpacked wheel directory (the `install` command's `install_lib`),
+    so the file goes there.
+    """
+
+    def run(self):
+        super().run()
+        target_dir = self.get_finalized_command("install").install_lib if self.editable_mode else self.build_lib
+        self.mkpath(target_dir)
+        shutil.copyfile(os.path.join("src", PTH_FILE), os.path.join(target_dir, PTH_FILE))
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, PTH_FILE)]
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        mapping[os.path.join(self.build_lib, PTH_FILE)] = os.path.join("src", PTH_FILE)
+        return mapping
+
+
+with open("README.md", encoding="utf-8") as readme:
+    long_description = readme.read()
+
+setup(
+    name="transformers-heterogeneity",
+    version="0.1.0.dev0",
+    description="Per-layer heterogeneous models (pruned, distilled, NAS-derived) for Hugging Face Transformers",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache 2.0",
+    package_dir={"": "src"},
+    packages=[
+        "transformers.heterogeneity",
+        "transformers.heterogeneity.commands",
+    ],
+    py_modules=["transformers_heterogeneity_hook"],
+    python_requires=">=3.10",
+    install_requires=["transformers==5.23.0", "safetensors>=0.4.3", "typer"],
+    extras_require={
+        # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
+        "torch": ["torch>=2.4"],
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"],
+    },
+    entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
+    cmdclass={"build_py": BuildPyWithPth},
+)

@@ -1,0 +1,179 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Per-layer configs for model construction, and the checks on per-layer values that need no model.
+
+Upstream's `config.per_layer_config[i]` (`integrations/heterogeneity`) returns a snapshot copy of the config with layer
+`i`'s overrides applied. Modules keep that copy as `self.config`, so two things are added here:
+
+- the layer copy follows the global config's attention/experts implementation, so `model.set_attn_implementation`
+  (which only updates `model.config`) still reaches every layer;
+- the copy records which attributes are read while the layer is constructed, so an override the layer never reads
+  (`vocab_size` per layer, a window on an architecture without windows) is refused instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from ..configuration_utils import PreTrainedConfig
+
+
+__all__ = ["HeterogeneousConfigError", "get_layer_overrides", "global_view", "make_layer_config"]
+
+
+class HeterogeneousConfigError(ValueError):
+    """A `per_layer_config` that the model cannot honour; the message names the layer, attribute and value."""
+
+
+# Attributes that shape the residual stream or the model around the layers: they cannot differ between layers even
+# where a layer reads them.
+MODEL_LEVEL_ATTRIBUTES = frozenset(
+    {"hidden_size", "num_hidden_layers", "vocab_size", "tie_word_embeddings", "layer_types", "pad_token_id",
+     "bos_token_id", "eos_token_id", "dtype", "torch_dtype", "model_type", "architectures"}
+)  # fmt: skip
+
+# Integer attributes for which `None` is meaningful ("no window").
+OPTIONAL_INT_ATTRIBUTES = frozenset({"sliding_window", "attention_chunk_size"})
+
+# Attributes set on a model's config at runtime (`set_attn_implementation`, `set_experts_implementation`): layer
+# configs read them from the global config rather than keep the value they had when the layer was built.
+RUNTIME_ATTRIBUTES = ("_attn_implementation_internal", "_experts_implementation_internal")
+
+
+def get_layer_overrides(config: PreTrainedConfig, layer_idx: int) -> dict[str, Any]:
+    """The overrides of layer `layer_idx` as validated and stored by upstream (`skip` included, if any)."""
+    if not config.is_heterogeneous:
+        return {}
+    return dict(config._heterogeneity_spec.per_layer_overrides.get(layer_idx, {}))
+
+
+def global_view(config: PreTrainedConfig) -> PreTrainedConfig:
+    """A homogeneous copy of `config` holding the global values, for model-level modules (e.g. the rotary embedding)
+    whose stock code reads attributes that are per-layer in this config."""
+    view = copy.copy(config)
+    view.__dict__.pop("_heterogeneity_spec", None)
+    return view
+
+
+class _LayerConfigMixin:
+    """Mixed into a subclass of the model's config class for the configs that layers are built from."""
+
+    def __getattribute__(self, name: str) -> Any:
+        reads = object.__getattribute__(self, "__dict__").get("_recorded_reads")
+        if reads is not None:
+            reads.add(name)
+        return super().__getattribute__(name)
+
+
+def _delegate_to_global_config(name: str) -> property:
+    def getter(self):
+        return getattr(object.__getattribute__(self, "__dict__")["_global_config"], name)
+
+    def setter(self, value):
+        setattr(object.__getattribute__(self, "__dict__")["_global_config"], name, value)
+
+    return property(getter, setter, doc=f"`{name}` of the model's global config, which may change at runtime.")
+
+
+_layer_config_classes: dict[type, type] = {}
+_layer_config_classes_lock = threading.Lock()
+
+
+def _layer_config_class(config_cls: type[PreTrainedConfig]) -> type[PreTrainedConfig]:
+    with _layer_config_classes_lock:
+        if config_cls not in _layer_config_classes:
+            namespace = {name: _delegate_to_global_config(name) for name in RUNTIME_ATTRIBUTES}
+            namespace["__module__"] = config_cls.__module__
+            namespace["__doc__"] = f"The config of one layer of a heterogeneous `{config_cls.__name__}` model."
+            _layer_config_classes[config_cls] = type(
+                f"{config_cls.__name__}ForLayer", (_LayerConfigMixin, config_cls), namespace
+            )
+        return _layer_config_classes[config_cls]
+
+
+def make_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """Layer `layer_idx`'s config, recording attribute reads until `stop_recording_reads` is called."""
+    layer_config = config.per_layer_config[layer_idx]
+    for name in RUNTIME_ATTRIBUTES:
+        layer_config.__dict__.pop(name, None)
+    layer_config.__dict__["_global_config"] = config
+    layer_config.__dict__["_recorded_reads"] = set()
+    layer_config.__class__ = _layer_config_class(type(config))
+    return layer_config
+
+
+def stop_recording_reads(layer_config: PreTrainedConfig) -> set[str]:
+    """Ends read recording on a config made by `make_layer_config` and returns the attributes read."""
+    return layer_config.__dict__.pop("_recorded_reads", set())
+
+
+def validate_layer_overrides(
+    config: PreTrainedConfig, layer_idx: int, overrides: dict[str, Any], known_skips: set[str]
+) -> None:
+    """Checks the values of one layer's overrides before anything is built.
+
+    Raises:
+        HeterogeneousConfigError: naming the layer, attribute and value.
+    """
+    for name in sorted(set(overrides.get("skip", [])) - known_skips):
+        raise HeterogeneousConfigError(
+            f"Layer {layer_idx}: unknown skip {name!r} for {config.model_type}; "
+            f"this architecture can skip {sorted(known_skips) or 'nothing'}."
+        )
+    for name, value in overrides.items():
+        if name == "skip":
+            continue
+        if name in MODEL_LEVEL_ATTRIBUTES:
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: `{name}`={value!r} cannot be set per layer; it is a model-level attribute "
+                f"(global value {config._getattr_without_heterogeneous_validation(name, None)!r})."
+            )
+        _check_value_type(config, layer_idx, name, value)
+    heads = _layer_value(config, overrides, "num_attention_heads")
+    kv_heads = _layer_value(config, overrides, "num_key_value_heads")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads != 0:
+        raise HeterogeneousConfigError(
+            f"Layer {layer_idx}: `num_key_value_heads`={kv_heads} does not divide `num_attention_heads`={heads}; "
+            "each key/value head must serve the same number of query heads."
+        )
+
+
+def _layer_value(config: PreTrainedConfig, overrides: dict[str, Any], name: str) -> Any:
+    if name in overrides:
+        return overrides[name]
+    return config._getattr_without_heterogeneous_validation(name, None)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_value_type(config: PreTrainedConfig, layer_idx: int, name: str, value: Any) -> None:
+    global_value = config._getattr_without_heterogeneous_validation(name, None)
+    if name in OPTIONAL_INT_ATTRIBUTES or _is_int(global_value):
+        if value is None and name in OPTIONAL_INT_ATTRIBUTES:
+            return
+        if not _is_int(value) or value <= 0:
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: `{name}` must be a positive integer, got {value!r} (global value {global_value!r})."
+            )
+        return
+    accepted = (int, float) if isinstance(global_value, float) else type(global_value)
+    if value is not None and global_value is not None and not isinstance(value, accepted):
+        raise HeterogeneousConfigError(
+            f"Layer {layer_idx}: `{name}`={value!r} has type {type(value).__name__}, but the global value "
+            f"{global_value!r} is a {type(global_value).__name__}."
+        )

@@ -1,0 +1,219 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Per-layer construction of heterogeneous models.
+
+When a model is built from a heterogeneous config (`PreTrainedModel.__init__`, see `activation.py`),
+`prepare_model_init` finds the model's spec and makes sure its decoder-layer class (and rotary embedding class) is
+wrapped. The wrapped `__init__` builds each layer from `config.per_layer_config[layer_idx]`, checks that every
+override was read, and swaps skipped members for parameter-free replacements. Wrappers are installed once per class
+and keep no per-model state: a homogeneous config goes straight to the stock `__init__`, so nested, sequential and
+concurrent constructions cannot interfere and nothing leaks into later homogeneous models.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..configuration_utils import PreTrainedConfig
+from ..utils import logging
+from .configuration_utils import (
+    HeterogeneousConfigError,
+    get_layer_overrides,
+    global_view,
+    make_layer_config,
+    stop_recording_reads,
+    validate_layer_overrides,
+)
+from .supported_models import (
+    NATIVE_PER_LAYER_MODEL_TYPES,
+    SUPPORTED_ARCHITECTURES,
+    HeterogeneousModelSpec,
+    get_model_spec,
+)
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["UnsupportedArchitectureError", "prepare_model_init"]
+
+_WRAPPED_MARKER = "__heterogeneity_wrapped__"
+_wrap_lock = threading.Lock()
+
+
+class UnsupportedArchitectureError(HeterogeneousConfigError):
+    """A heterogeneous config given to a model class that neither we support nor reads `per_layer_config` itself."""
+
+
+def is_heterogeneous(config: Any) -> bool:
+    return isinstance(config, PreTrainedConfig) and config.is_heterogeneous
+
+
+def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
+    """Called at the start of `PreTrainedModel.__init__`: readies per-layer construction for `model_cls`.
+
+    Raises:
+        UnsupportedArchitectureError: `config` is heterogeneous but `model_cls` cannot honour it.
+    """
+    if not is_heterogeneous(config) or config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+        return
+    spec = get_model_spec(model_cls, config)
+    if spec is None:
+        raise UnsupportedArchitectureError(
+            f"{model_cls.__name__} (model_type '{config.model_type}') cannot be built with `per_layer_config` "
+            f"{sorted(config.per_layer_attributes | _skip_names(config))}: its layers would silently ignore it. "
+            f"Supported: {sorted(SUPPORTED_ARCHITECTURES)}, models that read `per_layer_config` natively, and "
+            "custom models that declare `_layer_cls` and `_skip_descriptors`."
+        )
+    _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
+    if spec.rotary_cls is not None:
+        _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
+
+
+def _skip_names(config: PreTrainedConfig) -> set[str]:
+    return {name for layer_config in config.per_layer_config for name in layer_config.skip}
+
+
+def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str | None = None) -> None:
+    """Wraps `cls.__init__` once so that calls with a heterogeneous config go through `build`.
+
+    Homogeneous calls reach the stock `__init__` unchanged; the wrapper stays in place (thread-safe, idempotent).
+    """
+    with _wrap_lock:
+        if cls.__dict__.get(_WRAPPED_MARKER):
+            return
+        original_init = cls.__init__
+        parameters = list(inspect.signature(original_init).parameters)
+        for name in (config_arg, layer_idx_arg):
+            if name is not None and name not in parameters:
+                raise TypeError(
+                    f"{cls.__name__}.__init__ has no `{name}` argument (it takes {parameters[1:]}); declare the right "
+                    "name in the model's heterogeneity spec."
+                )
+        config_position = parameters.index(config_arg) - 1  # positions exclude `self`
+        layer_idx_position = parameters.index(layer_idx_arg) - 1 if layer_idx_arg else None
+
+        @functools.wraps(original_init)
+        def __init__(self, *args, **kwargs):
+            config = _argument(args, kwargs, config_arg, config_position)
+            if not is_heterogeneous(config):
+                return original_init(self, *args, **kwargs)
+
+            def call_with_config(new_config):
+                if config_arg in kwargs:
+                    return original_init(self, *args, **{**kwargs, config_arg: new_config})
+                new_args = list(args)
+                new_args[config_position] = new_config
+                return original_init(self, *new_args, **kwargs)
+
+            layer_idx = (
+                None if layer_idx_position is None else _argument(args, kwargs, layer_idx_arg, layer_idx_position)
+            )
+            build(self, config=config, layer_idx=layer_idx, call_with_config=call_with_config)
+
+        cls.__init__ = __init__
+        setattr(cls, _WRAPPED_MARKER, True)
+
+
+def _argument(args: tuple, kwargs: dict, name: str, position: int) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if position < len(args) else None
+
+
+def _build_with_global_view(module: nn.Module, config: PreTrainedConfig, layer_idx: None, call_with_config) -> None:
+    """Model-level modules (rotary embedding) hold the global values, not any one layer's."""
+    call_with_config(global_view(config))
+
+
+def _build_layer(
+    layer: nn.Module,
+    config: PreTrainedConfig,
+    layer_idx: Any,
+    call_with_config: Callable,
+    spec: HeterogeneousModelSpec,
+) -> None:
+    """Builds one decoder layer from its own config, then applies its skips."""
+    if not isinstance(layer_idx, int) or not 0 <= layer_idx < config.num_hidden_layers:
+        raise HeterogeneousConfigError(
+            f"{type(layer).__name__} was built with layer index {layer_idx!r}; a heterogeneous config needs an integer "
+            f"in [0, {config.num_hidden_layers})."
+        )
+    overrides = get_layer_overrides(config, layer_idx)
+    skips = overrides.get("skip", [])
+    validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+
+    layer_config = make_layer_config(config, layer_idx)
+    call_with_config(layer_config)
+    honoured = stop_recording_reads(layer_config)
+    if spec.rotary_cls is not None:
+        honoured |= _attach_layer_rotary_embedding(layer, spec.rotary_cls, config, layer_idx, overrides)
+
+    ignored = sorted(set(overrides) - honoured - {"skip"})
+    if ignored:
+        name = ignored[0]
+        raise HeterogeneousConfigError(
+            f"Layer {layer_idx}: `{name}`={overrides[name]!r} is not read by {type(layer).__name__}, so it cannot be set "
+            f"per layer for {config.model_type} (the layer would silently ignore it). Per-layer attributes it reads "
+            f"include: {sorted(a for a in honoured if not a.startswith('_'))[:25]}."
+        )
+    for skip_name in skips:
+        _apply_skip(layer, layer_idx, skip_name, spec.skip_descriptors[skip_name])
+
+
+def _attach_layer_rotary_embedding(
+    layer: nn.Module, rotary_cls: type[nn.Module], config: PreTrainedConfig, layer_idx: int, overrides: dict
+) -> set[str]:
+    """Gives a layer its own rotary embedding when its overrides change what the rotary embedding reads.
+
+    The model computes one `(cos, sin)` from the global config and hands it to every layer; a layer with another
+    `head_dim` (or rope parameters) recomputes its own from `position_ids` in a forward pre-hook. The rotary buffers
+    are not persistent, so the state dict is unchanged. Returns the overrides the rotary embedding reads.
+    """
+    layer_config = make_layer_config(config, layer_idx)
+    rotary = rotary_cls(config=layer_config)
+    reads = stop_recording_reads(layer_config) & set(overrides)
+    if reads:
+        layer.rotary_emb = rotary
+        layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
+    return reads
+
+
+def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    hidden_states = args[0] if args else kwargs["hidden_states"]
+    kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, kwargs["position_ids"])
+    return args, kwargs
+
+
+def _apply_skip(layer: nn.Module, layer_idx: int, skip_name: str, targets: dict[str, tuple[type, ...]]) -> None:
+    """Swaps every member a skip names for its replacement; checks all members before the first swap."""
+    swaps = []
+    for path in targets:
+        parent_path, _, name = path.rpartition(".")
+        parent = layer.get_submodule(parent_path) if parent_path else layer
+        member = getattr(parent, name, None)
+        replacement = next((r for r in targets[path] if isinstance(member, r.replaces)), None)
+        if replacement is None:
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: skip {skip_name!r} replaces `{path}`, which is a {type(member).__name__}; "
+                f"the skip descriptor only knows {[r.replaces.__name__ for r in targets[path]]}."
+            )
+        swaps.append((parent, name, replacement))
+    for parent, name, replacement in swaps:
+        setattr(parent, name, replacement())

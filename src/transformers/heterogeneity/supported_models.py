@@ -1,0 +1,229 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Registry of the architectures whose stock modeling code honours `per_layer_config`.
+
+Adding an architecture is a data entry: an `ArchitectureSpec` names (as strings, so nothing is imported until a
+heterogeneous model of that type is built) the decoder-layer class, the rotary embedding class, and for every skip
+name the layer members it replaces with what each replacement returns. Generic code reads these fields and never
+branches on `model_type`. Custom models opt in with class attributes instead (see `spec_from_model_class`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..configuration_utils import PreTrainedConfig
+from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement, passthrough, zeros, zeros_and_no_weights
+
+
+__all__ = [
+    "ArchitectureSpec",
+    "HeterogeneousModelSpec",
+    "NATIVE_PER_LAYER_MODEL_TYPES",
+    "SUPPORTED_ARCHITECTURES",
+    "SkipTarget",
+    "register_architecture",
+]
+
+# Model types whose upstream modeling code reads `config.per_layer_config[layer_idx]` itself (Transformers 5.23).
+# They need nothing from this package and are left untouched. `utils/check_upstream.py` keeps this list in sync.
+NATIVE_PER_LAYER_MODEL_TYPES = frozenset(
+    {"diffusion_gemma", "diffusion_gemma_text", "dots3_note", "dots3_note_audio_encoder", "dots3_note_text",
+     "dots3_note_vision_encoder", "embedding_gemma2", "embedding_gemma2_text", "gemma4", "gemma4_audio", "gemma4_text",
+     "gemma4_unified", "gemma4_unified_audio", "gemma4_unified_text", "gemma4_unified_vision", "gemma4_vision", "neomme",
+     "step3p5", "step3p5_vision", "step3p7"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SkipTarget:
+    """A layer member that a skip replaces.
+
+    Args:
+        member (`str`): dotted path of the member inside the decoder layer, e.g. `"self_attn"`.
+        returns (`Mapping[str, tuple[ReturnEntry, ...]]`): for each class the member may be (by class name), what
+            its replacement returns. Several classes let one slot hold different modules, as NemotronH's `mixer`.
+    """
+
+    member: str
+    returns: Mapping[str, tuple[ReturnEntry, ...]]
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """How a built-in architecture is built per layer.
+
+    Args:
+        modeling_module (`str`): module holding the classes named below.
+        layer (`str`): the decoder-layer class, built once per layer from `config.per_layer_config[layer_idx]`.
+        skips (`Mapping[str, tuple[SkipTarget, ...]]`): skip name -> the members it replaces.
+        rotary_embedding (`str`, *optional*): the model-level rotary class; layers whose overrides change what it
+            reads (e.g. `head_dim`) get their own instance.
+        kv_cache_skips (`frozenset[str]`): skips that remove the layer's KV-cache writer.
+        layer_idx_arg / config_arg (`str`): names of the layer constructor's arguments.
+    """
+
+    modeling_module: str
+    layer: str
+    skips: Mapping[str, tuple[SkipTarget, ...]]
+    rotary_embedding: str | None = None
+    kv_cache_skips: frozenset[str] = frozenset({"attention"})
+    layer_idx_arg: str = "layer_idx"
+    config_arg: str = "config"
+
+    def resolve(self) -> HeterogeneousModelSpec:
+        """Imports the modeling module and builds the replacement classes."""
+        module = importlib.import_module(self.modeling_module)
+        skip_descriptors = {
+            skip_name: {
+                target.member: tuple(
+                    get_skip_replacement(getattr(module, class_name), *entries)
+                    for class_name, entries in target.returns.items()
+                )
+                for target in targets
+            }
+            for skip_name, targets in self.skips.items()
+        }
+        return HeterogeneousModelSpec(
+            layer_cls=getattr(module, self.layer),
+            skip_descriptors=skip_descriptors,
+            rotary_cls=getattr(module, self.rotary_embedding) if self.rotary_embedding else None,
+            kv_cache_skips=self.kv_cache_skips,
+            layer_idx_arg=self.layer_idx_arg,
+            config_arg=self.config_arg,
+        )
+
+
+@dataclass(frozen=True)
+class HeterogeneousModelSpec:
+    """A resolved architecture: the classes the generic per-layer mechanism works with."""
+
+    layer_cls: type[nn.Module]
+    skip_descriptors: Mapping[str, Mapping[str, tuple[type[SkippedModule], ...]]]
+    rotary_cls: type[nn.Module] | None = None
+    kv_cache_skips: frozenset[str] = field(default_factory=lambda: frozenset({"attention"}))
+    layer_idx_arg: str = "layer_idx"
+    config_arg: str = "config"
+
+
+def _llama_family(prefix: str, model_type: str) -> ArchitectureSpec:
+    """Llama and the architectures that copy its decoder layer (same member names, own class names)."""
+    return ArchitectureSpec(
+        modeling_module=f"transformers.models.{model_type}.modeling_{model_type}",
+        layer=f"{prefix}DecoderLayer",
+        rotary_embedding=f"{prefix}RotaryEmbedding",
+        skips={
+            "attention": (
+                SkipTarget("input_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
+                SkipTarget("self_attn", {f"{prefix}Attention": zeros_and_no_weights("hidden_states")}),
+            ),
+            "mlp": (
+                SkipTarget("post_attention_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
+                SkipTarget("mlp", {f"{prefix}MLP": zeros("x")}),
+            ),
+        },
+    )
+
+
+SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
+    "llama": _llama_family("Llama", "llama"),
+    "mistral": _llama_family("Mistral", "mistral"),
+    "qwen2": _llama_family("Qwen2", "qwen2"),
+    "qwen3": _llama_family("Qwen3", "qwen3"),
+}
+
+_registry_lock = threading.Lock()
+# Specs of custom models (class attributes), by model type, so that caches built from a config alone find them.
+_CUSTOM_SPECS: dict[str, HeterogeneousModelSpec] = {}
+
+
+def register_architecture(model_type: str, spec: ArchitectureSpec, overwrite: bool = False) -> None:
+    """Declares how a built-in or third-party architecture is built per layer.
+
+    Raises:
+        ValueError: `model_type` is already registered (pass `overwrite=True` to replace it) or reads
+            `per_layer_config` natively.
+    """
+    with _registry_lock:
+        if model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+            raise ValueError(f"'{model_type}' reads `per_layer_config` natively and must not be registered.")
+        if model_type in SUPPORTED_ARCHITECTURES and not overwrite:
+            raise ValueError(
+                f"Architecture '{model_type}' is already registered; pass `overwrite=True` to replace its spec."
+            )
+        SUPPORTED_ARCHITECTURES[model_type] = spec
+        _resolve_builtin.cache_clear()
+
+
+@functools.cache
+def _resolve_builtin(model_type: str) -> HeterogeneousModelSpec:
+    return SUPPORTED_ARCHITECTURES[model_type].resolve()
+
+
+def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec | None:
+    """The spec a custom `PreTrainedModel` subclass declares with `_layer_cls` and `_skip_descriptors`.
+
+    `_skip_descriptors` maps a skip name to `{member_path: replacement}`, where the replacement is a class from
+    `get_skip_replacement` or a tuple of them (one per class the member may be). Optional class attributes:
+    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_layer_idx_arg`, `_layer_config_arg`.
+    """
+    layer_cls = getattr(model_cls, "_layer_cls", None)
+    if layer_cls is None:
+        return None
+    descriptors = getattr(model_cls, "_skip_descriptors", None) or {}
+    for skip_name, members in descriptors.items():
+        for member, replacement in members.items():
+            replacements = replacement if isinstance(replacement, tuple) else (replacement,)
+            if not all(isinstance(r, type) and issubclass(r, SkippedModule) for r in replacements):
+                raise TypeError(
+                    f"{model_cls.__name__}._skip_descriptors[{skip_name!r}][{member!r}] must be a class made by "
+                    f"`get_skip_replacement` (or a tuple of them), got {replacement!r}."
+                )
+    return HeterogeneousModelSpec(
+        layer_cls=layer_cls,
+        skip_descriptors={
+            skip_name: {member: r if isinstance(r, tuple) else (r,) for member, r in members.items()}
+            for skip_name, members in descriptors.items()
+        },
+        rotary_cls=getattr(model_cls, "_rotary_embedding_cls", None),
+        kv_cache_skips=frozenset(getattr(model_cls, "_kv_cache_skips", {"attention"})),
+        layer_idx_arg=getattr(model_cls, "_layer_idx_arg", "layer_idx"),
+        config_arg=getattr(model_cls, "_layer_config_arg", "config"),
+    )
+
+
+def get_model_spec(model_cls: type[nn.Module], config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
+    """The spec for building `model_cls` from `config`: the class's own declaration first, then the registry."""
+    spec = spec_from_model_class(model_cls)
+    if spec is not None:
+        with _registry_lock:
+            _CUSTOM_SPECS[config.model_type] = spec
+        return spec
+    return get_config_spec(config)
+
+
+def get_config_spec(config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
+    """The spec for a config's `model_type`, for code that has a config but no model (cache construction)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in _CUSTOM_SPECS:
+        return _CUSTOM_SPECS[model_type]
+    if model_type in SUPPORTED_ARCHITECTURES:
+        return _resolve_builtin(model_type)
+    return None
