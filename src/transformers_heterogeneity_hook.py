@@ -1,22 +1,29 @@
-"""Start-up hook that activates `transformers.heterogeneity` when Transformers' modeling code is first imported.
+"""Start-up hook that activates `transformers.heterogeneity` when Transformers is first used.
 
 `transformers_heterogeneity.pth` runs `install()` in every interpreter. It must cost nothing in processes that never
 use Transformers, so it imports neither torch nor transformers: it only puts a finder on `sys.meta_path` that waits
-for `transformers.modeling_utils` and, once that module has executed, imports `transformers.heterogeneity`, which
-activates the feature. Set `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0` to turn the automatic activation off;
-`import transformers.heterogeneity` still activates it explicitly.
+for `transformers.configuration_utils` (imported before any config or model exists) and, once that module has
+executed, imports `transformers.heterogeneity`, which activates the feature. Set
+`TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0` to turn the automatic activation off; `import transformers.heterogeneity`
+still activates it explicitly.
 
-Upstreaming removes this module: `modeling_utils` would call the heterogeneity hooks directly.
+`after_import` is also how the activation defers each patch until the upstream module it patches is imported, so
+that activating costs no import of its own. Upstreaming removes this module: upstream would call the heterogeneity
+hooks directly.
 """
 
 import os
 import sys
-from importlib.abc import Loader, MetaPathFinder
+import threading
 from importlib.machinery import PathFinder
 
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
-TRIGGER_MODULE = "transformers.modeling_utils"
+TRIGGER_MODULE = "transformers.configuration_utils"
+
+_lock = threading.RLock()
+# (predicate on a module name, callback receiving the executed module)
+_pending: list[tuple[object, object]] = []
 
 
 def auto_activation_enabled() -> bool:
@@ -24,11 +31,12 @@ def auto_activation_enabled() -> bool:
     return os.environ.get(ENV_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-class _ActivatingLoader(Loader):
-    """Runs the real loader of `transformers.modeling_utils`, then activates the heterogeneity feature."""
+class _CallbackLoader:
+    """Runs a module's real loader, then the callbacks waiting for that module."""
 
-    def __init__(self, loader: Loader):
+    def __init__(self, loader, callbacks):
         self._loader = loader
+        self._callbacks = callbacks
 
     def __getattr__(self, name):
         # `get_source`, `get_filename`, `is_package`, ...: tracebacks and `inspect` keep working.
@@ -39,39 +47,58 @@ class _ActivatingLoader(Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        import transformers.heterogeneity  # noqa: F401  (importing it activates the feature)
+        for callback in self._callbacks:
+            callback(module)
 
 
-class _TransformersModelingFinder(MetaPathFinder):
-    """Finds nothing itself; only wraps the loader of `transformers.modeling_utils` when that module is imported."""
+class _AfterImportFinder:
+    """Finds nothing itself; wraps the loader of the modules that callbacks wait for.
+
+    Duck-typed (no `importlib.abc` base classes), so that installing it imports nothing at start-up.
+    """
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != TRIGGER_MODULE:
+        with _lock:
+            callbacks = [callback for matches, callback in _pending if matches(fullname)]
+        if not callbacks:
             return None
-        uninstall()
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _ActivatingLoader(spec.loader)
+        spec.loader = _CallbackLoader(spec.loader, callbacks)
         return spec
 
 
-_FINDER = _TransformersModelingFinder()
+_FINDER = _AfterImportFinder()
+
+
+def after_import(matches, callback) -> None:
+    """Calls `callback(module)` for every module whose name satisfies `matches(name)`: at once for those already
+    imported, and right after the others execute."""
+    with _lock:
+        _pending.append((matches, callback))
+        if _FINDER not in sys.meta_path:
+            sys.meta_path.insert(0, _FINDER)
+        imported = [module for name, module in list(sys.modules.items()) if module is not None and matches(name)]
+    for module in imported:
+        callback(module)
+
+
+def forget(callback) -> None:
+    """Stops calling `callback` for modules imported from now on."""
+    with _lock:
+        _pending[:] = [(matches, waiting) for matches, waiting in _pending if waiting is not callback]
+
+
+def _activate(module) -> None:
+    forget(_activate)
+    import transformers.heterogeneity  # noqa: F401  (importing it activates the feature)
 
 
 def install() -> None:
-    """Installs the finder once, unless the environment turns automatic activation off."""
-    if not auto_activation_enabled() or _FINDER in sys.meta_path:
-        return
-    if TRIGGER_MODULE in sys.modules:
-        # Transformers was imported before this hook ran (e.g. `install()` called by hand): activate now.
-        import transformers.heterogeneity  # noqa: F401
-
-        return
-    sys.meta_path.insert(0, _FINDER)
-
-
-def uninstall() -> None:
-    """Removes the finder; the trigger fires at most once per interpreter."""
-    if _FINDER in sys.meta_path:
-        sys.meta_path.remove(_FINDER)
+    """Arranges the activation once, unless the environment turns automatic activation off."""
+    if auto_activation_enabled():
+        with _lock:
+            if any(callback is _activate for _, callback in _pending):
+                return
+        after_import(TRIGGER_MODULE.__eq__, _activate)

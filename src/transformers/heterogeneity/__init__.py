@@ -13,31 +13,39 @@
 # limitations under the License.
 """Per-layer heterogeneous models for Transformers: the modeling half of `per_layer_config`.
 
-Importing this package activates the feature (the installed `.pth` hook does so automatically when Transformers'
-modeling code is imported, unless `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0`).
+Importing this package activates the feature (the installed `.pth` hook does so automatically when Transformers is
+first imported, unless `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0`). The import itself is light: public names load
+their module on first access, and each patch waits for the upstream module it patches.
 """
 
-from .activation import activate, deactivate, is_active
-from .cache_utils import LayerKVCacheSize, kv_cache_bytes, layers_without_kv_cache
-from .configuration_utils import HeterogeneousConfigError
-from .modeling_utils import UnsupportedArchitectureError
-from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement
-from .supported_models import (
-    NATIVE_PER_LAYER_MODEL_TYPES,
-    SUPPORTED_ARCHITECTURES,
-    ArchitectureSpec,
-    SkipTarget,
-    register_architecture,
-)
+import importlib
+from typing import TYPE_CHECKING
 
+from .activation import activate, deactivate, is_active
+
+
+_LAZY_ATTRIBUTES = {
+    "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "layers_without_kv_cache"],
+    "configuration_utils": ["HeterogeneousConfigError"],
+    "modeling_utils": ["UnsupportedArchitectureError"],
+    "skip_utils": ["ReturnEntry", "SkippedModule", "get_skip_replacement"],
+    "supported_models": [
+        "ArchitectureSpec",
+        "NATIVE_PER_LAYER_MODEL_TYPES",
+        "SUPPORTED_ARCHITECTURES",
+        "SkipTarget",
+        "register_architecture",
+    ],
+}
+_MODULE_OF = {name: module for module, names in _LAZY_ATTRIBUTES.items() for name in names}
 
 __all__ = [
+    "NATIVE_PER_LAYER_MODEL_TYPES",
+    "SUPPORTED_ARCHITECTURES",
     "ArchitectureSpec",
     "HeterogeneousConfigError",
     "LayerKVCacheSize",
-    "NATIVE_PER_LAYER_MODEL_TYPES",
     "ReturnEntry",
-    "SUPPORTED_ARCHITECTURES",
     "SkipTarget",
     "SkippedModule",
     "UnsupportedArchitectureError",
@@ -49,5 +57,31 @@ __all__ = [
     "layers_without_kv_cache",
     "register_architecture",
 ]
+
+if TYPE_CHECKING:
+    from .cache_utils import LayerKVCacheSize, kv_cache_bytes, layers_without_kv_cache
+    from .configuration_utils import HeterogeneousConfigError
+    from .modeling_utils import UnsupportedArchitectureError
+    from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement
+    from .supported_models import (
+        NATIVE_PER_LAYER_MODEL_TYPES,
+        SUPPORTED_ARCHITECTURES,
+        ArchitectureSpec,
+        SkipTarget,
+        register_architecture,
+    )
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 activate()

@@ -13,10 +13,13 @@
 # limitations under the License.
 """The only module that patches upstream Transformers.
 
-Each patch stands in for one call that upstream would make directly once this feature is merged; upstreaming means
-deleting this module and adding those calls (each is marked `# hetero-patch:` here). Patches check the signature of
-what they wrap and fail with the installed version in the message, are applied at most once (thread-safe), and
-`deactivate()` undoes them. For homogeneous configs every patched function behaves exactly as upstream's.
+Each patch stands in for code that upstream would have directly once this feature is merged; upstreaming means
+deleting this module and making those calls (each is marked `# hetero-patch:` here). Patches check what they wrap
+and fail with the installed version in the message, are applied at most once (thread-safe), and `deactivate()`
+undoes them. For homogeneous configs every patched function behaves exactly as upstream's.
+
+Each patch waits until the upstream module it patches is imported (`after_import`), so activating imports nothing:
+a process that only uses tokenizers never loads the modeling code because of us.
 
 Upstream's `monkey_patching.register_patch_mapping` is not used: it only acts inside `from_pretrained` /
 `_from_config`, while direct `XForCausalLM(config)` construction must work too, and it scans every loaded
@@ -27,38 +30,51 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 from collections.abc import Callable
+from types import ModuleType
 
-from .. import __version__ as transformers_version
-from .. import cache_utils, modeling_utils
-from .cache_utils import mark_layers_without_kv_cache
-from .modeling_utils import prepare_model_init
+from transformers_heterogeneity_hook import after_import, forget
 
 
 __all__ = ["activate", "deactivate", "is_active"]
 
-_lock = threading.Lock()
+SUPPORTED_TRANSFORMERS_VERSION = "5.23.0"
+
+_lock = threading.RLock()
+_active = False
 _undo: list[Callable[[], None]] = []
+
+
+class UpstreamMismatchError(RuntimeError):
+    """The installed Transformers does not have the shape a patch was written for."""
+
+
+def _mismatch(symbol: str, detail: str) -> UpstreamMismatchError:
+    from .. import __version__
+
+    return UpstreamMismatchError(
+        f"transformers.heterogeneity cannot patch `{symbol}` of transformers {__version__}: {detail}. This package is "
+        f"built for transformers {SUPPORTED_TRANSFORMERS_VERSION}."
+    )
 
 
 def _check_signature(function: Callable, expected: list[str], symbol: str) -> None:
     parameters = list(inspect.signature(function).parameters)[: len(expected)]
     if parameters != expected:
-        raise RuntimeError(
-            f"transformers.heterogeneity cannot patch `{symbol}` of transformers {transformers_version}: expected "
-            f"its arguments to start with {expected}, found {parameters}. This package is built for transformers "
-            "5.23.0."
-        )
+        raise _mismatch(symbol, f"expected its arguments to start with {expected}, found {parameters}")
 
 
-def patch_pretrained_model_init() -> Callable[[], None]:
+def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None]:
     """`PreTrainedModel.__init__` (transformers 5.23, `modeling_utils.py`).
 
     Upstream behaviour: stores the config; builds nothing per layer. Change: before that, a heterogeneous config
     readies per-layer construction of the model's decoder layers (or is refused for an architecture that would
     ignore it). Removal: upstream calls `prepare_model_init(type(self), config)` at the top of `__init__`.
     """
+    from .modeling_utils import prepare_model_init
+
     cls = modeling_utils.PreTrainedModel
     original = cls.__init__
     _check_signature(original, ["self", "config"], "PreTrainedModel.__init__")
@@ -76,13 +92,15 @@ def patch_pretrained_model_init() -> Callable[[], None]:
     return undo
 
 
-def patch_cache_layer_types() -> Callable[[], None]:
+def patch_cache_layer_types(cache_utils: ModuleType) -> Callable[[], None]:
     """`cache_utils.get_layer_types_and_kwargs` (transformers 5.23), read by `DynamicCache` and `StaticCache`.
 
     Upstream behaviour: a layer's cache type comes from `layer_types` or its window. Change: layers whose attention
     is skipped get the `"dummy"` type, so they allocate no KV and are never asked for the sequence length.
     Removal: upstream derives `"dummy"` from the layer's skips inside `get_layer_types_and_kwargs`.
     """
+    from .cache_utils import mark_layers_without_kv_cache
+
     original = cache_utils.get_layer_types_and_kwargs
     _check_signature(original, ["config"], "cache_utils.get_layer_types_and_kwargs")
 
@@ -99,22 +117,121 @@ def patch_cache_layer_types() -> Callable[[], None]:
     return undo
 
 
-PATCHES = (patch_pretrained_model_init, patch_cache_layer_types)
+def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedConfig.__post_init__` (transformers 5.23, `configuration_utils.py`), where `per_layer_config` is
+    applied, right before the `@strict` class validators run.
+
+    Upstream behaviour: the validators read attributes on the global config. For a heterogeneous config only
+    `PreTrainedConfig.validate_architecture` goes layer by layer; the others (LlamaConfig's own check of
+    `hidden_size % num_attention_heads`, `validate_token_ids` reading `vocab_size`) fail with
+    `AmbiguousGlobalPerLayerAttributeError` when they read an attribute that is per-layer, before any model is built.
+    Change: the first heterogeneous instance of a config class makes its validators run on every layer's config
+    (`_validate_per_layer`), and their errors name the layer. Removal: upstream validators handle heterogeneous
+    configs as `PreTrainedConfig.validate_architecture` does.
+    """
+    cls = configuration_utils.PreTrainedConfig
+    original = cls.__post_init__
+    _check_signature(original, ["self", "kwargs"], "PreTrainedConfig.__post_init__")
+
+    @functools.wraps(original)
+    def __post_init__(self, **kwargs):
+        original(self, **kwargs)
+        if self.is_heterogeneous:
+            _validate_per_layer(type(self))  # hetero-patch: per-layer validation
+
+    cls.__post_init__ = __post_init__
+
+    def undo() -> None:
+        cls.__post_init__ = original
+
+    return undo
+
+
+_PER_LAYER_MARKER = "__heterogeneity_per_layer__"
+
+
+def _validate_per_layer(config_cls: type) -> None:
+    """Makes the `@strict` validators of `config_cls` (and of its parents) run once per layer on heterogeneous
+    configs. Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
+    `deactivate()`."""
+
+    from huggingface_hub.errors import StrictDataclassError
+
+    from .configuration_utils import HeterogeneousConfigError
+
+    def per_layer(validator: Callable) -> Callable:
+        if getattr(validator, _PER_LAYER_MARKER, False):
+            return validator
+
+        @functools.wraps(validator)
+        def validate(self):
+            if not self.is_heterogeneous:
+                return validator(self)
+            for layer_idx in range(self.num_hidden_layers):
+                try:
+                    validator(self.per_layer_config[layer_idx])
+                except (ValueError, TypeError, StrictDataclassError) as error:
+                    raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
+
+        setattr(validate, _PER_LAYER_MARKER, True)
+        return validate
+
+    with _lock:
+        for klass in config_cls.__mro__:
+            validators = klass.__dict__.get("__class_validators__")
+            if validators is None or all(getattr(v, _PER_LAYER_MARKER, False) for v in validators):
+                continue
+            originals = list(validators)
+            validators[:] = [per_layer(validator) for validator in originals]
+            _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
+
+
+def _on_configuration_utils(module: ModuleType) -> None:
+    _record(patch_config_post_init(module))
+
+
+def _on_modeling_utils(module: ModuleType) -> None:
+    from .. import cache_utils
+
+    _record(patch_pretrained_model_init(module))
+    _record(patch_cache_layer_types(cache_utils))
+
+
+def _record(undo: Callable[[], None]) -> None:
+    with _lock:
+        _undo.append(undo)
+
+
+_CALLBACKS = (
+    ("transformers.configuration_utils".__eq__, _on_configuration_utils),
+    ("transformers.modeling_utils".__eq__, _on_modeling_utils),
+)
 
 
 def activate() -> None:
-    """Applies every patch once. Safe to call from several threads and several times."""
+    """Applies every patch once, each as soon as the module it patches is imported. Thread-safe and idempotent."""
+    global _active
     with _lock:
-        if not _undo:
-            _undo.extend(patch() for patch in PATCHES)
+        if _active:
+            return
+        _active = True
+        for matches, callback in _CALLBACKS:
+            after_import(matches, callback)
 
 
 def deactivate() -> None:
-    """Restores upstream's functions. Models already built keep their per-layer structure."""
+    """Restores upstream's functions and the layer classes wrapped for per-layer construction. Models already built
+    keep their per-layer structure."""
+    global _active
     with _lock:
+        for _, callback in _CALLBACKS:
+            forget(callback)
         while _undo:
             _undo.pop()()
+        if "transformers.heterogeneity.modeling_utils" in sys.modules:
+            sys.modules["transformers.heterogeneity.modeling_utils"].unwrap_classes()
+        _active = False
 
 
 def is_active() -> bool:
-    return bool(_undo)
+    return _active

@@ -53,8 +53,9 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["UnsupportedArchitectureError", "prepare_model_init"]
 
-_WRAPPED_MARKER = "__heterogeneity_wrapped__"
 _wrap_lock = threading.Lock()
+# Wrapped classes and their stock `__init__`, so that `deactivate()` can restore them.
+_original_inits: dict[type, Callable] = {}
 
 
 class UnsupportedArchitectureError(HeterogeneousConfigError):
@@ -81,6 +82,9 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
             f"Supported: {sorted(SUPPORTED_ARCHITECTURES)}, models that read `per_layer_config` natively, and "
             "custom models that declare `_layer_cls` and `_skip_descriptors`."
         )
+    # Check every layer before anything is built: the model's own `__init__` reads model-level attributes first.
+    for layer_idx in range(config.num_hidden_layers):
+        validate_layer_overrides(config, layer_idx, get_layer_overrides(config, layer_idx), set(spec.skip_descriptors))
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
         _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
@@ -96,7 +100,7 @@ def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str 
     Homogeneous calls reach the stock `__init__` unchanged; the wrapper stays in place (thread-safe, idempotent).
     """
     with _wrap_lock:
-        if cls.__dict__.get(_WRAPPED_MARKER):
+        if cls in _original_inits:
             return
         original_init = cls.__init__
         parameters = list(inspect.signature(original_init).parameters)
@@ -127,8 +131,19 @@ def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str 
             )
             build(self, config=config, layer_idx=layer_idx, call_with_config=call_with_config)
 
+        _original_inits[cls] = cls.__dict__.get("__init__")
         cls.__init__ = __init__
-        setattr(cls, _WRAPPED_MARKER, True)
+
+
+def unwrap_classes() -> None:
+    """Gives every wrapped class its stock `__init__` back (called by `deactivate()`)."""
+    with _wrap_lock:
+        for cls, original_init in _original_inits.items():
+            if original_init is None:
+                del cls.__init__  # the class inherited its `__init__`
+            else:
+                cls.__init__ = original_init
+        _original_inits.clear()
 
 
 def _argument(args: tuple, kwargs: dict, name: str, position: int) -> Any:
@@ -157,7 +172,7 @@ def _build_layer(
         )
     overrides = get_layer_overrides(config, layer_idx)
     skips = overrides.get("skip", [])
-    validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+    validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))  # also for layers built alone
 
     layer_config = make_layer_config(config, layer_idx)
     call_with_config(layer_config)

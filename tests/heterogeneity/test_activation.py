@@ -1,0 +1,217 @@
+"""Activation (DESIGN.md contract 1) and homogeneous models left untouched (contract 2)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import transformers.heterogeneity as heterogeneity
+from transformers import LlamaConfig, LlamaForCausalLM, modeling_utils
+from transformers.heterogeneity import SkippedModule, activation
+from transformers.integrations.heterogeneity import AmbiguousGlobalPerLayerAttributeError
+
+
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 100,
+}
+HETEROGENEOUS = {1: {"intermediate_size": 32, "num_key_value_heads": 1}, 2: {"skip": ["attention"]}}
+
+BUILD_SCRIPT = """
+import json, sys
+from transformers import LlamaConfig, LlamaForCausalLM
+config = LlamaConfig(**json.loads(sys.argv[1]))
+try:
+    model = LlamaForCausalLM(config)
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__}))
+else:
+    print(json.dumps({
+        "activated": "transformers.heterogeneity" in sys.modules,
+        "shapes": {name: list(p.shape) for name, p in model.named_parameters()},
+    }))
+"""
+
+
+def run_python(code: str, *args: str, env: dict | None = None) -> str:
+    """Runs code in a fresh interpreter, as a user's `python -c` would."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=True,
+        timeout=300,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_interpreter_start_imports_neither_torch_nor_transformers():
+    loaded = json.loads(run_python("import json, sys; print(json.dumps(sorted(sys.modules)))"))
+    assert "transformers_heterogeneity_hook" in loaded, "the .pth hook is not installed"
+    assert not [name for name in loaded if name.split(".")[0] in ("torch", "transformers")]
+
+
+def test_processes_that_do_not_build_models_never_import_the_modeling_code():
+    code = "import sys; from transformers import AutoConfig, AutoTokenizer; print('transformers.modeling_utils' in sys.modules)"
+    assert run_python(code) == "False"
+
+
+def test_per_layer_attention_heads_pass_config_validation_before_any_modeling_import():
+    """LlamaConfig's own validator reads `num_attention_heads`; it must validate each layer, not the global value."""
+    code = (
+        "import sys; from transformers import LlamaConfig\n"
+        "config = LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=2,"
+        " per_layer_config={1: {'num_attention_heads': 8, 'head_dim': 8}})\n"
+        "print(config.per_layer_config[1].num_attention_heads, 'transformers.modeling_utils' in sys.modules)"
+    )
+    assert run_python(code) == "8 False"
+
+
+def test_fresh_process_honours_per_layer_config_without_import():
+    config = {**TINY, "per_layer_config": {str(k): v for k, v in HETEROGENEOUS.items()}}
+    result = json.loads(run_python(BUILD_SCRIPT, json.dumps(config)))
+    assert result["activated"]
+    assert result["shapes"]["model.layers.1.mlp.up_proj.weight"] == [32, 64]
+    assert result["shapes"]["model.layers.1.self_attn.k_proj.weight"] == [16, 64]
+    assert not [name for name in result["shapes"] if name.startswith("model.layers.2.self_attn")]
+
+
+def test_environment_variable_turns_auto_activation_off():
+    config = {**TINY, "per_layer_config": {"1": {"intermediate_size": 32}}}
+    result = json.loads(
+        run_python(BUILD_SCRIPT, json.dumps(config), env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"})
+    )
+    # Upstream behaviour without the modeling half: the layer's read of the global value is refused.
+    assert result == {"error": AmbiguousGlobalPerLayerAttributeError.__name__}
+
+
+def test_explicit_import_activates_when_auto_activation_is_off():
+    code = "import transformers.heterogeneity\n" + BUILD_SCRIPT
+    config = {**TINY, "per_layer_config": {"1": {"intermediate_size": 32}}}
+    result = json.loads(run_python(code, json.dumps(config), env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"}))
+    assert result["shapes"]["model.layers.1.mlp.up_proj.weight"] == [32, 64]
+
+
+def test_activation_is_idempotent_and_thread_safe():
+    patched_init = modeling_utils.PreTrainedModel.__init__
+    threads = [threading.Thread(target=heterogeneity.activate) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert modeling_utils.PreTrainedModel.__init__ is patched_init
+    assert patched_init.__wrapped__.__qualname__ == "PreTrainedModel.__init__"
+    assert not hasattr(patched_init.__wrapped__, "__wrapped__")
+
+
+def test_deactivate_restores_upstream_and_activate_reapplies():
+    patched_init = modeling_utils.PreTrainedModel.__init__
+    try:
+        heterogeneity.deactivate()
+        assert not heterogeneity.is_active()
+        assert modeling_utils.PreTrainedModel.__init__ is patched_init.__wrapped__
+        with pytest.raises(AmbiguousGlobalPerLayerAttributeError):
+            LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": 32}}))
+    finally:
+        heterogeneity.activate()
+    assert heterogeneity.is_active()
+    LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": 32}}))
+
+
+def test_patches_refuse_an_unexpected_upstream_signature(monkeypatch):
+    def get_layer_types_and_kwargs(text_config):  # renamed argument: what a future upstream might ship
+        return [], []
+
+    from transformers import cache_utils
+
+    monkeypatch.setattr(cache_utils, "get_layer_types_and_kwargs", get_layer_types_and_kwargs)
+    with pytest.raises(RuntimeError, match=r"cannot patch `cache_utils.get_layer_types_and_kwargs` of transformers"):
+        activation.patch_cache_layer_types(cache_utils)
+
+
+def build_homogeneous(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**TINY))
+
+
+HOMOGENEOUS_SCRIPT = """
+import json, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(**json.loads(sys.argv[1])))
+logits = model(torch.tensor([[1, 5, 7, 9, 2]])).logits
+print(json.dumps({"repr": repr(model), "logits": logits.flatten().tolist(),
+                  "activated": "transformers.heterogeneity" in sys.modules}))
+"""
+
+
+def test_homogeneous_model_equals_stock_transformers():
+    """A model without per_layer_config is identical, module for module and logit for logit, to the one stock
+    Transformers builds in a process where this package is never activated."""
+    stock = json.loads(
+        run_python(HOMOGENEOUS_SCRIPT, json.dumps(TINY), env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"})
+    )
+    assert not stock["activated"]
+    # Build a heterogeneous model first, so that the layer classes are wrapped in this process.
+    LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=HETEROGENEOUS))
+    model = build_homogeneous()
+    assert repr(model) == stock["repr"]
+    logits = model(torch.tensor([[1, 5, 7, 9, 2]])).logits.flatten()
+    assert torch.equal(logits, torch.tensor(stock["logits"]))
+
+
+def test_heterogeneous_models_do_not_leak_into_later_models():
+    heterogeneous = LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=HETEROGENEOUS))
+    assert any(isinstance(module, SkippedModule) for module in heterogeneous.modules())
+    homogeneous = build_homogeneous()
+    assert not any(isinstance(module, SkippedModule) for module in homogeneous.modules())
+    assert not [name for name, _ in homogeneous.named_modules() if name.endswith("layers.1.rotary_emb")]
+    for layer in homogeneous.model.layers:
+        assert layer.mlp.up_proj.weight.shape == (128, 64)
+        assert layer.self_attn.config is homogeneous.config
+
+
+def test_concurrent_constructions_do_not_interfere():
+    widths = [16, 32, 48, 64, 80, 96]
+    results: dict[int, list] = {}
+
+    def build(width: int) -> None:
+        config = LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": width}})
+        model = LlamaForCausalLM(config)
+        results[width] = [layer.mlp.up_proj.weight.shape[0] for layer in model.model.layers]
+
+    threads = [threading.Thread(target=build, args=(width,)) for width in widths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {width: [128, width, 128] for width in widths}
+
+
+def test_native_per_layer_models_are_left_to_upstream():
+    """Gemma 4 reads per_layer_config itself: it builds exactly as upstream builds it."""
+    from transformers import AutoModelForCausalLM
+    from transformers.models.gemma4 import Gemma4TextConfig
+
+    config = Gemma4TextConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        vocab_size=100,
+        per_layer_config={1: {"num_key_value_heads": 2}},
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    assert [layer.self_attn.k_proj.weight.shape[0] for layer in model.model.layers] == [32, 64]
+    assert not any(isinstance(module, SkippedModule) for module in model.modules())

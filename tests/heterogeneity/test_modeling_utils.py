@@ -1,0 +1,236 @@
+"""The generic per-layer mechanism: custom models opting in, and every construction error with its message."""
+
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from torch import nn
+
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+from transformers.heterogeneity import (
+    HeterogeneousConfigError,
+    ReturnEntry,
+    SkippedModule,
+    UnsupportedArchitectureError,
+    get_skip_replacement,
+)
+
+
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 100,
+}
+
+
+def build_llama(per_layer_config: dict) -> LlamaForCausalLM:
+    return LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=per_layer_config))
+
+
+# --- error paths ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("per_layer_config", "message"),
+    [
+        (
+            {1: {"skip": ["attn"]}},
+            r"Layer 1: unknown skip 'attn' for llama; this architecture can skip \['attention', 'mlp'\]",
+        ),
+        ({2: {"num_key_value_heads": 3}}, r"Layer 2: `num_key_value_heads`=3 does not divide `num_attention_heads`=4"),
+        (
+            {1: {"num_attention_heads": 8, "num_key_value_heads": 3}},
+            r"Layer 1: `num_key_value_heads`=3 does not divide `num_attention_heads`=8",
+        ),
+        ({0: {"vocab_size": 50}}, r"Layer 0: `vocab_size`=50 cannot be set per layer; it is a model-level attribute"),
+        (
+            {1: {"hidden_size": 32}},
+            r"Layer 1: `hidden_size`=32 cannot be set per layer; it is a model-level attribute",
+        ),
+        ({1: {"initializer_range": 0.5}}, r"Layer 1: `initializer_range`=0.5 is not read by LlamaDecoderLayer"),
+        ({2: {"intermediate_size": -8}}, r"Layer 2: `intermediate_size` must be a positive integer, got -8"),
+        ({2: {"intermediate_size": 0}}, r"Layer 2: `intermediate_size` must be a positive integer, got 0"),
+    ],
+)
+def test_invalid_per_layer_config_is_refused_with_layer_attribute_and_value(per_layer_config, message):
+    with pytest.raises(HeterogeneousConfigError, match=message):
+        build_llama(per_layer_config)
+
+
+@pytest.mark.parametrize(
+    ("per_layer_config", "message"),
+    [
+        ({2: {"intermediate_size": "64"}}, r"Layer 2: .*'intermediate_size' expected int, got str \(value: '64'\)"),
+        ({2: {"intermediate_size": None}}, r"Layer 2: .*'intermediate_size' expected int, got NoneType"),
+        ({1: {"hidden_act": 3}}, r"Layer 1: .*'hidden_act' expected str, got int \(value: 3\)"),
+        ({1: {"num_attention_heads": 6}}, r"Layer 1: The hidden size \(64\) is not a multiple of .* heads \(6\)"),
+    ],
+)
+def test_config_validation_runs_per_layer_and_names_the_layer(per_layer_config, message):
+    """Upstream's field types and LlamaConfig's own checks apply to each layer's values, at config creation."""
+    with pytest.raises(StrictDataclassClassValidationError, match=f"(?s){message}") as error:
+        LlamaConfig(**TINY, per_layer_config=per_layer_config)
+    assert isinstance(error.value.__cause__, HeterogeneousConfigError)
+
+
+def test_refusals_are_value_errors_that_getattr_defaults_cannot_swallow():
+    assert issubclass(HeterogeneousConfigError, ValueError)
+    assert not issubclass(HeterogeneousConfigError, AttributeError)
+
+
+def test_window_on_an_architecture_whose_layer_has_none_is_refused():
+    """Qwen3's full-attention layers never read `sliding_window`: a per-layer window must not be silently dropped."""
+    config = Qwen3Config(**TINY, sliding_window=None, per_layer_config={1: {"sliding_window": 4}})
+    with pytest.raises(
+        HeterogeneousConfigError, match=r"Layer 1: `sliding_window`=4 is not read by Qwen3DecoderLayer"
+    ):
+        Qwen3ForCausalLM(config)
+
+
+def test_unsupported_architecture_is_refused():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, per_layer_config={1: {"n_inner": 64}})
+    with pytest.raises(UnsupportedArchitectureError, match=r"GPT2LMHeadModel \(model_type 'gpt2'\) cannot be built"):
+        GPT2LMHeadModel(config)
+
+
+def test_per_layer_values_that_equal_the_global_value_change_nothing():
+    torch.manual_seed(0)
+    model = build_llama({1: {"intermediate_size": 128}})
+    assert not model.config.per_layer_attributes
+    assert model.model.layers[1].mlp.up_proj.weight.shape == (128, 64)
+
+
+def test_fully_skipped_layer_is_the_identity():
+    model = build_llama({1: {"skip": ["attention", "mlp"]}})
+    layer = model.model.layers[1]
+    assert list(layer.parameters()) == []
+    hidden_states = torch.randn(1, 5, 64)
+    position_embeddings = model.model.rotary_emb(hidden_states, torch.arange(5)[None])
+    output = layer(hidden_states, position_embeddings=position_embeddings, position_ids=torch.arange(5)[None])
+    assert torch.equal(output, hidden_states)
+
+
+# --- custom models opt in with class attributes --------------------------------------------------------------------
+
+
+class ToyConfig(PreTrainedConfig):
+    model_type = "toy_heterogeneous"
+
+    def __init__(self, hidden_size=8, intermediate_size=16, num_hidden_layers=3, **kwargs):
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        super().__init__(**kwargs)
+
+
+class ToyMixer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return self.proj(hidden_states), None
+
+
+class ToyFeedForward(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, inputs):
+        return self.down(torch.relu(self.up(inputs)))
+
+
+class ToyBlock(nn.Module):
+    def __init__(self, config, index):
+        super().__init__()
+        self.mixer = ToyMixer(config)
+        self.feed_forward = ToyFeedForward(config)
+
+    def forward(self, hidden_states):
+        mixed, _ = self.mixer(hidden_states)
+        hidden_states = hidden_states + mixed
+        return hidden_states + self.feed_forward(hidden_states)
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+    _layer_cls = ToyBlock
+    _layer_idx_arg = "index"
+    _skip_descriptors = {
+        "mixer": {
+            "mixer": get_skip_replacement(ToyMixer, ReturnEntry("hidden_states", torch.zeros_like), ReturnEntry(None))
+        },
+        "feed_forward": {
+            "feed_forward": get_skip_replacement(ToyFeedForward, ReturnEntry("inputs", torch.zeros_like))
+        },
+    }
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.blocks = nn.ModuleList([ToyBlock(config, index) for index in range(config.num_hidden_layers)])
+        self.post_init()
+
+    def forward(self, hidden_states):
+        for block in self.blocks:
+            hidden_states = block(hidden_states)
+        return hidden_states
+
+
+def test_custom_model_opts_in_with_class_attributes():
+    config = ToyConfig(
+        per_layer_config={0: {"intermediate_size": 4}, 1: {"skip": ["mixer"]}, 2: {"skip": ["feed_forward"]}}
+    )
+    model = ToyModel(config)
+    assert model.blocks[0].feed_forward.up.weight.shape == (4, 8)
+    assert model.blocks[2].mixer.proj.weight.shape == (8, 8)
+    assert isinstance(model.blocks[1].mixer, SkippedModule) and isinstance(model.blocks[2].feed_forward, SkippedModule)
+    assert not [key for key in model.state_dict() if key.startswith(("blocks.1.mixer", "blocks.2.feed_forward"))]
+
+    # Reference: the same computation written out with the surviving weights.
+    hidden_states = torch.randn(2, 8)
+    expected = hidden_states
+    for index, block in enumerate(model.blocks):
+        if index != 1:
+            expected = expected + block.mixer.proj(expected)
+        if index != 2:
+            feed_forward = block.feed_forward
+            expected = expected + feed_forward.down(torch.relu(feed_forward.up(expected)))
+    torch.testing.assert_close(model(hidden_states), expected)
+
+
+def test_custom_model_unknown_skip_is_refused():
+    with pytest.raises(HeterogeneousConfigError, match=r"Layer 0: unknown skip 'attention' for toy_heterogeneous"):
+        ToyModel(ToyConfig(per_layer_config={0: {"skip": ["attention"]}}))
+
+
+def test_custom_model_with_wrong_layer_index_argument_is_refused():
+    class BadModel(ToyModel):
+        _layer_idx_arg = "layer_idx"
+
+    class OtherBlock(ToyBlock):
+        pass
+
+    BadModel._layer_cls = OtherBlock
+    with pytest.raises(TypeError, match=r"OtherBlock.__init__ has no `layer_idx` argument"):
+        BadModel(ToyConfig(per_layer_config={0: {"intermediate_size": 4}}))
+
+
+def test_custom_skip_descriptor_must_hold_replacement_classes():
+    class BadDescriptors(ToyModel):
+        _skip_descriptors = {"mixer": {"mixer": nn.Identity}}
+
+    with pytest.raises(TypeError, match=r"_skip_descriptors\['mixer'\]\['mixer'\] must be a class made by"):
+        BadDescriptors(ToyConfig(per_layer_config={0: {"skip": ["mixer"]}}))
