@@ -97,7 +97,9 @@ def _skip_names(config: PreTrainedConfig) -> set[str]:
 def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str | None = None) -> None:
     """Wraps `cls.__init__` once so that calls with a heterogeneous config go through `build`.
 
-    Homogeneous calls reach the stock `__init__` unchanged; the wrapper stays in place (thread-safe, idempotent).
+    Homogeneous calls reach the stock `__init__` unchanged. The wrapper stays in place until `deactivate()`
+    (thread-safe, idempotent). This is the upstream design of the modeling half (the layer class's `__init__` is
+    wrapped once), not a patch standing in for an upstream call, so it lives here rather than in `activation.py`.
     """
     with _wrap_lock:
         if cls in _original_inits:
