@@ -146,6 +146,7 @@ def build_homogeneous(seed: int = 0) -> LlamaForCausalLM:
 HOMOGENEOUS_SCRIPT = """
 import json, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
+torch.set_num_threads(1)  # the same reduction order in both processes
 torch.manual_seed(0)
 model = LlamaForCausalLM(LlamaConfig(**json.loads(sys.argv[1])))
 logits = model(torch.tensor([[1, 5, 7, 9, 2]])).logits
@@ -165,7 +166,12 @@ def test_homogeneous_model_equals_stock_transformers():
     LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=HETEROGENEOUS))
     model = build_homogeneous()
     assert repr(model) == stock["repr"]
-    logits = model(torch.tensor([[1, 5, 7, 9, 2]])).logits.flatten()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        logits = model(torch.tensor([[1, 5, 7, 9, 2]])).logits.flatten()
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(logits, torch.tensor(stock["logits"]))
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 from transformers.cache_utils import DummyLayer
-
 from transformers.heterogeneity import kv_cache_bytes, layers_without_kv_cache
 
 

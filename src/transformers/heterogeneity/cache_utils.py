@@ -49,8 +49,16 @@ def layers_without_kv_cache(config: PreTrainedConfig) -> list[int]:
 def mark_layers_without_kv_cache(
     config: PreTrainedConfig, layer_types: list[str], per_layer_kwargs: list[dict]
 ) -> tuple[list[str], list[dict]]:
-    """Turns the cache layer type of every layer without a KV writer into `"dummy"`."""
-    for layer_idx in layers_without_kv_cache(config):
+    """Turns the cache layer type of every layer without a KV writer into `"dummy"`.
+
+    When no layer holds KV, layer 0 keeps its type: upstream's `Cache.get_seq_length` refuses a cache without any
+    attention layer. That layer is never written, so it allocates nothing and reports 0 tokens; `generate` then
+    feeds the whole sequence each step, which is exact for a model without attention.
+    """
+    without_kv = layers_without_kv_cache(config)
+    if len(without_kv) == len(layer_types):
+        without_kv = without_kv[1:]
+    for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
         per_layer_kwargs[layer_idx] = {}
     return layer_types, per_layer_kwargs

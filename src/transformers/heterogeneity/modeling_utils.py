@@ -84,7 +84,15 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
         )
     # Check every layer before anything is built: the model's own `__init__` reads model-level attributes first.
     for layer_idx in range(config.num_hidden_layers):
-        validate_layer_overrides(config, layer_idx, get_layer_overrides(config, layer_idx), set(spec.skip_descriptors))
+        overrides = get_layer_overrides(config, layer_idx)
+        validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+        shared = sorted(spec.model_reads.intersection(overrides))
+        if shared and not config.allow_global_per_layer_attribute_access:
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: `{shared[0]}`={overrides[shared[0]]!r} is also read by {model_cls.__name__}'s own "
+                f"modules (not only its layers), which would need one global value. Set "
+                "`config.allow_global_per_layer_attribute_access = True` to let them use the global value."
+            )
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
         _wrap_class(spec.rotary_cls, _build_with_global_view, "config")

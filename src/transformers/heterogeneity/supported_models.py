@@ -77,6 +77,9 @@ class ArchitectureSpec:
         rotary_embedding (`str`, *optional*): the model-level rotary class; layers whose overrides change what it
             reads (e.g. `head_dim`) get their own instance.
         kv_cache_skips (`frozenset[str]`): skips that remove the layer's KV-cache writer.
+        model_reads (`frozenset[str]`): attributes the layers read that the model's own modules read too (Llama's
+            final norm reads `rms_norm_eps`): per layer, upstream refuses the model's read unless the config sets
+            `allow_global_per_layer_attribute_access=True`, so we refuse them up front with a clear message.
         layer_idx_arg / config_arg (`str`): names of the layer constructor's arguments.
     """
 
@@ -85,6 +88,7 @@ class ArchitectureSpec:
     skips: Mapping[str, tuple[SkipTarget, ...]]
     rotary_embedding: str | None = None
     kv_cache_skips: frozenset[str] = frozenset({"attention"})
+    model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
 
@@ -106,6 +110,7 @@ class ArchitectureSpec:
             skip_descriptors=skip_descriptors,
             rotary_cls=getattr(module, self.rotary_embedding) if self.rotary_embedding else None,
             kv_cache_skips=self.kv_cache_skips,
+            model_reads=self.model_reads,
             layer_idx_arg=self.layer_idx_arg,
             config_arg=self.config_arg,
         )
@@ -119,6 +124,7 @@ class HeterogeneousModelSpec:
     skip_descriptors: Mapping[str, Mapping[str, tuple[type[SkippedModule], ...]]]
     rotary_cls: type[nn.Module] | None = None
     kv_cache_skips: frozenset[str] = field(default_factory=lambda: frozenset({"attention"}))
+    model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
 
@@ -129,6 +135,7 @@ def _llama_family(prefix: str, model_type: str) -> ArchitectureSpec:
         modeling_module=f"transformers.models.{model_type}.modeling_{model_type}",
         layer=f"{prefix}DecoderLayer",
         rotary_embedding=f"{prefix}RotaryEmbedding",
+        model_reads=frozenset({"rms_norm_eps"}),  # the final norm
         skips={
             "attention": (
                 SkipTarget("input_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
@@ -182,7 +189,7 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
 
     `_skip_descriptors` maps a skip name to `{member_path: replacement}`, where the replacement is a class from
     `get_skip_replacement` or a tuple of them (one per class the member may be). Optional class attributes:
-    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_layer_idx_arg`, `_layer_config_arg`.
+    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_model_reads`, `_layer_idx_arg`, `_layer_config_arg`.
     """
     layer_cls = getattr(model_cls, "_layer_cls", None)
     if layer_cls is None:
@@ -204,6 +211,7 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
         },
         rotary_cls=getattr(model_cls, "_rotary_embedding_cls", None),
         kv_cache_skips=frozenset(getattr(model_cls, "_kv_cache_skips", {"attention"})),
+        model_reads=frozenset(getattr(model_cls, "_model_reads", ())),
         layer_idx_arg=getattr(model_cls, "_layer_idx_arg", "layer_idx"),
         config_arg=getattr(model_cls, "_layer_config_arg", "config"),
     )

@@ -1,0 +1,288 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Per-layer summary of a (heterogeneous) config: what each layer holds, what it costs, and the model's totals.
+
+Everything is computed from the config's numbers, without building the model, so that a large checkpoint can be
+inspected from its `config.json` alone. The parameter counts follow what the stock modeling code of each architecture
+builds (biases, per-head norms); `LAYER_PARAMETER_LAYOUTS` records those differences as data, and the tests check the
+counts against `sum(p.numel())` of real models. This module computes and formats; it never prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..configuration_utils import PreTrainedConfig
+from .cache_utils import kv_cache_bytes
+from .configuration_utils import get_layer_overrides, validate_layer_overrides
+from .supported_models import get_config_spec
+
+
+__all__ = [
+    "LAYER_PARAMETER_LAYOUTS",
+    "LayerParameterLayout",
+    "LayerSummary",
+    "ModelSummary",
+    "format_comparison",
+    "format_layer_table",
+    "summarize_config",
+]
+
+ATTENTION, MLP, SKIPPED = "attention", "mlp", "skipped"
+
+
+@dataclass(frozen=True)
+class LayerParameterLayout:
+    """Where an architecture's decoder layer has parameters beyond its weight matrices and its two hidden-size norms.
+
+    All supported architectures have `q/k/v/o_proj` attention and a gated `gate/up/down_proj` MLP; they differ only
+    in biases and per-head norms. A bias field is either a constant or the name of the config attribute that switches
+    it (read from the layer's own config, as the layer does).
+
+    Args:
+        qkv_bias (`bool` or `str`): whether `q_proj`, `k_proj` and `v_proj` have a bias.
+        o_bias (`bool` or `str`): whether `o_proj` has a bias.
+        mlp_bias (`bool` or `str`): whether `gate_proj`, `up_proj` and `down_proj` have a bias.
+        qk_norm (`bool`): whether queries and keys are normalized per head (two norms of size `head_dim`).
+    """
+
+    qkv_bias: bool | str = False
+    o_bias: bool | str = False
+    mlp_bias: bool | str = False
+    qk_norm: bool = False
+
+
+# As built by transformers 5.23 (`models/<type>/modeling_<type>.py`, the `*Attention` and `*MLP` constructors).
+LAYER_PARAMETER_LAYOUTS: dict[str, LayerParameterLayout] = {
+    "llama": LayerParameterLayout(qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias"),
+    "mistral": LayerParameterLayout(),
+    "qwen2": LayerParameterLayout(qkv_bias=True),
+    "qwen3": LayerParameterLayout(qkv_bias="attention_bias", o_bias="attention_bias", qk_norm=True),
+}
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    """One decoder layer. Attention fields are `None` when the attention is skipped, `intermediate_size` when the
+    MLP is skipped: the layer holds no such sub-block, so it has no such dimension."""
+
+    layer_idx: int
+    attention: str
+    mlp: str
+    num_attention_heads: int | None
+    num_key_value_heads: int | None
+    head_dim: int | None
+    intermediate_size: int | None
+    num_parameters: int
+    kv_bytes_per_token: int
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """The layers of a causal LM plus what lies outside them (embeddings, final norm, LM head).
+
+    `kv_bytes_per_token` is what one cached token costs in a KV cache of `dtype` (keys and values of every layer that
+    holds KV); a layer with a window stops growing at its window.
+    """
+
+    model_type: str
+    dtype: torch.dtype
+    layers: tuple[LayerSummary, ...]
+    num_non_layer_parameters: int
+
+    @property
+    def num_layer_parameters(self) -> int:
+        return sum(layer.num_parameters for layer in self.layers)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.num_layer_parameters + self.num_non_layer_parameters
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return sum(layer.kv_bytes_per_token for layer in self.layers)
+
+
+def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> ModelSummary:
+    """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
+
+    Per-layer values that model construction refuses without building anything (unknown skips, model-level
+    attributes, KV heads that do not divide the attention heads) are refused here too, so that no table describes a
+    model that cannot exist.
+
+    Args:
+        config (`PreTrainedConfig`): a homogeneous or heterogeneous config of a supported architecture.
+        dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): element type of the KV cache.
+
+    Raises:
+        ValueError: the architecture has no entry in `LAYER_PARAMETER_LAYOUTS`.
+        HeterogeneousConfigError: a layer's overrides cannot be honoured.
+    """
+    layout = LAYER_PARAMETER_LAYOUTS.get(config.model_type)
+    if layout is None:
+        raise ValueError(
+            f"Cannot count the parameters of model_type '{config.model_type}': no parameter layout is declared for it. "
+            f"Known: {sorted(LAYER_PARAMETER_LAYOUTS)}."
+        )
+    overrides = [get_layer_overrides(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+    if config.is_heterogeneous:
+        known_skips = set(get_config_spec(config).skip_descriptors)
+        for layer_idx, layer_overrides in enumerate(overrides):
+            validate_layer_overrides(config, layer_idx, layer_overrides, known_skips)
+
+    kv_bytes = {size.layer_idx: size.bytes_per_token for size in kv_cache_bytes(config, dtype)}
+    layers = tuple(
+        _summarize_layer(
+            layer_idx, layer_config, overrides[layer_idx].get("skip", []), layout, kv_bytes.get(layer_idx, 0)
+        )
+        for layer_idx, layer_config in enumerate(config.per_layer_config)
+    )
+    hidden_size, vocab_size = config.hidden_size, config.vocab_size
+    lm_head = 0 if config.tie_word_embeddings else vocab_size * hidden_size
+    return ModelSummary(
+        model_type=config.model_type,
+        dtype=dtype,
+        layers=layers,
+        num_non_layer_parameters=vocab_size * hidden_size + hidden_size + lm_head,  # embeddings, final norm, head
+    )
+
+
+def _summarize_layer(
+    layer_idx: int,
+    layer_config: PreTrainedConfig,
+    skips: list[str],
+    layout: LayerParameterLayout,
+    kv_bytes_per_token: int,
+) -> LayerSummary:
+    hidden_size = layer_config.hidden_size
+    num_parameters = 0
+    heads = kv_heads = head_dim = intermediate_size = None
+    has_attention = ATTENTION not in skips
+    has_mlp = MLP not in skips
+    if has_attention:
+        heads = layer_config.num_attention_heads
+        kv_heads = getattr(layer_config, "num_key_value_heads", None) or heads
+        head_dim = getattr(layer_config, "head_dim", None) or hidden_size // heads
+        qkv_out = (heads + 2 * kv_heads) * head_dim
+        num_parameters += hidden_size * qkv_out + heads * head_dim * hidden_size  # q, k, v and o projections
+        num_parameters += qkv_out if _has_bias(layout.qkv_bias, layer_config) else 0
+        num_parameters += hidden_size if _has_bias(layout.o_bias, layer_config) else 0
+        num_parameters += 2 * head_dim if layout.qk_norm else 0
+        num_parameters += hidden_size  # input_layernorm
+    if has_mlp:
+        intermediate_size = layer_config.intermediate_size
+        num_parameters += 3 * hidden_size * intermediate_size  # gate, up and down projections
+        num_parameters += 2 * intermediate_size + hidden_size if _has_bias(layout.mlp_bias, layer_config) else 0
+        num_parameters += hidden_size  # post_attention_layernorm
+    return LayerSummary(
+        layer_idx=layer_idx,
+        attention=ATTENTION if has_attention else SKIPPED,
+        mlp=MLP if has_mlp else SKIPPED,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate_size,
+        num_parameters=num_parameters,
+        kv_bytes_per_token=kv_bytes_per_token,
+    )
+
+
+def _has_bias(switch: bool | str, layer_config: PreTrainedConfig) -> bool:
+    return bool(getattr(layer_config, switch)) if isinstance(switch, str) else switch
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _format_number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _format_table(header: list[str], rows: list[list[str]], left_aligned: int = 0) -> str:
+    """Aligns columns: the first `left_aligned` columns to the left (names), the others to the right (numbers)."""
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if column < left_aligned else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def format_layer_table(summary: ModelSummary) -> str:
+    """Renders one row per layer, a row of layer totals, and the model's total parameters.
+
+    A skipped sub-block shows `-` for its dimensions; a layer without KV shows 0 KV bytes.
+    """
+    header = [
+        "layer",
+        "attention",
+        "mlp",
+        "heads",
+        "kv_heads",
+        "head_dim",
+        "intermediate",
+        "parameters",
+        f"KV bytes/token ({_dtype_name(summary.dtype)})",
+    ]
+    rows = [
+        [str(layer.layer_idx), layer.attention, layer.mlp]
+        + [
+            _format_number(value)
+            for value in (
+                layer.num_attention_heads,
+                layer.num_key_value_heads,
+                layer.head_dim,
+                layer.intermediate_size,
+                layer.num_parameters,
+                layer.kv_bytes_per_token,
+            )
+        ]
+        for layer in summary.layers
+    ]
+    totals = [_format_number(summary.num_layer_parameters), _format_number(summary.kv_bytes_per_token)]
+    rows.append(["total"] + [""] * (len(header) - 3) + totals)
+    table = _format_table(header, rows, left_aligned=3)
+    return (
+        f"{table}\n"
+        f"Embeddings, final norm and LM head: {_format_number(summary.num_non_layer_parameters)} parameters; "
+        f"model total: {_format_number(summary.num_parameters)} parameters."
+    )
+
+
+def format_comparison(
+    reference: ModelSummary, summary: ModelSummary, reference_name: str = "reference", name: str = "model"
+) -> str:
+    """Renders the totals of `summary` next to those of `reference`, with the saving as a percentage of the
+    reference (negative when `summary` is larger)."""
+    if reference.dtype != summary.dtype:
+        raise ValueError(
+            f"Cannot compare KV bytes of a {_dtype_name(reference.dtype)} cache with a {_dtype_name(summary.dtype)} "
+            "cache; summarize both configs with the same dtype."
+        )
+    rows = []
+    for label, before, after in (
+        ("parameters", reference.num_parameters, summary.num_parameters),
+        ("layer parameters", reference.num_layer_parameters, summary.num_layer_parameters),
+        (f"KV bytes/token ({_dtype_name(summary.dtype)})", reference.kv_bytes_per_token, summary.kv_bytes_per_token),
+    ):
+        saving = f"{100 * (before - after) / before:.1f}%" if before else "-"
+        rows.append([label, _format_number(before), _format_number(after), saving])
+    return _format_table(["", reference_name, name, "saving"], rows, left_aligned=1)

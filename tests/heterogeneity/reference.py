@@ -1,0 +1,144 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""An independent forward of the Llama family (Llama, Mistral, Qwen2, Qwen3), written from the math.
+
+The tests compare heterogeneous models against this file, so it must not import `transformers` (nor
+`transformers.heterogeneity`): a bug shared by the code under test and its reference would go unseen. It reads a
+state dict with the standard Hugging Face tensor names and a per-layer description built from the numbers a test
+chose; a skipped sub-block is simply absent, so the residual stream passes through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+__all__ = ["LayerSpec", "reference_forward", "reference_greedy"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What one decoder layer computes. The forward reads MLP widths from the weights; `intermediate_size` is for
+    tests that check shapes."""
+
+    attention: bool = True
+    mlp: bool = True
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    intermediate_size: int | None = None
+    rope_theta: float = 10000.0
+    rms_eps: float = 1e-6
+    qkv_bias: bool = False  # Qwen2: biases on q/k/v (not on o)
+    qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on queries and keys, before RoPE
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm with the variance computed in fp32, then scaled by the weight in the input dtype."""
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Default RoPE tables for `positions` (T,): each of shape (T, head_dim), frequencies repeated over both halves."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim / 2)
+    angles = torch.cat([freqs, freqs], dim=-1)  # (T, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, heads, T, head_dim); cos/sin: (T, head_dim)."""
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+
+
+def linear(x: torch.Tensor, state: Mapping[str, torch.Tensor], name: str, bias: bool = False) -> torch.Tensor:
+    out = x @ state[f"{name}.weight"].T
+    return out + state[f"{name}.bias"] if bias else out
+
+
+def attention(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str, spec: LayerSpec) -> torch.Tensor:
+    """Causal grouped-query attention with RoPE; x: (B, T, hidden)."""
+    batch, seq_len, _ = x.shape
+    heads, kv_heads, dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+    q = linear(x, state, f"{prefix}.q_proj", spec.qkv_bias).view(batch, seq_len, heads, dim)
+    k = linear(x, state, f"{prefix}.k_proj", spec.qkv_bias).view(batch, seq_len, kv_heads, dim)
+    v = linear(x, state, f"{prefix}.v_proj", spec.qkv_bias).view(batch, seq_len, kv_heads, dim)
+    if spec.qk_norm:
+        q = rms_norm(q, state[f"{prefix}.q_norm.weight"], spec.rms_eps)
+        k = rms_norm(k, state[f"{prefix}.k_norm.weight"], spec.rms_eps)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, dim)
+    cos, sin = rope_cos_sin(torch.arange(seq_len), dim, spec.rope_theta)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    # key/value head j serves query heads j * group ... (j + 1) * group - 1
+    group = heads // kv_heads
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * dim**-0.5  # (B, heads, T, T)
+    future = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    probs = scores.float().softmax(dim=-1).to(q.dtype)
+    out = (probs @ v).transpose(1, 2).reshape(batch, seq_len, heads * dim)
+    return linear(out, state, f"{prefix}.o_proj")
+
+
+def swiglu_mlp(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    gate = linear(x, state, f"{prefix}.gate_proj")
+    return linear(torch.nn.functional.silu(gate) * linear(x, state, f"{prefix}.up_proj"), state, f"{prefix}.down_proj")
+
+
+@torch.no_grad()
+def reference_forward(
+    state: Mapping[str, torch.Tensor],
+    layers: Sequence[LayerSpec],
+    input_ids: torch.Tensor,
+    final_rms_eps: float = 1e-6,
+) -> torch.Tensor:
+    """Logits (B, T, vocab) for `input_ids` (B, T), without padding."""
+    hidden = state["model.embed_tokens.weight"][input_ids]
+    for layer_idx, spec in enumerate(layers):
+        prefix = f"model.layers.{layer_idx}"
+        if spec.attention:
+            normed = rms_norm(hidden, state[f"{prefix}.input_layernorm.weight"], spec.rms_eps)
+            hidden = hidden + attention(normed, state, f"{prefix}.self_attn", spec)
+        if spec.mlp:
+            normed = rms_norm(hidden, state[f"{prefix}.post_attention_layernorm.weight"], spec.rms_eps)
+            hidden = hidden + swiglu_mlp(normed, state, f"{prefix}.mlp")
+    hidden = rms_norm(hidden, state["model.norm.weight"], final_rms_eps)
+    lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
+    return hidden @ lm_head.T
+
+
+@torch.no_grad()
+def reference_greedy(
+    state: Mapping[str, torch.Tensor],
+    layers: Sequence[LayerSpec],
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    final_rms_eps: float = 1e-6,
+) -> torch.Tensor:
+    """Greedy decoding that recomputes the whole sequence at every step: prompt plus `max_new_tokens` tokens."""
+    ids = input_ids
+    for _ in range(max_new_tokens):
+        next_token = reference_forward(state, layers, ids, final_rms_eps)[:, -1].argmax(dim=-1)
+        ids = torch.cat([ids, next_token[:, None]], dim=-1)
+    return ids
