@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test quality style bench clean
+.PHONY: install demo test quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -59,6 +59,14 @@ def heads_override(arch: Arch) -> dict[str, Any]:
     return {"num_attention_heads": 8, "head_dim": 8, "num_key_value_heads": 4}
 
 
+def head_dim_override(arch: Arch, head_dim: int) -> dict[str, int]:
+    """Overrides giving a layer `head_dim`. Qwen2 configs store no head_dim (and a per-layer one needs a global one),
+    so there the layer gets hidden_size // head_dim heads instead."""
+    if arch.implicit_head_dim:
+        return {"num_attention_heads": HIDDEN_SIZE // head_dim}
+    return {"head_dim": head_dim}
+
+
 def case_layers(arch: Arch, case: str) -> tuple[int, dict[int, dict[str, Any]]]:
     """(num_layers, per_layer_config) of a named case."""
     if case == "mixed":
@@ -69,11 +77,9 @@ def case_layers(arch: Arch, case: str) -> tuple[int, dict[int, dict[str, Any]]]:
             4: {"skip": ["attention"]},
         }
     if case == "attention_skipped_first":
-        # Qwen2 configs store no head_dim (a per-layer one needs a global one): 8 heads give head_dim 8 instead.
-        head_dim_8 = {"num_attention_heads": 8} if arch.implicit_head_dim else {"head_dim": 8}
         return 4, {
             0: {"skip": ["attention"]},
-            1: {**head_dim_8, "num_key_value_heads": 4, "intermediate_size": 16},
+            1: {**head_dim_override(arch, 8), "num_key_value_heads": 4, "intermediate_size": 16},
             2: {"skip": ["attention", "mlp"]},
             3: {"num_key_value_heads": 1, "skip": ["mlp"]},
         }
@@ -381,7 +387,7 @@ def test_every_attention_skipped(arch):
 def test_attention_skipped_layer_computes_no_rotary_embedding(arch):
     """A skipped attention computes nothing (contract 4): a head_dim override on that layer must not give it a rotary
     embedding of its own that recomputes cos/sin on every forward for no reader."""
-    per_layer = {1: {"skip": ["attention"], "head_dim": 8}}
+    per_layer = {1: {"skip": ["attention"], **head_dim_override(arch, 8)}}
     model = build_model(arch, per_layer, 2)
     input_ids = make_input_ids()
     expected = reference_logits(model, layer_specs(arch, per_layer, 2), input_ids)
