@@ -188,7 +188,9 @@ def _build_layer(
     call_with_config(layer_config)
     honoured = stop_recording_reads(layer_config)
     if spec.rotary_cls is not None:
-        honoured |= _attach_layer_rotary_embedding(layer, spec.rotary_cls, config, layer_idx, overrides)
+        # A layer without attention reads no position embeddings: it needs no rotary embedding of its own.
+        attends = not spec.kv_cache_skips.intersection(skips)
+        honoured |= _attach_layer_rotary_embedding(layer, spec.rotary_cls, config, layer_idx, overrides, attends)
 
     ignored = sorted(set(overrides) - honoured - {"skip"})
     if ignored:
@@ -203,18 +205,24 @@ def _build_layer(
 
 
 def _attach_layer_rotary_embedding(
-    layer: nn.Module, rotary_cls: type[nn.Module], config: PreTrainedConfig, layer_idx: int, overrides: dict
+    layer: nn.Module,
+    rotary_cls: type[nn.Module],
+    config: PreTrainedConfig,
+    layer_idx: int,
+    overrides: dict,
+    attach: bool,
 ) -> set[str]:
     """Gives a layer its own rotary embedding when its overrides change what the rotary embedding reads.
 
     The model computes one `(cos, sin)` from the global config and hands it to every layer; a layer with another
     `head_dim` (or rope parameters) recomputes its own from `position_ids` in a forward pre-hook. The rotary buffers
-    are not persistent, so the state dict is unchanged. Returns the overrides the rotary embedding reads.
+    are not persistent, so the state dict is unchanged. Returns the overrides the rotary embedding reads; with
+    `attach=False` (attention skipped) they count as honoured but nothing is attached.
     """
     layer_config = make_layer_config(config, layer_idx)
     rotary = rotary_cls(config=layer_config)
     reads = stop_recording_reads(layer_config) & set(overrides)
-    if reads:
+    if reads and attach:
         layer.rotary_emb = rotary
         layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
     return reads
