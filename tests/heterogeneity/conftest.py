@@ -43,6 +43,16 @@ from transformers import (
 from .reference import LayerSpec
 
 
+# A three-layer Llama-shaped config for tests of the mechanism rather than of an architecture.
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 100,
+}
+
 HIDDEN_SIZE = 64
 INTERMEDIATE_SIZE = 96
 NUM_ATTENTION_HEADS = 4

@@ -14,15 +14,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, modeling_utils
 from transformers.heterogeneity import SkippedModule, activation
 from transformers.integrations.heterogeneity import AmbiguousGlobalPerLayerAttributeError
 
+from .conftest import TINY
 
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 100,
-}
+
 HETEROGENEOUS = {1: {"intermediate_size": 32, "num_key_value_heads": 1}, 2: {"skip": ["attention"]}}
 
 BUILD_SCRIPT = """

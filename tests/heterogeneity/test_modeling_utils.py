@@ -21,15 +21,7 @@ from transformers.heterogeneity import (
     get_skip_replacement,
 )
 
-
-TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 100,
-}
+from .conftest import TINY
 
 
 def build_llama(per_layer_config: dict) -> LlamaForCausalLM:
