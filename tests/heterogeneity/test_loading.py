@@ -1,0 +1,64 @@
+"""Loading a checkpoint whose tensors disagree with `per_layer_config` fails loudly, naming layer and tensor."""
+
+import io
+import json
+import logging
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.utils import logging as transformers_logging
+
+from .conftest import TINY
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": 32}}))
+    model.save_pretrained(tmp_path, max_shard_size="50KB")
+    return tmp_path
+
+
+@contextmanager
+def load_report():
+    """Collects what Transformers logs while loading (its load report)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = transformers_logging.get_logger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def rewrite_per_layer_config(path, per_layer_config: dict) -> None:
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    config["per_layer_config"] = per_layer_config
+    config_file.write_text(json.dumps(config))
+
+
+def test_shape_mismatch_fails_and_names_layer_and_tensor(checkpoint):
+    rewrite_per_layer_config(checkpoint, {"1": {"intermediate_size": 48}})
+    with load_report() as stream, pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        AutoModelForCausalLM.from_pretrained(checkpoint)
+    report = stream.getvalue()
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        assert f"model.layers.1.mlp.{name}.weight" in report
+    assert "torch.Size([32, 64]) vs model:torch.Size([48, 64])" in report
+
+
+def test_tensors_of_a_skipped_sub_block_are_reported_unexpected(checkpoint):
+    """A config that skips what the checkpoint holds loads the rest and reports every tensor it did not use."""
+    rewrite_per_layer_config(checkpoint, {"1": {"intermediate_size": 32, "skip": ["attention"]}})
+    with load_report() as stream:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    report = stream.getvalue()
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        assert f"model.layers.1.self_attn.{name}.weight" in report
+    assert "UNEXPECTED" in report
+    assert not [key for key in model.state_dict() if key.startswith("model.layers.1.self_attn")]
