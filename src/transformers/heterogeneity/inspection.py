@@ -13,10 +13,10 @@
 # limitations under the License.
 """Per-layer summary of a (heterogeneous) config: what each layer holds, what it costs, and the model's totals.
 
-Everything is computed from the config's numbers, without building the model, so that a large checkpoint can be
-inspected from its `config.json` alone. The parameter counts follow what the stock modeling code of each architecture
-builds (biases, per-head norms); `LAYER_PARAMETER_LAYOUTS` records those differences as data, and the tests check the
-counts against `sum(p.numel())` of real models. This module computes and formats; it never prints.
+Parameters are counted on the model itself, built on the meta device (no memory is allocated, so a large
+checkpoint can be inspected from its `config.json` alone): the counts are exact for every architecture the package
+builds, biases and per-head norms included, with no per-architecture formula to keep in sync. Dimensions come from
+each layer's config and KV bytes from `kv_cache_bytes`. This module computes and formats; it never prints.
 """
 
 from __future__ import annotations
@@ -24,16 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
+from ..models.auto import AutoModelForCausalLM
 from .cache_utils import kv_cache_bytes
-from .configuration_utils import get_layer_overrides, validate_layer_overrides
-from .supported_models import get_config_spec
+from .supported_models import SUPPORTED_ARCHITECTURES, get_config_spec
 
 
 __all__ = [
-    "LAYER_PARAMETER_LAYOUTS",
-    "LayerParameterLayout",
     "LayerSummary",
     "ModelSummary",
     "format_comparison",
@@ -42,36 +41,6 @@ __all__ = [
 ]
 
 ATTENTION, MLP, SKIPPED = "attention", "mlp", "skipped"
-
-
-@dataclass(frozen=True)
-class LayerParameterLayout:
-    """Where an architecture's decoder layer has parameters beyond its weight matrices and its two hidden-size norms.
-
-    All supported architectures have `q/k/v/o_proj` attention and a gated `gate/up/down_proj` MLP; they differ only
-    in biases and per-head norms. A bias field is either a constant or the name of the config attribute that switches
-    it (read from the layer's own config, as the layer does).
-
-    Args:
-        qkv_bias (`bool` or `str`): whether `q_proj`, `k_proj` and `v_proj` have a bias.
-        o_bias (`bool` or `str`): whether `o_proj` has a bias.
-        mlp_bias (`bool` or `str`): whether `gate_proj`, `up_proj` and `down_proj` have a bias.
-        qk_norm (`bool`): whether queries and keys are normalized per head (two norms of size `head_dim`).
-    """
-
-    qkv_bias: bool | str = False
-    o_bias: bool | str = False
-    mlp_bias: bool | str = False
-    qk_norm: bool = False
-
-
-# As built by transformers 5.23 (`models/<type>/modeling_<type>.py`, the `*Attention` and `*MLP` constructors).
-LAYER_PARAMETER_LAYOUTS: dict[str, LayerParameterLayout] = {
-    "llama": LayerParameterLayout(qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias"),
-    "mistral": LayerParameterLayout(),
-    "qwen2": LayerParameterLayout(qkv_bias=True),
-    "qwen3": LayerParameterLayout(qkv_bias="attention_bias", o_bias="attention_bias", qk_norm=True),
-}
 
 
 @dataclass(frozen=True)
@@ -119,74 +88,54 @@ class ModelSummary:
 def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> ModelSummary:
     """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
 
-    Per-layer values that model construction refuses without building anything (unknown skips, model-level
-    attributes, KV heads that do not divide the attention heads) are refused here too, so that no table describes a
-    model that cannot exist.
+    The model is built on the meta device, so its own construction refuses what it would refuse anyway (unknown
+    skips, model-level attributes, KV heads that do not divide the attention heads) and no table describes a model
+    that cannot exist.
 
     Args:
         config (`PreTrainedConfig`): a homogeneous or heterogeneous config of a supported architecture.
         dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): element type of the KV cache.
 
     Raises:
-        ValueError: the architecture has no entry in `LAYER_PARAMETER_LAYOUTS`.
+        ValueError: the architecture is not supported.
         HeterogeneousConfigError: a layer's overrides cannot be honoured.
     """
-    layout = LAYER_PARAMETER_LAYOUTS.get(config.model_type)
-    if layout is None:
+    spec = get_config_spec(config)
+    if spec is None:
         raise ValueError(
-            f"Cannot count the parameters of model_type '{config.model_type}': no parameter layout is declared for it. "
-            f"Known: {sorted(LAYER_PARAMETER_LAYOUTS)}."
+            f"Cannot summarize model_type '{config.model_type}': it is not a supported architecture "
+            f"(supported: {sorted(SUPPORTED_ARCHITECTURES)})."
         )
-    overrides = [get_layer_overrides(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
-    if config.is_heterogeneous:
-        known_skips = set(get_config_spec(config).skip_descriptors)
-        for layer_idx, layer_overrides in enumerate(overrides):
-            validate_layer_overrides(config, layer_idx, layer_overrides, known_skips)
-
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    decoder_layers = [module for module in model.modules() if isinstance(module, spec.layer_cls)]
     kv_bytes = {size.layer_idx: size.bytes_per_token for size in kv_cache_bytes(config, dtype)}
     layers = tuple(
-        _summarize_layer(
-            layer_idx, layer_config, overrides[layer_idx].get("skip", []), layout, kv_bytes.get(layer_idx, 0)
-        )
-        for layer_idx, layer_config in enumerate(config.per_layer_config)
+        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_bytes.get(layer_idx, 0))
+        for layer_idx, (layer_config, decoder_layer) in enumerate(zip(config.per_layer_config, decoder_layers))
     )
-    hidden_size, vocab_size = config.hidden_size, config.vocab_size
-    lm_head = 0 if config.tie_word_embeddings else vocab_size * hidden_size
+    num_parameters = sum(parameter.numel() for parameter in model.parameters())  # tied weights count once
     return ModelSummary(
         model_type=config.model_type,
         dtype=dtype,
         layers=layers,
-        num_non_layer_parameters=vocab_size * hidden_size + hidden_size + lm_head,  # embeddings, final norm, head
+        num_non_layer_parameters=num_parameters - sum(layer.num_parameters for layer in layers),
     )
 
 
 def _summarize_layer(
-    layer_idx: int,
-    layer_config: PreTrainedConfig,
-    skips: list[str],
-    layout: LayerParameterLayout,
-    kv_bytes_per_token: int,
+    layer_idx: int, layer_config: PreTrainedConfig, decoder_layer: nn.Module, kv_bytes_per_token: int
 ) -> LayerSummary:
-    hidden_size = layer_config.hidden_size
-    num_parameters = 0
-    heads = kv_heads = head_dim = intermediate_size = None
+    skips = getattr(layer_config, "skip", [])  # homogeneous configs hand out the global config, without `skip`
     has_attention = ATTENTION not in skips
     has_mlp = MLP not in skips
+    heads = kv_heads = head_dim = intermediate_size = None
     if has_attention:
         heads = layer_config.num_attention_heads
         kv_heads = getattr(layer_config, "num_key_value_heads", None) or heads
-        head_dim = getattr(layer_config, "head_dim", None) or hidden_size // heads
-        qkv_out = (heads + 2 * kv_heads) * head_dim
-        num_parameters += hidden_size * qkv_out + heads * head_dim * hidden_size  # q, k, v and o projections
-        num_parameters += qkv_out if _has_bias(layout.qkv_bias, layer_config) else 0
-        num_parameters += hidden_size if _has_bias(layout.o_bias, layer_config) else 0
-        num_parameters += 2 * head_dim if layout.qk_norm else 0
-        num_parameters += hidden_size  # input_layernorm
+        head_dim = getattr(layer_config, "head_dim", None) or layer_config.hidden_size // heads
     if has_mlp:
         intermediate_size = layer_config.intermediate_size
-        num_parameters += 3 * hidden_size * intermediate_size  # gate, up and down projections
-        num_parameters += 2 * intermediate_size + hidden_size if _has_bias(layout.mlp_bias, layer_config) else 0
-        num_parameters += hidden_size  # post_attention_layernorm
     return LayerSummary(
         layer_idx=layer_idx,
         attention=ATTENTION if has_attention else SKIPPED,
@@ -195,13 +144,9 @@ def _summarize_layer(
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
         intermediate_size=intermediate_size,
-        num_parameters=num_parameters,
+        num_parameters=sum(parameter.numel() for parameter in decoder_layer.parameters()),
         kv_bytes_per_token=kv_bytes_per_token,
     )
-
-
-def _has_bias(switch: bool | str, layer_config: PreTrainedConfig) -> bool:
-    return bool(getattr(layer_config, switch)) if isinstance(switch, str) else switch
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
