@@ -226,3 +226,20 @@ def test_custom_skip_descriptor_must_hold_replacement_classes():
 
     with pytest.raises(TypeError, match=r"_skip_descriptors\['mixer'\]\['mixer'\] must be a class made by"):
         BadDescriptors(ToyConfig(per_layer_config={0: {"skip": ["mixer"]}}))
+
+
+def test_heterogeneous_model_survives_deepcopy_and_pickle():
+    """Layer configs are instances of a class made at runtime; copies and pickles must still rebuild them."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    model = build_llama({1: {"intermediate_size": 32}, 2: {"skip": ["attention"]}})
+    input_ids = torch.tensor([[1, 2, 3, 4]])
+    expected = model(input_ids).logits
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert torch.equal(clone(input_ids).logits, expected)
+        layer_config = clone.model.layers[1].self_attn.config
+        assert layer_config.intermediate_size == 32
+        clone.set_attn_implementation("eager")
+        assert layer_config._attn_implementation == "eager"  # still follows the clone's own global config

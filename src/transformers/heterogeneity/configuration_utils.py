@@ -77,6 +77,17 @@ class _LayerConfigMixin:
             reads.add(name)
         return super().__getattribute__(name)
 
+    def __reduce_ex__(self, protocol):
+        # The class is made at runtime, so pickle cannot find it by name: rebuild it from the model's config class.
+        config_cls = type(self).__bases__[1]
+        return _rebuild_layer_config, (config_cls, dict(object.__getattribute__(self, "__dict__")))
+
+
+def _rebuild_layer_config(config_cls: type[PreTrainedConfig], state: dict[str, Any]) -> PreTrainedConfig:
+    layer_config = object.__new__(_layer_config_class(config_cls))
+    layer_config.__dict__.update(state)
+    return layer_config
+
 
 def _delegate_to_global_config(name: str) -> property:
     def getter(self):

@@ -84,6 +84,18 @@ class SkippedModule(nn.Module):
     def extra_repr(self) -> str:
         return f"replaces={self.replaces.__name__}"
 
+    def __reduce_ex__(self, protocol):
+        # The class is made at runtime, so pickle cannot find it by name: rebuild it from what it replaces.
+        return _rebuild_skipped_module, (self.replaces, self.return_entries, self.__dict__.copy())
+
+
+def _rebuild_skipped_module(
+    member_cls: type[nn.Module], return_entries: tuple[ReturnEntry, ...], state: dict[str, Any]
+) -> SkippedModule:
+    module = object.__new__(get_skip_replacement(member_cls, *return_entries))
+    module.__dict__.update(state)
+    return module
+
 
 @functools.cache
 def get_skip_replacement(member_cls: type[nn.Module], *return_entries: ReturnEntry) -> type[SkippedModule]:
