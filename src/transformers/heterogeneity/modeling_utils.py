@@ -219,13 +219,26 @@ def _attach_layer_rotary_embedding(
     are not persistent, so the state dict is unchanged. Returns the overrides the rotary embedding reads; with
     `attach=False` (attention skipped) they count as honoured but nothing is attached.
     """
+    overridden = frozenset(overrides) - {"skip"}
+    if not overridden:
+        return set()
+    # What a rotary class reads depends on which attributes are overridden, not on their values, except for the
+    # `head_dim`-or-derived branch: probe once per kind, so that most layers (wider or narrower FFNs) build nothing.
+    head_dim = overrides.get("head_dim", config._getattr_without_heterogeneous_validation("head_dim", None))
+    key = (rotary_cls, overridden, head_dim is None)
+    reads = _ROTARY_READS.get(key)
+    if reads is not None and not (reads and attach):
+        return set(reads)
     layer_config = make_layer_config(config, layer_idx)
     rotary = rotary_cls(config=layer_config)
-    reads = stop_recording_reads(layer_config) & set(overrides)
+    reads = _ROTARY_READS[key] = frozenset(stop_recording_reads(layer_config) & overridden)
     if reads and attach:
         layer.rotary_emb = rotary
         layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
-    return reads
+    return set(reads)
+
+
+_ROTARY_READS: dict[tuple, frozenset[str]] = {}
 
 
 def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
