@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test quality style clean
+.PHONY: install demo test bench quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests/heterogeneity
+
+# Benchmarks (not part of `make test`): table on stdout, benchmarks/results/results.json and PNG plots.
+# `make bench BENCH_ARGS=--quick` is a smoke test on tiny models.
+MATPLOTLIB_VERSION ?= 3.10.8
+BENCH_ARGS ?=
+
+bench: install
+	$(BIN)/python -m pip install --quiet "matplotlib==$(MATPLOTLIB_VERSION)"
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)
