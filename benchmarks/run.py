@@ -79,6 +79,17 @@ def environment(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat; (0, 0) where unavailable. Steal is the time the
+    hypervisor ran other guests on this machine's virtual CPUs: the disturbance that no interleaving can undo."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def _compact(value: Any) -> Any:
     """Six significant digits are more than these measurements carry, and keep the committed file small."""
     if isinstance(value, float):
@@ -111,14 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             module = importlib.import_module(f".{name}", __package__)
             bench_started = time.perf_counter()
+            steal_before, total_before = _cpu_times()
             result = module.run(ctx)
             duration = time.perf_counter() - bench_started
-            ctx.log(f"{name}: done in {duration:.0f} s")
+            steal_after, total_after = _cpu_times()
+            steal = (steal_after - steal_before) / max(1, total_after - total_before)
+            ctx.log(f"{name}: done in {duration:.0f} s (CPU steal {steal:.1%})")
             checks.extend(result.checks)
             rows = [check.to_json() for check in result.checks]
             results["benchmarks"][name] = {
                 "title": TITLES[name],
                 "duration_s": duration,
+                "cpu_steal_fraction": steal,
                 "checks": rows,
                 "details": result.details,
             }
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{held} targets hold, {len(missed)} missed; runtime {results['runtime_s'] / 60:.1f} min "
         f"({results['environment']['device']}, {ctx.threads} threads, {results['environment']['cpu']})."
     )
+    steals = ", ".join(f"{name} {bench['cpu_steal_fraction']:.1%}" for name, bench in results["benchmarks"].items())
+    print(f"CPU steal (other guests on this machine's CPUs; high values mean disturbed figures): {steals}.")
     print(f"Results: {output_dir / 'results.json'}; plots: {', '.join(str(p.name) for p in plots)}")
     return 1 if args.strict and missed else 0
 
