@@ -71,20 +71,24 @@ def global_view(config: PreTrainedConfig) -> PreTrainedConfig:
 class _LayerConfigMixin:
     """Mixed into a subclass of the model's config class for the configs that layers are built from."""
 
-    def __getattribute__(self, name: str) -> Any:
-        reads = object.__getattribute__(self, "__dict__").get("_recorded_reads")
-        if reads is not None:
-            reads.add(name)
-        return super().__getattribute__(name)
+    _config_cls: type[PreTrainedConfig]
 
     def __reduce_ex__(self, protocol):
         # The class is made at runtime, so pickle cannot find it by name: rebuild it from the model's config class.
-        config_cls = type(self).__bases__[1]
-        return _rebuild_layer_config, (config_cls, dict(object.__getattribute__(self, "__dict__")))
+        return _rebuild_layer_config, (self._config_cls, dict(object.__getattribute__(self, "__dict__")))
+
+
+class _RecordingReadsMixin:
+    """Records attribute reads while a layer is built. Swapped out afterwards: a custom `__getattribute__` costs time
+    on every read and makes `torch.compile` break the graph."""
+
+    def __getattribute__(self, name: str) -> Any:
+        object.__getattribute__(self, "__dict__")["_recorded_reads"].add(name)
+        return super().__getattribute__(name)
 
 
 def _rebuild_layer_config(config_cls: type[PreTrainedConfig], state: dict[str, Any]) -> PreTrainedConfig:
-    layer_config = object.__new__(_layer_config_class(config_cls))
+    layer_config = object.__new__(_layer_config_classes(config_cls)[0])
     layer_config.__dict__.update(state)
     return layer_config
 
@@ -99,20 +103,28 @@ def _delegate_to_global_config(name: str) -> property:
     return property(getter, setter, doc=f"`{name}` of the model's global config, which may change at runtime.")
 
 
-_layer_config_classes: dict[type, type] = {}
-_layer_config_classes_lock = threading.Lock()
+_classes: dict[type, tuple[type, type]] = {}
+_classes_lock = threading.Lock()
 
 
-def _layer_config_class(config_cls: type[PreTrainedConfig]) -> type[PreTrainedConfig]:
-    with _layer_config_classes_lock:
-        if config_cls not in _layer_config_classes:
+def _layer_config_classes(config_cls: type[PreTrainedConfig]) -> tuple[type, type]:
+    """The layer-config class for `config_cls`, and its read-recording subclass used during construction."""
+    with _classes_lock:
+        if config_cls not in _classes:
             namespace = {name: _delegate_to_global_config(name) for name in RUNTIME_ATTRIBUTES}
-            namespace["__module__"] = config_cls.__module__
-            namespace["__doc__"] = f"The config of one layer of a heterogeneous `{config_cls.__name__}` model."
-            _layer_config_classes[config_cls] = type(
-                f"{config_cls.__name__}ForLayer", (_LayerConfigMixin, config_cls), namespace
+            namespace.update(
+                __module__=config_cls.__module__,
+                __doc__=f"The config of one layer of a heterogeneous `{config_cls.__name__}` model.",
+                _config_cls=config_cls,
             )
-        return _layer_config_classes[config_cls]
+            layer_cls = type(f"{config_cls.__name__}ForLayer", (_LayerConfigMixin, config_cls), namespace)
+            recording_cls = type(
+                f"{config_cls.__name__}ForLayerRecordingReads",
+                (_RecordingReadsMixin, layer_cls),
+                {"__module__": config_cls.__module__},
+            )
+            _classes[config_cls] = (layer_cls, recording_cls)
+        return _classes[config_cls]
 
 
 def make_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
@@ -122,13 +134,14 @@ def make_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedCon
         layer_config.__dict__.pop(name, None)
     layer_config.__dict__["_global_config"] = config
     layer_config.__dict__["_recorded_reads"] = set()
-    layer_config.__class__ = _layer_config_class(type(config))
+    layer_config.__class__ = _layer_config_classes(type(config))[1]
     return layer_config
 
 
 def stop_recording_reads(layer_config: PreTrainedConfig) -> set[str]:
     """Ends read recording on a config made by `make_layer_config` and returns the attributes read."""
-    return layer_config.__dict__.pop("_recorded_reads", set())
+    layer_config.__class__ = _layer_config_classes(type(layer_config)._config_cls)[0]
+    return layer_config.__dict__.pop("_recorded_reads")
 
 
 def validate_layer_overrides(
