@@ -8,10 +8,11 @@ import threading
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
 import transformers.heterogeneity as heterogeneity
 from transformers import LlamaConfig, LlamaForCausalLM, modeling_utils
-from transformers.heterogeneity import SkippedModule, activation
+from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, activation
 from transformers.integrations.heterogeneity import AmbiguousGlobalPerLayerAttributeError
 
 from .conftest import TINY
@@ -68,6 +69,19 @@ def test_per_layer_attention_heads_pass_config_validation_before_any_modeling_im
         "print(config.per_layer_config[1].num_attention_heads, 'transformers.modeling_utils' in sys.modules)"
     )
     assert run_python(code) == "8 False"
+
+
+def test_per_layer_validation_sees_values_set_after_construction():
+    """Layer configs are shared between validators of one pass; a value set afterwards must reach the next pass."""
+    config = LlamaConfig(
+        hidden_size=64, num_attention_heads=4, num_hidden_layers=2, per_layer_config={1: {"num_attention_heads": 8}}
+    )
+    config.validate()
+    config.hidden_size = 36  # still a multiple of the 4 global heads, not of layer 1's 8
+    with pytest.raises(StrictDataclassClassValidationError) as error:
+        config.validate()
+    assert isinstance(error.value.__cause__, HeterogeneousConfigError)
+    assert "Layer 1: The hidden size (36) is not a multiple of the number of attention heads (8)" in str(error.value)
 
 
 def test_fresh_process_honours_per_layer_config_without_import():

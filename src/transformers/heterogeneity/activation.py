@@ -32,6 +32,7 @@ import functools
 import inspect
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 
@@ -169,7 +170,7 @@ def _validate_per_layer(config_cls: type) -> None:
                 return validator(self)
             for layer_idx in range(self.num_hidden_layers):
                 try:
-                    validator(self.per_layer_config[layer_idx])
+                    validator(_layer_config(self, layer_idx))
                 except (ValueError, TypeError, StrictDataclassError) as error:
                     raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
 
@@ -184,6 +185,27 @@ def _validate_per_layer(config_cls: type) -> None:
             originals = list(validators)
             validators[:] = [per_layer(validator) for validator in originals]
             _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
+
+
+_last_layer_configs = threading.local()
+
+
+def _layer_config(config, layer_idx: int):
+    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
+    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
+    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
+    state = dict(config.__dict__)
+    cached = getattr(_last_layer_configs, "entry", None)
+    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
+        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
+    layer_configs = cached[2]
+    if layer_idx not in layer_configs:
+        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
+    return layer_configs[layer_idx]
+
+
+def _same_values(old: dict, new: dict) -> bool:
+    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
 
 
 def _on_configuration_utils(module: ModuleType) -> None:
