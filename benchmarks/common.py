@@ -125,6 +125,23 @@ class Check:
         else:
             raise ValueError(f"unknown check kind {self.kind!r}")
 
+    @classmethod
+    def at_most(cls, item: str, name: str, limit: float | None, stats: Stats, detail: str = "") -> Check:
+        """A figure that must not exceed `limit`; with `limit=None`, the same figure reported without a target."""
+        if limit is None:
+            return cls.info(item, name, stats, detail)
+        return cls(item, name, f"<= {limit}", "max", limit, stats, detail)
+
+    @classmethod
+    def equals_one(cls, item: str, name: str, stats: Stats, detail: str = "") -> Check:
+        """A ratio that every measurement must hit exactly."""
+        return cls(item, name, "== 1", "equal", 1.0, stats, detail)
+
+    @classmethod
+    def info(cls, item: str, name: str, stats: Stats | None = None, detail: str = "") -> Check:
+        """A figure reported for context, with no target."""
+        return cls(item, name, "-", "info", None, stats, detail)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

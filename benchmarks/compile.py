@@ -97,26 +97,21 @@ def run(ctx: Context) -> BenchResult:
                 f"homogeneous {details['homogeneous']['graphs']}"
             )
         checks.append(
-            Check(
-                item="5",
-                name=f"decode time per token ({mode}), heterogeneous / stock",
-                target=f"<= {TARGET}" if kind == "max" else "-",
-                kind=kind,
-                limit=TARGET if kind == "max" else None,
-                stats=Stats.of(ratios),
-                detail=detail,
+            Check.at_most(
+                "5",
+                f"decode time per token ({mode}), heterogeneous / stock",
+                TARGET if kind == "max" else None,
+                Stats.of(ratios),
+                detail,
             )
         )
     compile_ratio = details["heterogeneous"]["compile_s"] / details["homogeneous"]["compile_s"]
     checks.append(
-        Check(
-            item="5",
-            name="compile time (first decode step), heterogeneous / stock",
-            target="-",
-            kind="info",
-            limit=None,
-            stats=Stats.of([compile_ratio]),
-            detail=f"stock {details['homogeneous']['compile_s']:.0f} s",
+        Check.info(
+            "5",
+            "compile time (first decode step), heterogeneous / stock",
+            Stats.of([compile_ratio]),
+            f"stock {details['homogeneous']['compile_s']:.0f} s",
         )
     )
     del models, decoders

@@ -128,23 +128,11 @@ def run(ctx: Context) -> BenchResult:
             samples["StaticCache"],
             f"bookkeeping tensors: {samples['StaticCache'][-1]['bookkeeping_bytes']} bytes (not KV)",
         ),
-        Check(
-            item="3",
-            name="kv_cache_bytes() / theoretical minimum",
-            target="== 1",
-            kind="equal",
-            limit=1.0,
-            stats=Stats.of(helper_ratios),
-            detail="the package's accounting helper",
+        Check.equals_one(
+            "3", "kv_cache_bytes() / theoretical minimum", Stats.of(helper_ratios), "the package's accounting helper"
         ),
-        Check(
-            item="3",
-            name="windowed layers (per-layer sliding_window)",
-            target="== 1",
-            kind="info",
-            limit=None,
-            stats=None,
-            detail="pending: per-layer windows are refused so far",
+        Check.info(
+            "3", "windowed layers (per-layer sliding_window)", detail="pending: per-layer windows are refused so far"
         ),
     ]
     details = {
@@ -161,4 +149,4 @@ def run(ctx: Context) -> BenchResult:
 
 def _equal_check(name: str, samples: list[dict[str, Any]], detail: str) -> Check:
     ratios = [sample["held_bytes"] / sample["theoretical_bytes"] for sample in samples]
-    return Check(item="3", name=name, target="== 1", kind="equal", limit=1.0, stats=Stats.of(ratios), detail=detail)
+    return Check.equals_one("3", name, Stats.of(ratios), detail)

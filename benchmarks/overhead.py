@@ -132,14 +132,12 @@ def _ratio_check(
     ratios = paired_ratios(times["heterogeneous"], times["homogeneous"])
     details[key] = {case: Stats.of(values).__dict__ for case, values in times.items()}
     stock, heterogeneous = (Stats.of(times[case]).median for case in ("homogeneous", "heterogeneous"))
-    return Check(
-        item="1",
-        name=f"{name}, heterogeneous / stock",
-        target=f"<= {TARGET}" if kind == "max" else "-",
-        kind=kind,
-        limit=TARGET if kind == "max" else None,
-        stats=Stats.of(ratios),
-        detail=f"medians: stock {_seconds(stock)}, heterogeneous {_seconds(heterogeneous)}",
+    return Check.at_most(
+        "1",
+        f"{name}, heterogeneous / stock",
+        TARGET if kind == "max" else None,
+        Stats.of(ratios),
+        f"medians: stock {_seconds(stock)}, heterogeneous {_seconds(heterogeneous)}",
     )
 
 

@@ -150,14 +150,12 @@ def run(ctx: Context) -> BenchResult:
                 "measured_over_predicted": ratio.__dict__,
             }
             checks.append(
-                Check(
-                    item="2",
-                    name=f"{name}: {label}, measured / predicted ({'FLOPs' if basis == 'flops' else 'bytes'})",
-                    target=f"<= {TARGET}" if judged else "-",
-                    kind="max" if judged else "info",
-                    limit=TARGET if judged else None,
-                    stats=ratio,
-                    detail=f"time x{Stats.of(relative).median:.3f} of full, predicted x{predicted:.3f}",
+                Check.at_most(
+                    "2",
+                    f"{name}: {label}, measured / predicted ({'FLOPs' if basis == 'flops' else 'bytes'})",
+                    TARGET if judged else None,
+                    ratio,
+                    f"time x{Stats.of(relative).median:.3f} of full, predicted x{predicted:.3f}",
                 )
             )
         row["decode"]["predicted_relative_time_flops"] = predictions["decode_flops"][name]
@@ -172,13 +170,9 @@ def run(ctx: Context) -> BenchResult:
     }
     fit = fits["decode"]
     checks.append(
-        Check(
-            item="2",
-            name="decode, DynamicCache: fit ms = a + b*attention + c*MLP + d*GB (all six models)",
-            target="-",
-            kind="info",
-            limit=None,
-            stats=None,
+        Check.info(
+            "2",
+            "decode, DynamicCache: fit ms = a + b*attention + c*MLP + d*GB (all six models)",
             detail=f"a={fit['fixed_ms']:.1f}, b={fit['per_attention_ms']:.2f}, c={fit['per_mlp_ms']:.2f}, "
             f"d={fit['per_unit_ms']:.1f}; residual <= {fit['max_residual_ms']:.1f} ms of {fit['full_model_ms']:.0f}",
         )

@@ -95,10 +95,10 @@ def _rebuild_layer_config(config_cls: type[PreTrainedConfig], state: dict[str, A
 
 def _delegate_to_global_config(name: str) -> property:
     def getter(self):
-        return getattr(object.__getattribute__(self, "__dict__")["_global_config"], name)
+        return getattr(self._global_config, name)
 
     def setter(self, value):
-        setattr(object.__getattribute__(self, "__dict__")["_global_config"], name, value)
+        setattr(self._global_config, name, value)
 
     return property(getter, setter, doc=f"`{name}` of the model's global config, which may change at runtime.")
 
