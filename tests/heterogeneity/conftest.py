@@ -170,6 +170,7 @@ def layer_specs(arch: Arch, per_layer: PerLayer | None, num_layers: int, **globa
                 rms_eps=values["rms_norm_eps"],
                 qkv_bias=arch.qkv_bias,
                 qk_norm=arch.qk_norm,
+                window=values.get("sliding_window"),
             )
         )
     return specs

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 
-__all__ = ["LayerSpec", "reference_forward", "reference_greedy"]
+__all__ = ["LayerSpec", "reference_beam_search", "reference_forward", "reference_greedy"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class LayerSpec:
     rms_eps: float = 1e-6
     qkv_bias: bool = False  # Qwen2: biases on q/k/v (not on o)
     qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on queries and keys, before RoPE
+    window: int | None = None  # sliding window: a query sees itself and the `window - 1` tokens before it
+    chunk: int | None = None  # chunked attention: a query sees the tokens before it in its own chunk
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -94,11 +96,22 @@ def attention(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str, s
     group = heads // kv_heads
     k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     scores = (q @ k.transpose(-1, -2)) * dim**-0.5  # (B, heads, T, T)
-    future = torch.ones(seq_len, seq_len, dtype=torch.bool).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))
+    scores = scores.masked_fill(~visible(seq_len, spec), float("-inf"))
     probs = scores.float().softmax(dim=-1).to(q.dtype)
     out = (probs @ v).transpose(1, 2).reshape(batch, seq_len, heads * dim)
     return linear(out, state, f"{prefix}.o_proj")
+
+
+def visible(seq_len: int, spec: LayerSpec) -> torch.Tensor:
+    """(T, T) boolean: which key positions each query position attends to."""
+    query = torch.arange(seq_len)[:, None]
+    key = torch.arange(seq_len)[None, :]
+    allowed = key <= query
+    if spec.window is not None:
+        allowed &= query - key < spec.window
+    if spec.chunk is not None:
+        allowed &= query // spec.chunk == key // spec.chunk
+    return allowed
 
 
 def swiglu_mlp(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
@@ -142,3 +155,27 @@ def reference_greedy(
         next_token = reference_forward(state, layers, ids, final_rms_eps)[:, -1].argmax(dim=-1)
         ids = torch.cat([ids, next_token[:, None]], dim=-1)
     return ids
+
+
+@torch.no_grad()
+def reference_beam_search(
+    state: Mapping[str, torch.Tensor],
+    layers: Sequence[LayerSpec],
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    num_beams: int,
+    final_rms_eps: float = 1e-6,
+) -> torch.Tensor:
+    """Beam search without end-of-sequence tokens, recomputing every beam from scratch at every step.
+
+    Each step extends every beam by every token and keeps the `num_beams` highest sums of log-probabilities; with no
+    hypothesis finishing early, the result is the best beam after `max_new_tokens` steps. `input_ids`: (1, T).
+    """
+    beams, scores = input_ids, torch.zeros(1)
+    for _ in range(max_new_tokens):
+        log_probs = reference_forward(state, layers, beams, final_rms_eps)[:, -1].float().log_softmax(dim=-1)
+        candidates = (scores[:, None] + log_probs).flatten()
+        scores, best = candidates.topk(num_beams)
+        vocab_size = log_probs.shape[-1]
+        beams = torch.cat([beams[best // vocab_size], (best % vocab_size)[:, None]], dim=-1)
+    return beams[:1]

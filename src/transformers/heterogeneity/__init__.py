@@ -25,7 +25,7 @@ from .activation import activate, deactivate, is_active
 
 
 _LAZY_ATTRIBUTES = {
-    "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "layers_without_kv_cache"],
+    "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"],
     "configuration_utils": ["HeterogeneousConfigError"],
     "modeling_utils": ["UnsupportedArchitectureError"],
     "skip_utils": ["ReturnEntry", "SkippedModule", "get_skip_replacement"],
@@ -54,12 +54,13 @@ __all__ = [
     "get_skip_replacement",
     "is_active",
     "kv_cache_bytes",
+    "kv_cache_total_bytes",
     "layers_without_kv_cache",
     "register_architecture",
 ]
 
 if TYPE_CHECKING:
-    from .cache_utils import LayerKVCacheSize, kv_cache_bytes, layers_without_kv_cache
+    from .cache_utils import LayerKVCacheSize, kv_cache_bytes, kv_cache_total_bytes, layers_without_kv_cache
     from .configuration_utils import HeterogeneousConfigError
     from .modeling_utils import UnsupportedArchitectureError
     from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement

@@ -72,9 +72,11 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
 
     Upstream behaviour: stores the config; builds nothing per layer. Change: before that, a heterogeneous config
     readies per-layer construction of the model's decoder layers (or is refused for an architecture that would
-    ignore it). Removal: upstream calls `prepare_model_init(type(self), config)` at the top of `__init__`.
+    ignore it); a subclass's `__init__` then builds them. After the whole model is built, a base model whose layers
+    have their own windows gets per-layer masks. Removal: upstream calls `prepare_model_init(type(self), config)` at
+    the top of `__init__` and `finish_model_init(self)` in `post_init`.
     """
-    from .modeling_utils import prepare_model_init
+    from .modeling_utils import finish_model_init, prepare_model_init
 
     cls = modeling_utils.PreTrainedModel
     original = cls.__init__
@@ -85,10 +87,20 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
         prepare_model_init(type(self), config)  # hetero-patch: per-layer construction
         original(self, config, *inputs, **kwargs)
 
+    original_post_init = cls.post_init
+    _check_signature(original_post_init, ["self"], "PreTrainedModel.post_init")
+
+    @functools.wraps(original_post_init)
+    def post_init(self):
+        original_post_init(self)
+        finish_model_init(self)  # hetero-patch: per-layer masks
+
     cls.__init__ = __init__
+    cls.post_init = post_init
 
     def undo() -> None:
         cls.__init__ = original
+        cls.post_init = original_post_init
 
     return undo
 
@@ -97,10 +109,11 @@ def patch_cache_layer_types(cache_utils: ModuleType) -> Callable[[], None]:
     """`cache_utils.get_layer_types_and_kwargs` (transformers 5.23), read by `DynamicCache` and `StaticCache`.
 
     Upstream behaviour: a layer's cache type comes from `layer_types` or its window. Change: layers whose attention
-    is skipped get the `"dummy"` type, so they allocate no KV and are never asked for the sequence length.
-    Removal: upstream derives `"dummy"` from the layer's skips inside `get_layer_types_and_kwargs`.
+    is skipped get the `"dummy"` type, so they allocate no KV and are never asked for the sequence length; a sliding
+    layer type whose per-layer window is `None` becomes full attention. Removal: upstream derives both inside
+    `get_layer_types_and_kwargs`.
     """
-    from .cache_utils import mark_layers_without_kv_cache
+    from .cache_utils import adjust_cache_layer_types
 
     original = cache_utils.get_layer_types_and_kwargs
     _check_signature(original, ["config"], "cache_utils.get_layer_types_and_kwargs")
@@ -108,7 +121,7 @@ def patch_cache_layer_types(cache_utils: ModuleType) -> Callable[[], None]:
     @functools.wraps(original)
     def get_layer_types_and_kwargs(config):
         layer_types, per_layer_kwargs = original(config)
-        return mark_layers_without_kv_cache(config, layer_types, per_layer_kwargs)  # hetero-patch: no-KV layers
+        return adjust_cache_layer_types(config, layer_types, per_layer_kwargs)  # hetero-patch: per-layer types
 
     cache_utils.get_layer_types_and_kwargs = get_layer_types_and_kwargs
 
@@ -144,6 +157,34 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
 
     def undo() -> None:
         cls.__post_init__ = original
+
+    return undo
+
+
+def patch_generate_masks(generation_utils: ModuleType) -> Callable[[], None]:
+    """`create_masks_for_generate` as `generation/utils.py` (transformers 5.23) calls it for compileable caches.
+
+    Upstream behaviour: `generate` builds the 4D masks ahead of the forward, one per layer type, from the global
+    `sliding_window` / `attention_chunk_size` (which raises for a per-layer value). Change: when layers have their own
+    windows, it returns the 2D padding mask and the model builds one mask per distinct setting (`masking_utils.py`),
+    as upstream already does for layer types it has no mask function for. Removal: upstream's
+    `create_masks_for_generate` defers to the model for per-layer windows.
+    """
+    from .masking_utils import has_per_layer_masks
+
+    original = generation_utils.create_masks_for_generate
+    _check_signature(original, ["config", "inputs_embeds", "attention_mask"], "create_masks_for_generate")
+
+    @functools.wraps(original)
+    def create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs):
+        if has_per_layer_masks(config.get_text_config()):
+            return attention_mask  # hetero-patch: per-layer masks are built by the layers
+        return original(config, inputs_embeds, attention_mask, *args, **kwargs)
+
+    generation_utils.create_masks_for_generate = create_masks_for_generate
+
+    def undo() -> None:
+        generation_utils.create_masks_for_generate = original
 
     return undo
 
@@ -224,9 +265,14 @@ def _record(undo: Callable[[], None]) -> None:
         _undo.append(undo)
 
 
+def _on_generation_utils(module: ModuleType) -> None:
+    _record(patch_generate_masks(module))
+
+
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
     ("transformers.modeling_utils".__eq__, _on_modeling_utils),
+    ("transformers.generation.utils".__eq__, _on_generation_utils),
 )
 
 

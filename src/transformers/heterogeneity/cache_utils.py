@@ -29,7 +29,7 @@ from ..configuration_utils import PreTrainedConfig
 from .supported_models import get_config_spec
 
 
-__all__ = ["LayerKVCacheSize", "kv_cache_bytes", "layers_without_kv_cache"]
+__all__ = ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"]
 
 
 def layers_without_kv_cache(config: PreTrainedConfig) -> list[int]:
@@ -46,14 +46,17 @@ def layers_without_kv_cache(config: PreTrainedConfig) -> list[int]:
     ]
 
 
-def mark_layers_without_kv_cache(
+def adjust_cache_layer_types(
     config: PreTrainedConfig, layer_types: list[str], per_layer_kwargs: list[dict]
 ) -> tuple[list[str], list[dict]]:
-    """Turns the cache layer type of every layer without a KV writer into `"dummy"`.
+    """Corrects upstream's per-layer cache types for what layers really do.
 
-    When no layer holds KV, layer 0 keeps its type: upstream's `Cache.get_seq_length` refuses a cache without any
-    attention layer. That layer is never written, so it allocates nothing and reports 0 tokens; `generate` then
-    feeds the whole sequence each step, which is exact for a model without attention.
+    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When no layer holds KV, layer 0 keeps its
+      type: upstream's `Cache.get_seq_length` refuses a cache without any attention layer. That layer is never
+      written, so it allocates nothing and reports 0 tokens; `generate` then feeds the whole sequence each step,
+      which is exact for a model without attention.
+    - A `"sliding_attention"` / `"chunked_attention"` layer (from `layer_types`) whose own window is `None` attends
+      to everything, so it becomes `"full_attention"`: a per-layer `sliding_window: None` means full attention.
     """
     without_kv = layers_without_kv_cache(config)
     if len(without_kv) == len(layer_types):
@@ -61,53 +64,78 @@ def mark_layers_without_kv_cache(
     for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
         per_layer_kwargs[layer_idx] = {}
+    for layer_idx, layer_kwargs in enumerate(per_layer_kwargs):
+        if "sliding_window" in layer_kwargs and layer_kwargs["sliding_window"] is None:
+            layer_types[layer_idx] = "full_attention"
+            per_layer_kwargs[layer_idx] = {}
     return layer_types, per_layer_kwargs
 
 
 @dataclass(frozen=True)
 class LayerKVCacheSize:
-    """KV-cache size of one layer. `bytes_per_token` is what each cached token costs; `max_tokens` is the most tokens
-    the layer keeps (its window), or `None` when it keeps them all."""
+    """KV-cache size of one layer.
+
+    `bytes_per_token` is what each cached token costs (keys and values of all its KV heads); `window` is the layer's
+    sliding window or chunk size, `None` when it attends to the whole sequence.
+    """
 
     layer_idx: int
     num_key_value_heads: int
     head_dim: int
     bytes_per_token: int
-    max_tokens: int | None
+    window: int | None
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens the layer keeps between steps: a query sees itself and the `window - 1` tokens before it,
+        so a windowed layer needs `window - 1` tokens of the past (`None`: all of them)."""
+        return None if self.window is None else self.window - 1
 
     def bytes_for(self, num_tokens: int, batch_size: int = 1) -> int:
-        """Bytes this layer holds after `num_tokens` tokens in a dynamic cache."""
+        """Bytes this layer holds after `num_tokens` tokens in a `DynamicCache` (the theoretical minimum)."""
         kept = num_tokens if self.max_tokens is None else min(num_tokens, self.max_tokens)
         return batch_size * kept * self.bytes_per_token
+
+    def static_bytes(self, max_cache_len: int, batch_size: int = 1) -> int:
+        """Bytes a `StaticCache` of `max_cache_len` allocates for this layer: a windowed layer writes the incoming
+        token next to its `window - 1` past ones, so it holds `window` slots."""
+        slots = max_cache_len if self.window is None else min(max_cache_len, self.window)
+        return batch_size * slots * self.bytes_per_token
 
 
 def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> list[LayerKVCacheSize]:
     """Per-layer KV-cache sizes for `config`, homogeneous or not: keys and values of every layer that holds KV.
 
-    Layers without KV (attention skipped) are left out. Sum `size.bytes_for(n)` over the result for the bytes held
-    after `n` tokens.
+    Layers without KV (attention skipped) are left out. Windows come from the cache layer types, as the caches get
+    them. Sum `size.bytes_for(n)` over the result for the bytes held after `n` tokens (`kv_cache_total_bytes`).
     """
+    from .. import cache_utils
+
     element_size = torch.empty((), dtype=dtype).element_size()
     without_kv = set(layers_without_kv_cache(config))
+    layer_types, per_layer_kwargs = cache_utils.get_layer_types_and_kwargs(config)
     sizes = []
     for layer_idx, layer_config in enumerate(config.per_layer_config):
-        if layer_idx in without_kv:
+        if layer_idx in without_kv or layer_types[layer_idx] == "dummy":
             continue
         head_dim = (
             getattr(layer_config, "head_dim", None) or layer_config.hidden_size // layer_config.num_attention_heads
         )
         kv_heads = getattr(layer_config, "num_key_value_heads", None) or layer_config.num_attention_heads
-        window = getattr(layer_config, "sliding_window", None) or getattr(layer_config, "attention_chunk_size", None)
-        layer_types = getattr(layer_config, "layer_types", None)
-        if layer_types is not None and layer_types[layer_idx] == "full_attention":
-            window = None
         sizes.append(
             LayerKVCacheSize(
                 layer_idx=layer_idx,
                 num_key_value_heads=kv_heads,
                 head_dim=head_dim,
                 bytes_per_token=2 * kv_heads * head_dim * element_size,
-                max_tokens=window,
+                window=per_layer_kwargs[layer_idx].get("sliding_window"),
             )
         )
     return sizes
+
+
+def kv_cache_total_bytes(
+    config: PreTrainedConfig, num_tokens: int, dtype: torch.dtype = torch.bfloat16, batch_size: int = 1
+) -> int:
+    """Bytes the KV cache of `config` holds after `num_tokens` tokens (windowed layers keep only their window)."""
+    return sum(size.bytes_for(num_tokens, batch_size) for size in kv_cache_bytes(config, dtype))

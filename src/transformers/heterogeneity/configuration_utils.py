@@ -31,7 +31,14 @@ from typing import Any
 from ..configuration_utils import PreTrainedConfig
 
 
-__all__ = ["HeterogeneousConfigError", "get_layer_overrides", "global_view", "make_layer_config"]
+__all__ = [
+    "HeterogeneousConfigError",
+    "get_layer_overrides",
+    "global_view",
+    "layer_config",
+    "make_layer_config",
+    "model_level_config",
+]
 
 
 class HeterogeneousConfigError(ValueError):
@@ -142,6 +149,59 @@ def stop_recording_reads(layer_config: PreTrainedConfig) -> set[str]:
     """Ends read recording on a config made by `make_layer_config` and returns the attributes read."""
     layer_config.__class__ = _layer_config_classes(type(layer_config)._config_cls)[0]
     return layer_config.__dict__.pop("_recorded_reads")
+
+
+def layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """Layer `layer_idx`'s config as layers keep it (following the global attention implementation)."""
+    config_of_layer = make_layer_config(config, layer_idx)
+    stop_recording_reads(config_of_layer)
+    return config_of_layer
+
+
+class _ModelLevelConfigMixin:
+    """A second face of a heterogeneous config, for a base model whose own forward reads an attribute that is
+    per-layer (Mistral reads `sliding_window` to choose its mask function). It shares the config's state (the same
+    `__dict__`, so every later change shows in both) and reads `_global_reads` as their global value instead of
+    raising `AmbiguousGlobalPerLayerAttributeError`. Safe only because those reads no longer decide anything: the
+    layers build their own masks (`masking_utils.py`)."""
+
+    __slots__ = ("_config",)
+    _global_reads: frozenset[str]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in type(self)._global_reads:
+            return self._getattr_without_heterogeneous_validation(name)
+        return super().__getattribute__(name)
+
+    def __copy__(self) -> PreTrainedConfig:
+        # A copy is a config of its own (upstream copies configs to make layer configs): copy the underlying config.
+        return copy.copy(self._config)
+
+    def __deepcopy__(self, memo: dict) -> PreTrainedConfig:
+        return model_level_config(copy.deepcopy(self._config, memo), type(self)._global_reads)
+
+    def __reduce_ex__(self, protocol):
+        return model_level_config, (self._config, type(self)._global_reads)
+
+
+def model_level_config(config: PreTrainedConfig, global_reads: frozenset[str]) -> PreTrainedConfig:
+    """`config` for a base model whose forward reads `global_reads` (see `_ModelLevelConfigMixin`)."""
+    config_cls = type(config)
+    with _classes_lock:
+        key = (config_cls, global_reads)
+        if key not in _model_level_classes:
+            _model_level_classes[key] = type(
+                f"{config_cls.__name__}ForModel",
+                (_ModelLevelConfigMixin, config_cls),
+                {"__module__": config_cls.__module__, "_global_reads": global_reads, "__doc__": config_cls.__doc__},
+            )
+        view = object.__new__(_model_level_classes[key])
+    view._config = config
+    view.__dict__ = config.__dict__
+    return view
+
+
+_model_level_classes: dict[tuple[type, frozenset[str]], type] = {}
 
 
 def validate_layer_overrides(

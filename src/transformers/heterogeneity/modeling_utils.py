@@ -38,8 +38,15 @@ from .configuration_utils import (
     get_layer_overrides,
     global_view,
     make_layer_config,
+    model_level_config,
     stop_recording_reads,
     validate_layer_overrides,
+)
+from .masking_utils import (
+    attach_per_layer_masks,
+    check_mask_overrides,
+    has_per_layer_masks,
+    mask_attributes_handled,
 )
 from .supported_models import (
     NATIVE_PER_LAYER_MODEL_TYPES,
@@ -51,7 +58,7 @@ from .supported_models import (
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["UnsupportedArchitectureError", "prepare_model_init"]
+__all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_model_init"]
 
 _wrap_lock = threading.Lock()
 # Wrapped classes and their stock `__init__`, so that `deactivate()` can restore them.
@@ -93,9 +100,24 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
                 f"modules (not only its layers), which would need one global value. Set "
                 "`config.allow_global_per_layer_attribute_access = True` to let them use the global value."
             )
+    check_mask_overrides(config, mask_attributes_handled(config, spec.base_model_cls is not None))
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
         _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
+
+
+def finish_model_init(model: nn.Module) -> None:
+    """Called at the end of `PreTrainedModel.__init__`: gives the layers of a base model with per-layer windows or
+    chunk sizes their own masks (`masking_utils.py`)."""
+    config = model.config
+    if not is_heterogeneous(config) or config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+        return
+    spec = get_model_spec(type(model), config)
+    if spec.base_model_cls is None or not isinstance(model, spec.base_model_cls) or not has_per_layer_masks(config):
+        return
+    attach_per_layer_masks(model, model.layers, config)
+    if spec.base_model_forward_reads.intersection(config.per_layer_attributes):
+        model.config = model_level_config(config, spec.base_model_forward_reads)
 
 
 def _skip_names(config: PreTrainedConfig) -> set[str]:
@@ -187,6 +209,8 @@ def _build_layer(
     layer_config = make_layer_config(config, layer_idx)
     call_with_config(layer_config)
     honoured = stop_recording_reads(layer_config)
+    # Windows and chunk sizes act through the masks (`masking_utils.py`), which were checked against them up front.
+    honoured |= mask_attributes_handled(config, spec.base_model_cls is not None)
     if spec.rotary_cls is not None:
         # A layer without attention reads no position embeddings: it needs no rotary embedding of its own.
         attends = not spec.kv_cache_skips.intersection(skips)

@@ -81,6 +81,11 @@ class ArchitectureSpec:
             final norm reads `rms_norm_eps`): per layer, upstream refuses the model's read unless the config sets
             `allow_global_per_layer_attribute_access=True`, so we refuse them up front with a clear message.
         layer_idx_arg / config_arg (`str`): names of the layer constructor's arguments.
+        base_model (`str`, *optional*): the model class that holds the decoder layers in `layers` and builds their
+            attention masks; needed for per-layer windows and chunk sizes (`masking_utils.py`).
+        base_model_forward_reads (`frozenset[str]`): per-layer mask attributes that the base model's own forward
+            reads (Mistral's `sliding_window`); they read as the global value there, since the layers build their
+            own masks.
     """
 
     modeling_module: str
@@ -91,6 +96,8 @@ class ArchitectureSpec:
     model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
+    base_model: str | None = None
+    base_model_forward_reads: frozenset[str] = frozenset()
 
     def resolve(self) -> HeterogeneousModelSpec:
         """Imports the modeling module and builds the replacement classes."""
@@ -113,6 +120,8 @@ class ArchitectureSpec:
             model_reads=self.model_reads,
             layer_idx_arg=self.layer_idx_arg,
             config_arg=self.config_arg,
+            base_model_cls=getattr(module, self.base_model) if self.base_model else None,
+            base_model_forward_reads=self.base_model_forward_reads,
         )
 
 
@@ -127,14 +136,17 @@ class HeterogeneousModelSpec:
     model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
+    base_model_cls: type[nn.Module] | None = None
+    base_model_forward_reads: frozenset[str] = frozenset()
 
 
-def _llama_family(prefix: str, model_type: str) -> ArchitectureSpec:
+def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
     """Llama and the architectures that copy its decoder layer (same member names, own class names)."""
     return ArchitectureSpec(
         modeling_module=f"transformers.models.{model_type}.modeling_{model_type}",
         layer=f"{prefix}DecoderLayer",
         rotary_embedding=f"{prefix}RotaryEmbedding",
+        base_model=f"{prefix}Model",
         model_reads=frozenset({"rms_norm_eps"}),  # the final norm
         skips={
             "attention": (
@@ -146,12 +158,14 @@ def _llama_family(prefix: str, model_type: str) -> ArchitectureSpec:
                 SkipTarget("mlp", {f"{prefix}MLP": zeros("x")}),
             ),
         },
+        **fields,
     )
 
 
 SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "llama": _llama_family("Llama", "llama"),
-    "mistral": _llama_family("Mistral", "mistral"),
+    # MistralModel.forward reads `config.sliding_window` to choose its mask function.
+    "mistral": _llama_family("Mistral", "mistral", base_model_forward_reads=frozenset({"sliding_window"})),
     "qwen2": _llama_family("Qwen2", "qwen2"),
     "qwen3": _llama_family("Qwen3", "qwen3"),
 }
@@ -189,7 +203,8 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
 
     `_skip_descriptors` maps a skip name to `{member_path: replacement}`, where the replacement is a class from
     `get_skip_replacement` or a tuple of them (one per class the member may be). Optional class attributes:
-    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_model_reads`, `_layer_idx_arg`, `_layer_config_arg`.
+    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_model_reads`, `_layer_idx_arg`,
+    `_layer_config_arg`, `_base_model_cls`, `_base_model_forward_reads`.
     """
     layer_cls = getattr(model_cls, "_layer_cls", None)
     if layer_cls is None:
@@ -214,6 +229,8 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
         model_reads=frozenset(getattr(model_cls, "_model_reads", ())),
         layer_idx_arg=getattr(model_cls, "_layer_idx_arg", "layer_idx"),
         config_arg=getattr(model_cls, "_layer_config_arg", "config"),
+        base_model_cls=getattr(model_cls, "_base_model_cls", None),
+        base_model_forward_reads=frozenset(getattr(model_cls, "_base_model_forward_reads", ())),
     )
 
 
