@@ -307,6 +307,7 @@ class LayerShape:
     num_kv_heads: int
     head_dim: int
     intermediate_size: int
+    window: int | None = None  # sliding window (Mistral-style configs without `layer_types`)
 
 
 def layer_shapes(config: PreTrainedConfig) -> list[LayerShape]:
@@ -325,6 +326,7 @@ def layer_shapes(config: PreTrainedConfig) -> list[LayerShape]:
                 num_kv_heads=getattr(layer, "num_key_value_heads", None) or heads,
                 head_dim=getattr(layer, "head_dim", None) or config.hidden_size // heads,
                 intermediate_size=layer.intermediate_size,
+                window=getattr(layer, "sliding_window", None),
             )
         )
     return shapes
