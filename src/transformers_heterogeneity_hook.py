@@ -20,6 +20,10 @@ from importlib.machinery import PathFinder
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
 TRIGGER_MODULE = "transformers.configuration_utils"
+# Modules that import the trigger module before they are complete: their loaders are wrapped from the start, so that
+# callbacks registered while they execute (the activation registers configs with `AutoConfig`) run once they are
+# complete.
+WATCHED_MODULES = frozenset({"transformers.models.auto.configuration_auto"})
 
 _lock = threading.RLock()
 # (predicate on a module name, callback receiving the executed module)
@@ -32,11 +36,11 @@ def auto_activation_enabled() -> bool:
 
 
 class _CallbackLoader:
-    """Runs a module's real loader, then the callbacks waiting for that module."""
+    """Runs a module's real loader, then the callbacks waiting for that module (including those registered while it
+    executed)."""
 
-    def __init__(self, loader, callbacks):
+    def __init__(self, loader):
         self._loader = loader
-        self._callbacks = callbacks
 
     def __getattr__(self, name):
         # `get_source`, `get_filename`, `is_package`, ...: tracebacks and `inspect` keep working.
@@ -47,8 +51,13 @@ class _CallbackLoader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        for callback in self._callbacks:
+        for callback in _callbacks_for(module.__name__):
             callback(module)
+
+
+def _callbacks_for(name):
+    with _lock:
+        return [callback for matches, callback in _pending if matches(name)]
 
 
 class _AfterImportFinder:
@@ -58,14 +67,12 @@ class _AfterImportFinder:
     """
 
     def find_spec(self, fullname, path, target=None):
-        with _lock:
-            callbacks = [callback for matches, callback in _pending if matches(fullname)]
-        if not callbacks:
+        if fullname not in WATCHED_MODULES and not _callbacks_for(fullname):
             return None
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _CallbackLoader(spec.loader, callbacks)
+        spec.loader = _CallbackLoader(spec.loader)
         return spec
 
 
@@ -79,9 +86,19 @@ def after_import(matches, callback) -> None:
         _pending.append((matches, callback))
         if _FINDER not in sys.meta_path:
             sys.meta_path.insert(0, _FINDER)
-        imported = [module for name, module in list(sys.modules.items()) if module is not None and matches(name)]
+        imported = [
+            module
+            for name, module in list(sys.modules.items())
+            if module is not None and matches(name) and not _runs_callbacks_when_complete(module)
+        ]
     for module in imported:
         callback(module)
+
+
+def _runs_callbacks_when_complete(module):
+    """Whether `module` is still executing under a `_CallbackLoader`, which calls the callbacks once it is done."""
+    spec = getattr(module, "__spec__", None)
+    return getattr(spec, "_initializing", False) and isinstance(getattr(spec, "loader", None), _CallbackLoader)
 
 
 def forget(callback) -> None:

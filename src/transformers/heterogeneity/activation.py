@@ -197,6 +197,18 @@ def _on_modeling_utils(module: ModuleType) -> None:
     _record(patch_cache_layer_types(cache_utils))
 
 
+def _on_configuration_auto(module: ModuleType) -> None:
+    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`) with `AutoConfig`;
+    their model classes follow when such a config is first made (`models/__init__.py`).
+
+    Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming: entries in
+    `CONFIG_MAPPING_NAMES` and the model mappings.
+    """
+    from .models import register_configs
+
+    register_configs()
+
+
 def _record(undo: Callable[[], None]) -> None:
     with _lock:
         _undo.append(undo)
@@ -205,6 +217,7 @@ def _record(undo: Callable[[], None]) -> None:
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
     ("transformers.modeling_utils".__eq__, _on_modeling_utils),
+    ("transformers.models.auto.configuration_auto".__eq__, _on_configuration_auto),
 )
 
 
