@@ -23,7 +23,13 @@ TRIGGER_MODULE = "transformers.configuration_utils"
 # Modules that import the trigger module before they are complete: their loaders are wrapped from the start, so that
 # callbacks registered while they execute (the activation registers configs with `AutoConfig`) run once they are
 # complete.
-WATCHED_MODULES = frozenset({"transformers.models.auto.configuration_auto"})
+WATCHED_MODULES = frozenset(
+    {
+        "transformers.models.auto.configuration_auto",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.llama.configuration_llama",
+    }
+)
 
 _lock = threading.RLock()
 # (predicate on a module name, callback receiving the executed module)

@@ -206,7 +206,7 @@ def _on_configuration_auto(module: ModuleType) -> None:
     """
     from .models import register_configs
 
-    register_configs()
+    register_configs(module.__name__)
 
 
 def _record(undo: Callable[[], None]) -> None:
@@ -214,10 +214,16 @@ def _record(undo: Callable[[], None]) -> None:
         _undo.append(undo)
 
 
+# Mirrors `models.CONFIG_DEPENDENCIES` (not imported here: activating imports nothing).
+CONFIG_DEPENDENCIES = (
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.configuration_llama",
+)
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
     ("transformers.modeling_utils".__eq__, _on_modeling_utils),
-    ("transformers.models.auto.configuration_auto".__eq__, _on_configuration_auto),
+    (frozenset(CONFIG_DEPENDENCIES).__contains__, _on_configuration_auto),
 )
 
 

@@ -19,7 +19,7 @@ Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once 
 registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
 never followed and no `trust_remote_code` is asked for.
 
-Configs are registered when `configuration_auto` is imported. Model classes import the Llama modeling code, so they
+Configs are registered once `configuration_auto` is imported. Model classes import the Llama modeling code, so they
 are registered when a config of one of these families is first made (always before an Auto class looks its model up):
 processes that never meet such a checkpoint never import the modeling code because of us.
 """
@@ -27,6 +27,7 @@ processes that never meet such a checkpoint never import the modeling code becau
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -61,9 +62,36 @@ _lock = threading.RLock()
 _registered_models = False
 
 
-def register_configs() -> None:
+# Imported by the config classes, and importing each other: `LlamaConfig`'s docstring decorator reads
+# `modeling_auto`. Registration waits until none is half-imported.
+CONFIG_DEPENDENCIES = (
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.configuration_llama",
+)
+
+
+def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
+    """Import callbacks run right after a module executes but before the import system clears its `_initializing`
+    flag, hence `just_imported`."""
+    module = sys.modules.get(module_name)
+    if module is None or module_name == just_imported:
+        return False
+    return getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def register_configs(just_imported: str | None = None) -> None:
     """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the Llama spec:
-    these models are built by the stock Llama code). Idempotent."""
+    these models are built by the stock Llama code). Idempotent.
+
+    Args:
+        just_imported (`str`, *optional*): the module of `CONFIG_DEPENDENCIES` whose import triggers this call;
+            nothing is done while one of them is half-imported (the call made when it completes does it).
+    """
+    if CONFIG_DEPENDENCIES[0] not in sys.modules:
+        return
+    if any(_is_half_imported(name, just_imported) for name in CONFIG_DEPENDENCIES):
+        return
     from ...models.auto.configuration_auto import AutoConfig
     from ..supported_models import SUPPORTED_ARCHITECTURES, register_architecture
 
