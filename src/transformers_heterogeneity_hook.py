@@ -34,6 +34,8 @@ WATCHED_MODULES = frozenset(
 _lock = threading.RLock()
 # (predicate on a module name, callback receiving the executed module)
 _pending: list[tuple[object, object]] = []
+# Names of the modules that a `_CallbackLoader` is executing.
+_executing: set[str] = set()
 
 
 def auto_activation_enabled() -> bool:
@@ -56,7 +58,13 @@ class _CallbackLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        self._loader.exec_module(module)
+        with _lock:
+            _executing.add(module.__name__)
+        try:
+            self._loader.exec_module(module)
+        finally:
+            with _lock:
+                _executing.discard(module.__name__)
         for callback in _callbacks_for(module.__name__):
             callback(module)
 
@@ -103,8 +111,7 @@ def after_import(matches, callback) -> None:
 
 def _runs_callbacks_when_complete(module):
     """Whether `module` is still executing under a `_CallbackLoader`, which calls the callbacks once it is done."""
-    spec = getattr(module, "__spec__", None)
-    return getattr(spec, "_initializing", False) and isinstance(getattr(spec, "loader", None), _CallbackLoader)
+    return module.__name__ in _executing
 
 
 def forget(callback) -> None:
