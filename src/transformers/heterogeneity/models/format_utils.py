@@ -76,9 +76,16 @@ class CheckpointFormatConfigMixin:
 
     def to_dict(self) -> dict[str, Any]:
         """The source format: the family's own fields, without the `per_layer_config` derived from them."""
-        output = super().to_dict()
+        return self._to_source_format(super().to_dict())
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        # Upstream adds `per_layer_config` back after diffing against the defaults.
+        return self._to_source_format(super().to_diff_dict())
+
+    def _to_source_format(self, output: dict[str, Any]) -> dict[str, Any]:
         output.pop("per_layer_config", None)
-        for name in output.pop("_derived_globals", ()):
+        output.pop("_derived_globals", None)
+        for name in self._derived_globals:
             output[name] = None
         return output
 
