@@ -54,6 +54,9 @@ setup(
     packages=[
         "transformers.heterogeneity",
         "transformers.heterogeneity.commands",
+        "transformers.heterogeneity.models",
+        "transformers.heterogeneity.models.deci",
+        "transformers.heterogeneity.models.nemotron_nas",
     ],
     py_modules=["transformers_heterogeneity_hook"],
     python_requires=">=3.10",

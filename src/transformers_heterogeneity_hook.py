@@ -20,10 +20,22 @@ from importlib.machinery import PathFinder
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
 TRIGGER_MODULE = "transformers.configuration_utils"
+# Modules that import the trigger module before they are complete: their loaders are wrapped from the start, so that
+# callbacks registered while they execute (the activation registers configs with `AutoConfig`) run once they are
+# complete.
+WATCHED_MODULES = frozenset(
+    {
+        "transformers.models.auto.configuration_auto",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.llama.configuration_llama",
+    }
+)
 
 _lock = threading.RLock()
 # (predicate on a module name, callback receiving the executed module)
 _pending: list[tuple[object, object]] = []
+# Names of the modules that a `_CallbackLoader` is executing.
+_executing: set[str] = set()
 
 
 def auto_activation_enabled() -> bool:
@@ -32,11 +44,11 @@ def auto_activation_enabled() -> bool:
 
 
 class _CallbackLoader:
-    """Runs a module's real loader, then the callbacks waiting for that module."""
+    """Runs a module's real loader, then the callbacks waiting for that module (including those registered while it
+    executed)."""
 
-    def __init__(self, loader, callbacks):
+    def __init__(self, loader):
         self._loader = loader
-        self._callbacks = callbacks
 
     def __getattr__(self, name):
         # `get_source`, `get_filename`, `is_package`, ...: tracebacks and `inspect` keep working.
@@ -46,9 +58,20 @@ class _CallbackLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        self._loader.exec_module(module)
-        for callback in self._callbacks:
+        with _lock:
+            _executing.add(module.__name__)
+        try:
+            self._loader.exec_module(module)
+        finally:
+            with _lock:
+                _executing.discard(module.__name__)
+        for callback in _callbacks_for(module.__name__):
             callback(module)
+
+
+def _callbacks_for(name):
+    with _lock:
+        return [callback for matches, callback in _pending if matches(name)]
 
 
 class _AfterImportFinder:
@@ -58,14 +81,12 @@ class _AfterImportFinder:
     """
 
     def find_spec(self, fullname, path, target=None):
-        with _lock:
-            callbacks = [callback for matches, callback in _pending if matches(fullname)]
-        if not callbacks:
+        if fullname not in WATCHED_MODULES and not _callbacks_for(fullname):
             return None
         spec = PathFinder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None:
             return spec
-        spec.loader = _CallbackLoader(spec.loader, callbacks)
+        spec.loader = _CallbackLoader(spec.loader)
         return spec
 
 
@@ -79,9 +100,18 @@ def after_import(matches, callback) -> None:
         _pending.append((matches, callback))
         if _FINDER not in sys.meta_path:
             sys.meta_path.insert(0, _FINDER)
-        imported = [module for name, module in list(sys.modules.items()) if module is not None and matches(name)]
+        imported = [
+            module
+            for name, module in list(sys.modules.items())
+            if module is not None and matches(name) and not _runs_callbacks_when_complete(module)
+        ]
     for module in imported:
         callback(module)
+
+
+def _runs_callbacks_when_complete(module):
+    """Whether `module` is still executing under a `_CallbackLoader`, which calls the callbacks once it is done."""
+    return module.__name__ in _executing
 
 
 def forget(callback) -> None:

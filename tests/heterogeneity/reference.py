@@ -16,11 +16,13 @@
 The tests compare heterogeneous models against this file, so it must not import `transformers` (nor
 `transformers.heterogeneity`): a bug shared by the code under test and its reference would go unseen. It reads a
 state dict with the standard Hugging Face tensor names and a per-layer description built from the numbers a test
-chose; a skipped sub-block is simply absent, so the residual stream passes through it.
+chose; a skipped sub-block is simply absent, so the residual stream passes through it, and a linear sub-block
+(Nemotron-NAS `replace_with_linear`) adds `W @ norm(x)` to it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +49,12 @@ class LayerSpec:
     qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on queries and keys, before RoPE
     window: int | None = None  # sliding window: a query sees itself and the `window - 1` tokens before it
     chunk: int | None = None  # chunked attention: a query sees the tokens before it in its own chunk
+    linear_attention: bool = False  # attention replaced by `self_attn.linear_attn` (its norm stays)
+    linear_mlp: bool = False  # MLP replaced by `mlp.linear_mlp` (its norm stays)
+    # RoPE scaling, as written in the checkpoint's config: {"rope_type": "llama3", "factor", "low_freq_factor",
+    # "high_freq_factor", "original_max_position_embeddings"} or {"rope_type": "dynamic", "factor",
+    # "max_position_embeddings"}; None for plain RoPE.
+    rope_scaling: Mapping[str, float | str] | None = None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -56,9 +64,36 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * normed.to(x.dtype)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Default RoPE tables for `positions` (T,): each of shape (T, head_dim), frequencies repeated over both halves."""
+def llama3_frequencies(inv_freq: torch.Tensor, scaling: Mapping[str, float | str]) -> torch.Tensor:
+    """Llama 3.1 frequency scaling: long wavelengths slowed down by `factor`, short ones kept, a linear blend between
+    (Meta's `apply_scaling`)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    scaled = []
+    for freq in inv_freq.tolist():
+        wavelength = 2 * math.pi / freq
+        if wavelength < context / high:
+            scaled.append(freq)
+        elif wavelength > context / low:
+            scaled.append(freq / factor)
+        else:
+            smooth = (context / wavelength - low) / (high - low)
+            scaled.append((1 - smooth) * freq / factor + smooth * freq)
+    return torch.tensor(scaled, dtype=torch.float32)
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, scaling: Mapping[str, float | str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables for `positions` (T,): each of shape (T, head_dim), frequencies repeated over both halves."""
+    seq_len = int(positions.max()) + 1
+    if scaling is not None and scaling["rope_type"] == "dynamic" and seq_len > scaling["max_position_embeddings"]:
+        # Dynamic NTK: beyond the trained length, raise the base so the longest wavelength covers the sequence.
+        factor, trained = scaling["factor"], scaling["max_position_embeddings"]
+        theta = theta * ((factor * seq_len / trained) - (factor - 1)) ** (head_dim / (head_dim - 2))
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    if scaling is not None and scaling["rope_type"] == "llama3":
+        inv_freq = llama3_frequencies(inv_freq, scaling)
     freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim / 2)
     angles = torch.cat([freqs, freqs], dim=-1)  # (T, head_dim)
     return angles.cos(), angles.sin()
@@ -90,7 +125,7 @@ def attention(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str, s
         q = rms_norm(q, state[f"{prefix}.q_norm.weight"], spec.rms_eps)
         k = rms_norm(k, state[f"{prefix}.k_norm.weight"], spec.rms_eps)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, dim)
-    cos, sin = rope_cos_sin(torch.arange(seq_len), dim, spec.rope_theta)
+    cos, sin = rope_cos_sin(torch.arange(seq_len), dim, spec.rope_theta, spec.rope_scaling)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     # key/value head j serves query heads j * group ... (j + 1) * group - 1
     group = heads // kv_heads
@@ -130,12 +165,18 @@ def reference_forward(
     hidden = state["model.embed_tokens.weight"][input_ids]
     for layer_idx, spec in enumerate(layers):
         prefix = f"model.layers.{layer_idx}"
-        if spec.attention:
+        if spec.attention or spec.linear_attention:
             normed = rms_norm(hidden, state[f"{prefix}.input_layernorm.weight"], spec.rms_eps)
-            hidden = hidden + attention(normed, state, f"{prefix}.self_attn", spec)
-        if spec.mlp:
+            if spec.linear_attention:
+                hidden = hidden + linear(normed, state, f"{prefix}.self_attn.linear_attn")
+            else:
+                hidden = hidden + attention(normed, state, f"{prefix}.self_attn", spec)
+        if spec.mlp or spec.linear_mlp:
             normed = rms_norm(hidden, state[f"{prefix}.post_attention_layernorm.weight"], spec.rms_eps)
-            hidden = hidden + swiglu_mlp(normed, state, f"{prefix}.mlp")
+            if spec.linear_mlp:
+                hidden = hidden + linear(normed, state, f"{prefix}.mlp.linear_mlp")
+            else:
+                hidden = hidden + swiglu_mlp(normed, state, f"{prefix}.mlp")
     hidden = rms_norm(hidden, state["model.norm.weight"], final_rms_eps)
     lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
     return hidden @ lm_head.T

@@ -146,7 +146,7 @@ def test_kv_bytes_per_token_equal_what_a_dynamic_cache_holds(arch):
 def test_unknown_architecture_is_refused():
     config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=99)
     with pytest.raises(
-        ValueError, match=r"model_type 'gpt2': it is not a supported architecture \(supported: \['llama', 'mistral'"
+        ValueError, match=r"model_type 'gpt2': it is not a supported architecture \(supported: \['deci', 'llama'"
     ):
         summarize_config(config)
 
@@ -182,15 +182,32 @@ def test_layer_table_shows_every_layer_and_the_totals():
         "KV",
         "bytes/token",
         "(float32)",
+        "FLOPs/token",
     ]
     rows = [line.split() for line in lines[2 : 2 + NUM_LAYERS]]
     assert [row[0] for row in rows] == [str(idx) for idx in range(NUM_LAYERS)]
     assert rows[3][1:3] == ["skipped", "mlp"] and rows[3][3:6] == ["-", "-", "-"]
     assert rows[4][1:3] == ["attention", "skipped"] and rows[4][6] == "-"
     assert [row[7] for row in rows] == [f"{layer_numel(layer):,}" for layer in model.model.layers]
+    # Every Llama parameter outside the norms is a matrix: 2 FLOPs (multiply, add) per weight and token.
+    flops = [
+        2 * sum(p.numel() for name, p in layer.named_parameters() if not name.endswith("norm.weight"))
+        for layer in model.model.layers
+    ]
+    assert [row[9] for row in rows] == [f"{value:,}" for value in flops]
     total = sum(layer_numel(layer) for layer in model.model.layers)
-    assert lines[2 + NUM_LAYERS].split() == ["total", f"{total:,}", f"{summary.kv_bytes_per_token:,}"]
+    assert lines[2 + NUM_LAYERS].split() == [
+        "total",
+        f"{total:,}",
+        f"{summary.kv_bytes_per_token:,}",
+        f"{sum(flops):,}",
+    ]
     assert f"model total: {sum(p.numel() for p in model.parameters()):,} parameters" in lines[-1]
+    lm_head_flops = 2 * model.lm_head.weight.numel()
+    assert (
+        f"model total: {sum(p.numel() for p in model.parameters()):,} parameters, {sum(flops) + lm_head_flops:,}"
+        in (lines[-1])
+    )
 
 
 def test_comparison_shows_both_totals_and_the_saving():

@@ -83,10 +83,18 @@ def case_layers(arch: Arch, case: str) -> tuple[int, dict[int, dict[str, Any]]]:
             2: {"skip": ["attention", "mlp"]},
             3: {"num_key_value_heads": 1, "skip": ["mlp"]},
         }
+    if case == "linear":  # linear sub-blocks (Nemotron-NAS `replace_with_linear`) beside skips and stock blocks
+        return 5, {
+            0: {"skip": ["linear_attention"]},
+            1: {"num_key_value_heads": 1, "skip": ["linear_mlp"]},
+            2: {"skip": ["linear_attention", "linear_mlp"]},
+            3: {"skip": ["attention", "linear_mlp"]},
+            4: {"intermediate_size": 32},
+        }
     raise ValueError(case)
 
 
-CASES = ["mixed", "attention_skipped_first"]
+CASES = ["mixed", "attention_skipped_first", "linear"]
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +139,12 @@ def expected_state_shapes(specs: list[LayerSpec]) -> dict[str, tuple[int, ...]]:
             if spec.qk_norm:
                 shapes[f"{prefix}.self_attn.q_norm.weight"] = (spec.head_dim,)
                 shapes[f"{prefix}.self_attn.k_norm.weight"] = (spec.head_dim,)
+        if spec.linear_attention:
+            shapes[f"{prefix}.input_layernorm.weight"] = (HIDDEN_SIZE,)
+            shapes[f"{prefix}.self_attn.linear_attn.weight"] = (HIDDEN_SIZE, HIDDEN_SIZE)
+        if spec.linear_mlp:
+            shapes[f"{prefix}.post_attention_layernorm.weight"] = (HIDDEN_SIZE,)
+            shapes[f"{prefix}.mlp.linear_mlp.weight"] = (HIDDEN_SIZE, HIDDEN_SIZE)
         if spec.mlp:
             shapes[f"{prefix}.post_attention_layernorm.weight"] = (HIDDEN_SIZE,)
             shapes[f"{prefix}.mlp.gate_proj.weight"] = (spec.intermediate_size, HIDDEN_SIZE)
@@ -149,23 +163,38 @@ def test_reference_matches_stock_homogeneous_model(arch):
     torch.testing.assert_close(model_logits(model, input_ids), expected, atol=ATOL, rtol=RTOL)
 
 
+def sub_block_kind(stock: bool, linear: bool) -> str:
+    return "stock" if stock else "linear" if linear else "skipped"
+
+
+def norm_kind(stock: bool, linear: bool) -> str:
+    """A linear sub-block keeps its norm; a skipped one loses it."""
+    return "stock" if stock or linear else "skipped"
+
+
 def test_structure(arch, case):
     model, specs, _ = setup_case(arch, case)
     state_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     assert state_shapes == expected_state_shapes(specs)
 
-    members = {
-        "self_attn": ("attention", f"{arch.prefix}Attention"),
-        "input_layernorm": ("attention", f"{arch.prefix}RMSNorm"),
-        "mlp": ("mlp", f"{arch.prefix}MLP"),
-        "post_attention_layernorm": ("mlp", f"{arch.prefix}RMSNorm"),
-    }
     for layer_idx, (layer, spec) in enumerate(zip(model.model.layers, specs)):
-        for member_name, (sub_block, stock_class) in members.items():
+        # member -> (its stock class, what it is in this layer: "stock", "linear" or "skipped")
+        expected = {
+            "self_attn": (f"{arch.prefix}Attention", sub_block_kind(spec.attention, spec.linear_attention)),
+            "input_layernorm": (f"{arch.prefix}RMSNorm", norm_kind(spec.attention, spec.linear_attention)),
+            "mlp": (f"{arch.prefix}MLP", sub_block_kind(spec.mlp, spec.linear_mlp)),
+            "post_attention_layernorm": (f"{arch.prefix}RMSNorm", norm_kind(spec.mlp, spec.linear_mlp)),
+        }
+        for member_name, (stock_class, kind) in expected.items():
             member = getattr(layer, member_name)
-            skipped = not getattr(spec, sub_block)
-            assert isinstance(member, SkippedModule) == skipped, (layer_idx, member_name, type(member))
-            if skipped:
+            assert isinstance(member, SkippedModule) == (kind != "stock"), (layer_idx, member_name, type(member))
+            if kind == "linear":
+                linear_name = "linear_attn" if member_name == "self_attn" else "linear_mlp"
+                assert type(member).__name__ == f"Linear{stock_class}"
+                assert {k: tuple(v.shape) for k, v in member.state_dict().items()} == {
+                    f"{linear_name}.weight": (HIDDEN_SIZE, HIDDEN_SIZE)
+                }
+            elif kind == "skipped":
                 assert type(member).__name__ == f"Skipped{stock_class}"
                 assert list(member.parameters()) == [] and list(member.buffers()) == []
                 assert member.state_dict() == {}

@@ -260,6 +260,18 @@ def _on_modeling_utils(module: ModuleType) -> None:
     _record(patch_cache_layer_types(cache_utils))
 
 
+def _on_configuration_auto(module: ModuleType) -> None:
+    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`) with `AutoConfig`;
+    their model classes follow when such a config is first made (`models/__init__.py`).
+
+    Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming: entries in
+    `CONFIG_MAPPING_NAMES` and the model mappings.
+    """
+    from .models import register_configs
+
+    register_configs(module.__name__)
+
+
 def _record(undo: Callable[[], None]) -> None:
     with _lock:
         _undo.append(undo)
@@ -269,10 +281,17 @@ def _on_generation_utils(module: ModuleType) -> None:
     _record(patch_generate_masks(module))
 
 
+# Mirrors `models.CONFIG_DEPENDENCIES` (not imported here: activating imports nothing).
+CONFIG_DEPENDENCIES = (
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.configuration_llama",
+)
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
     ("transformers.modeling_utils".__eq__, _on_modeling_utils),
     ("transformers.generation.utils".__eq__, _on_generation_utils),
+    (frozenset(CONFIG_DEPENDENCIES).__contains__, _on_configuration_auto),
 )
 
 

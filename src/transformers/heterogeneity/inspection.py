@@ -40,13 +40,15 @@ __all__ = [
     "summarize_config",
 ]
 
-ATTENTION, MLP, SKIPPED = "attention", "mlp", "skipped"
+ATTENTION, MLP, LINEAR, SKIPPED = "attention", "mlp", "linear", "skipped"
 
 
 @dataclass(frozen=True)
 class LayerSummary:
-    """One decoder layer. Attention fields are `None` when the attention is skipped, `intermediate_size` when the
-    MLP is skipped: the layer holds no such sub-block, so it has no such dimension."""
+    """One decoder layer. `attention` / `mlp` say what each sub-block is: the stock block, `"linear"` (one
+    `hidden x hidden` map) or `"skipped"`. Attention fields are `None` unless the attention is the stock block,
+    `intermediate_size` unless the MLP is. `flops_per_token` counts the matrix products (2 per weight), not the
+    attention over the context, which adds `4 * heads * head_dim` per cached token."""
 
     layer_idx: int
     attention: str
@@ -57,6 +59,7 @@ class LayerSummary:
     intermediate_size: int | None
     num_parameters: int
     kv_bytes_per_token: int
+    flops_per_token: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class ModelSummary:
     dtype: torch.dtype
     layers: tuple[LayerSummary, ...]
     num_non_layer_parameters: int
+    num_non_layer_flops: int = 0  # the LM head
 
     @property
     def num_layer_parameters(self) -> int:
@@ -83,6 +87,10 @@ class ModelSummary:
     @property
     def kv_bytes_per_token(self) -> int:
         return sum(layer.kv_bytes_per_token for layer in self.layers)
+
+    @property
+    def flops_per_token(self) -> int:
+        return sum(layer.flops_per_token for layer in self.layers) + self.num_non_layer_flops
 
 
 def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> ModelSummary:
@@ -120,32 +128,45 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
         dtype=dtype,
         layers=layers,
         num_non_layer_parameters=num_parameters - sum(layer.num_parameters for layer in layers),
+        num_non_layer_flops=_matmul_flops(model) - sum(layer.flops_per_token for layer in layers),
     )
+
+
+def _matmul_flops(module: nn.Module) -> int:
+    """FLOPs per token of every `nn.Linear` in `module`: one multiply and one add per weight."""
+    return sum(2 * linear.weight.numel() for linear in module.modules() if isinstance(linear, nn.Linear))
+
+
+def _sub_block_kind(skips: list[str], name: str, stock: str) -> str:
+    if name in skips:
+        return SKIPPED
+    return LINEAR if f"linear_{name}" in skips else stock
 
 
 def _summarize_layer(
     layer_idx: int, layer_config: PreTrainedConfig, decoder_layer: nn.Module, kv_bytes_per_token: int
 ) -> LayerSummary:
     skips = getattr(layer_config, "skip", [])  # homogeneous configs hand out the global config, without `skip`
-    has_attention = ATTENTION not in skips
-    has_mlp = MLP not in skips
+    attention = _sub_block_kind(skips, ATTENTION, ATTENTION)
+    mlp = _sub_block_kind(skips, MLP, MLP)
     heads = kv_heads = head_dim = intermediate_size = None
-    if has_attention:
+    if attention == ATTENTION:
         heads = layer_config.num_attention_heads
         kv_heads = getattr(layer_config, "num_key_value_heads", None) or heads
         head_dim = getattr(layer_config, "head_dim", None) or layer_config.hidden_size // heads
-    if has_mlp:
+    if mlp == MLP:
         intermediate_size = layer_config.intermediate_size
     return LayerSummary(
         layer_idx=layer_idx,
-        attention=ATTENTION if has_attention else SKIPPED,
-        mlp=MLP if has_mlp else SKIPPED,
+        attention=attention,
+        mlp=mlp,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
         intermediate_size=intermediate_size,
         num_parameters=sum(parameter.numel() for parameter in decoder_layer.parameters()),
         kv_bytes_per_token=kv_bytes_per_token,
+        flops_per_token=_matmul_flops(decoder_layer),
     )
 
 
@@ -186,6 +207,7 @@ def format_layer_table(summary: ModelSummary) -> str:
         "intermediate",
         "parameters",
         f"KV bytes/token ({_dtype_name(summary.dtype)})",
+        "FLOPs/token",
     ]
     rows = [
         [str(layer.layer_idx), layer.attention, layer.mlp]
@@ -198,17 +220,24 @@ def format_layer_table(summary: ModelSummary) -> str:
                 layer.intermediate_size,
                 layer.num_parameters,
                 layer.kv_bytes_per_token,
+                layer.flops_per_token,
             )
         ]
         for layer in summary.layers
     ]
-    totals = [_format_number(summary.num_layer_parameters), _format_number(summary.kv_bytes_per_token)]
-    rows.append(["total"] + [""] * (len(header) - 3) + totals)
+    totals = [
+        _format_number(summary.num_layer_parameters),
+        _format_number(summary.kv_bytes_per_token),
+        _format_number(summary.flops_per_token - summary.num_non_layer_flops),
+    ]
+    rows.append(["total"] + [""] * (len(header) - 4) + totals)
     table = _format_table(header, rows, left_aligned=3)
     return (
         f"{table}\n"
-        f"Embeddings, final norm and LM head: {_format_number(summary.num_non_layer_parameters)} parameters; "
-        f"model total: {_format_number(summary.num_parameters)} parameters."
+        f"Embeddings, final norm and LM head: {_format_number(summary.num_non_layer_parameters)} parameters, "
+        f"{_format_number(summary.num_non_layer_flops)} FLOPs/token; model total: "
+        f"{_format_number(summary.num_parameters)} parameters, {_format_number(summary.flops_per_token)} FLOPs/token "
+        "(matrix products; attention over the context adds 4 x heads x head_dim per cached token)."
     )
 
 

@@ -93,6 +93,7 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     for layer_idx in range(config.num_hidden_layers):
         overrides = get_layer_overrides(config, layer_idx)
         validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+        _check_skip_conflicts(spec, layer_idx, overrides.get("skip", []))
         shared = sorted(spec.model_reads.intersection(overrides))
         if shared and not config.allow_global_per_layer_attribute_access:
             raise HeterogeneousConfigError(
@@ -205,6 +206,7 @@ def _build_layer(
     overrides = get_layer_overrides(config, layer_idx)
     skips = overrides.get("skip", [])
     validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))  # also for layers built alone
+    _check_skip_conflicts(spec, layer_idx, skips)
 
     layer_config = make_layer_config(config, layer_idx)
     call_with_config(layer_config)
@@ -225,7 +227,7 @@ def _build_layer(
             f"include: {sorted(a for a in honoured if not a.startswith('_'))[:25]}."
         )
     for skip_name in skips:
-        _apply_skip(layer, layer_idx, skip_name, spec.skip_descriptors[skip_name])
+        _apply_skip(layer, layer_config, layer_idx, skip_name, spec.skip_descriptors[skip_name])
 
 
 def _attach_layer_rotary_embedding(
@@ -271,8 +273,28 @@ def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> 
     return args, kwargs
 
 
-def _apply_skip(layer: nn.Module, layer_idx: int, skip_name: str, targets: dict[str, tuple[type, ...]]) -> None:
-    """Swaps every member a skip names for its replacement; checks all members before the first swap."""
+def _check_skip_conflicts(spec: HeterogeneousModelSpec, layer_idx: int, skips: list[str]) -> None:
+    """Refuses two skips of one layer that replace the same member (`"attention"` and `"linear_attention"`)."""
+    claimed: dict[str, str] = {}
+    for skip_name in skips:
+        for path in spec.skip_descriptors.get(skip_name, {}):
+            if path in claimed:
+                raise HeterogeneousConfigError(
+                    f"Layer {layer_idx}: skips {claimed[path]!r} and {skip_name!r} both replace `{path}`; a sub-block "
+                    "is either skipped or replaced, so keep one of them."
+                )
+            claimed[path] = skip_name
+
+
+def _apply_skip(
+    layer: nn.Module,
+    layer_config: PreTrainedConfig,
+    layer_idx: int,
+    skip_name: str,
+    targets: dict[str, tuple[type, ...]],
+) -> None:
+    """Swaps every member a skip names for its replacement, built from the layer's config (a linear sub-block needs
+    `hidden_size`); checks all members before the first swap."""
     swaps = []
     for path in targets:
         parent_path, _, name = path.rpartition(".")
@@ -286,4 +308,4 @@ def _apply_skip(layer: nn.Module, layer_idx: int, skip_name: str, targets: dict[
             )
         swaps.append((parent, name, replacement))
     for parent, name, replacement in swaps:
-        setattr(parent, name, replacement())
+        setattr(parent, name, replacement.for_layer(layer_config))

@@ -81,6 +81,11 @@ class SkippedModule(nn.Module):
             value = args[position]
         return value if entry.transform is None else entry.transform(value)
 
+    @classmethod
+    def for_layer(cls, layer_config) -> SkippedModule:
+        """Builds the replacement for a layer built from `layer_config`; a skip needs nothing from it."""
+        return cls()
+
     def extra_repr(self) -> str:
         return f"replaces={self.replaces.__name__}"
 
@@ -157,3 +162,8 @@ def zeros(arg_name: str) -> tuple[ReturnEntry, ...]:
 def zeros_and_no_weights(arg_name: str) -> tuple[ReturnEntry, ...]:
     """Return entries of a replacement for an attention that returns `(output, attention_weights)`."""
     return (ReturnEntry(arg_name, torch.zeros_like), ReturnEntry(None))
+
+
+def output_and_no_weights(arg_name: str) -> tuple[ReturnEntry, ...]:
+    """Return entries of a linear attention: its output (the linear map of its input) and no attention weights."""
+    return (ReturnEntry(arg_name), ReturnEntry(None))

@@ -26,11 +26,21 @@ import importlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
-from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement, passthrough, zeros, zeros_and_no_weights
+from .linear_utils import get_linear_replacement
+from .skip_utils import (
+    ReturnEntry,
+    SkippedModule,
+    get_skip_replacement,
+    output_and_no_weights,
+    passthrough,
+    zeros,
+    zeros_and_no_weights,
+)
 
 
 __all__ = [
@@ -60,10 +70,20 @@ class SkipTarget:
         member (`str`): dotted path of the member inside the decoder layer, e.g. `"self_attn"`.
         returns (`Mapping[str, tuple[ReturnEntry, ...]]`): for each class the member may be (by class name), what
             its replacement returns. Several classes let one slot hold different modules, as NemotronH's `mixer`.
+        linear (`str`, *optional*): makes the replacement a linear sub-block (see `linear_utils.py`) holding its
+            `hidden x hidden` map under this name (`"linear_attn"`), applied to what it returns. Default: a
+            parameter-free skip.
     """
 
     member: str
     returns: Mapping[str, tuple[ReturnEntry, ...]]
+    linear: str | None = None
+
+    def replacement(self, module: ModuleType, class_name: str) -> type[SkippedModule]:
+        member_cls = getattr(module, class_name)
+        if self.linear is None:
+            return get_skip_replacement(member_cls, *self.returns[class_name])
+        return get_linear_replacement(member_cls, self.linear, *self.returns[class_name])
 
 
 @dataclass(frozen=True)
@@ -104,10 +124,7 @@ class ArchitectureSpec:
         module = importlib.import_module(self.modeling_module)
         skip_descriptors = {
             skip_name: {
-                target.member: tuple(
-                    get_skip_replacement(getattr(module, class_name), *entries)
-                    for class_name, entries in target.returns.items()
-                )
+                target.member: tuple(target.replacement(module, class_name) for class_name in target.returns)
                 for target in targets
             }
             for skip_name, targets in self.skips.items()
@@ -148,6 +165,7 @@ def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
         rotary_embedding=f"{prefix}RotaryEmbedding",
         base_model=f"{prefix}Model",
         model_reads=frozenset({"rms_norm_eps"}),  # the final norm
+        kv_cache_skips=frozenset({"attention", "linear_attention"}),
         skips={
             "attention": (
                 SkipTarget("input_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
@@ -157,6 +175,11 @@ def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
                 SkipTarget("post_attention_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
                 SkipTarget("mlp", {f"{prefix}MLP": zeros("x")}),
             ),
+            # Nemotron-NAS `replace_with_linear`: the norm stays, the sub-block becomes one linear map.
+            "linear_attention": (
+                SkipTarget("self_attn", {f"{prefix}Attention": output_and_no_weights("hidden_states")}, "linear_attn"),
+            ),
+            "linear_mlp": (SkipTarget("mlp", {f"{prefix}MLP": passthrough("x")}, "linear_mlp"),),
         },
         **fields,
     )

@@ -19,7 +19,9 @@ so that `--help` and argument errors do not pay for them.
 
 import typer
 
+from .convert import convert
 from .demo import demo
+from .inspect import inspect
 
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ def callback() -> None:
 
 
 app.command()(demo)
+app.command()(inspect)
+app.command()(convert)
 
 
 def main() -> None:

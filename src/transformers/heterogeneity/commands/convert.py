@@ -1,0 +1,42 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""`transformers-heterogeneity convert SRC DST`: a Nemotron-NAS / DeciLM checkpoint in the canonical Llama form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def convert(
+    source: Annotated[Path, typer.Argument(help="A nemotron-nas or deci checkpoint directory (safetensors).")],
+    destination: Annotated[Path, typer.Argument(help="Directory to create for the converted checkpoint.")],
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy the weight files instead of hard-linking them to the source's.")
+    ] = False,
+) -> None:
+    """Rewrite a checkpoint into `model_type: llama` plus `per_layer_config`, loadable as stock LlamaForCausalLM.
+
+    Only config.json changes: the weights already have stock names, so their files are hard-linked (or copied),
+    never loaded. On any error nothing is left at DESTINATION.
+    """
+    from ..conversion import ConversionError, convert_checkpoint
+
+    try:
+        convert_checkpoint(source, destination, link=not copy, progress=typer.echo)
+    except ConversionError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(code=1) from error

@@ -1,0 +1,121 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Heterogeneous checkpoint families that load natively through the Auto classes.
+
+Each family has a config class that translates its own per-layer fields into `per_layer_config` and model classes
+that are the stock Llama classes bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
+Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once a family's `model_type` is
+registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
+never followed and no `trust_remote_code` is asked for.
+
+Configs are registered once `configuration_auto` is imported. Model classes import the Llama modeling code, so they
+are registered when a config of one of these families is first made (always before an Auto class looks its model up):
+processes that never meet such a checkpoint never import the modeling code because of us.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from dataclasses import dataclass, field
+
+
+__all__ = ["CHECKPOINT_FORMATS", "CheckpointFormat", "register_configs", "register_models"]
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """One checkpoint family: where its classes live (module paths relative to this package)."""
+
+    package: str
+    config: str
+    models: dict[str, str] = field(default_factory=dict)  # Auto class name -> model class name
+
+    def config_class(self) -> type:
+        return getattr(importlib.import_module(f"{__name__}.{self.package}.configuration_{self.package}"), self.config)
+
+    def model_class(self, name: str) -> type:
+        return getattr(importlib.import_module(f"{__name__}.{self.package}.modeling_{self.package}"), name)
+
+
+_DECILM_MODELS = {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMForCausalLM"}
+
+CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
+    "nemotron-nas": CheckpointFormat("nemotron_nas", "NemotronNasConfig", _DECILM_MODELS),
+    "deci": CheckpointFormat("deci", "DeciConfig", _DECILM_MODELS),
+}
+
+
+_lock = threading.RLock()
+_registered_models = False
+
+
+# Imported by the config classes, and importing each other: `LlamaConfig`'s docstring decorator reads
+# `modeling_auto`. Registration waits until none is half-imported.
+CONFIG_DEPENDENCIES = (
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.configuration_llama",
+)
+
+
+def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
+    """Import callbacks run right after a module executes but before the import system clears its `_initializing`
+    flag, hence `just_imported`."""
+    module = sys.modules.get(module_name)
+    if module is None or module_name == just_imported:
+        return False
+    return getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def register_configs(just_imported: str | None = None) -> None:
+    """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the Llama spec:
+    these models are built by the stock Llama code). Idempotent.
+
+    Args:
+        just_imported (`str`, *optional*): the module of `CONFIG_DEPENDENCIES` whose import triggers this call;
+            nothing is done while one of them is half-imported (the call made when it completes does it).
+    """
+    if CONFIG_DEPENDENCIES[0] not in sys.modules:
+        return
+    if any(_is_half_imported(name, just_imported) for name in CONFIG_DEPENDENCIES):
+        return
+    from ...models.auto.configuration_auto import AutoConfig
+    from ..supported_models import SUPPORTED_ARCHITECTURES, register_architecture
+
+    with _lock:
+        for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
+            AutoConfig.register(model_type, checkpoint_format.config_class(), exist_ok=True)
+            register_architecture(model_type, SUPPORTED_ARCHITECTURES["llama"], overwrite=True)
+
+
+def register_models() -> None:
+    """Registers every family's model classes with the Auto classes. Idempotent and cheap after the first call.
+
+    `exist_ok=True` is required, not a shortcut: upstream's `_LazyAutoMapping.register` silently ignores classes from
+    `transformers.*` modules without it.
+    """
+    global _registered_models
+    with _lock:
+        if _registered_models:
+            return
+        from ...models.auto import modeling_auto
+
+        for checkpoint_format in CHECKPOINT_FORMATS.values():
+            config_class = checkpoint_format.config_class()
+            for auto_name, model_name in checkpoint_format.models.items():
+                auto_class = getattr(modeling_auto, auto_name)
+                auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
+        _registered_models = True

@@ -1,0 +1,300 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tiny Nemotron-NAS and DeciLM checkpoints in their real on-disk formats, written without the code under test.
+
+`config.json` has the keys those repositories ship (`model_type`, `architectures`, `auto_map` to remote code,
+`block_configs` with every field, null global `intermediate_size` / `num_key_value_heads`), and the weights are
+random tensors with the real names and shapes (FACTS.md section 3), written with `safetensors` directly: sharded with
+`model.safetensors.index.json`, or one `model.safetensors`. Each layer's expected dimensions are written out as
+literals (the `ffn_mult` rounding worked by hand), never computed by the package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .reference import LayerSpec
+
+
+HIDDEN = 512  # >= 512 so that `ffn_mult` rounding to multiples of 256 gives distinct widths
+HEADS = 4
+HEAD_DIM = HIDDEN // HEADS
+VOCAB = 64
+RMS_EPS = 1e-5
+ROPE_THETA = 500000.0
+LLAMA3_SCALING = {
+    "factor": 8.0,
+    "high_freq_factor": 4.0,
+    "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192,
+    "rope_type": "llama3",
+}
+AUTO_MAP = {
+    "AutoConfig": "configuration_decilm.DeciLMConfig",
+    "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM",
+}
+
+
+def attention(n_heads_in_group=None, no_op=False, replace_with_linear=False, **extra):
+    """An `attention` block entry with every field of the released format."""
+    return {
+        "n_heads_in_group": n_heads_in_group,
+        "no_op": no_op,
+        "num_sink_tokens": None,
+        "replace_with_linear": replace_with_linear,
+        "sparsify": None,
+        "unshifted_sink": False,
+        "use_prefill_window_in_sink_attention": False,
+        "window_length": None,
+        **extra,
+    }
+
+
+def ffn(ffn_mult=None, no_op=False, replace_with_linear=False, **extra):
+    return {
+        "ffn_mult": ffn_mult,
+        "no_op": no_op,
+        "replace_with_linear": replace_with_linear,
+        "sparsify": None,
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: its block entry and what it must become. `kv_heads` / `ffn_width`: 0 = no-op, -1 = linear."""
+
+    block: dict
+    kv_heads: int
+    ffn_width: int
+
+
+NO_OP, LINEAR = 0, -1
+
+# Every layer kind. Widths by hand: int(2 * mult * 512 / 3) rounded up to 256: 2.625 -> 896 -> 1024,
+# 1.0 -> 341 -> 512, 2.0 -> 682 -> 768, 0.5 -> 170 -> 256.
+NEMOTRON_LAYERS = (
+    Layer({"attention": attention(1), "ffn": ffn(2.625)}, kv_heads=4, ffn_width=1024),
+    Layer({"attention": attention(2), "ffn": ffn(replace_with_linear=True)}, kv_heads=2, ffn_width=LINEAR),
+    Layer({"attention": attention(no_op=True), "ffn": ffn(1.0)}, kv_heads=NO_OP, ffn_width=512),
+    Layer({"attention": attention(replace_with_linear=True), "ffn": ffn(2.0)}, kv_heads=LINEAR, ffn_width=768),
+    Layer({"attention": attention(4), "ffn": ffn(no_op=True)}, kv_heads=1, ffn_width=NO_OP),
+    Layer({"attention": attention(no_op=True), "ffn": ffn(no_op=True)}, kv_heads=NO_OP, ffn_width=NO_OP),
+    Layer(
+        {"attention": attention(replace_with_linear=True), "ffn": ffn(replace_with_linear=True)},
+        kv_heads=LINEAR,
+        ffn_width=LINEAR,
+    ),
+    Layer({"attention": attention(2), "ffn": ffn(0.5)}, kv_heads=2, ffn_width=256),
+)
+
+
+def nemotron_config(layers=NEMOTRON_LAYERS) -> dict:
+    """A `config.json` shaped as Llama-3.1-Nemotron-51B's (smaller numbers, same keys)."""
+    return {
+        "architectures": ["DeciLMForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "auto_map": AUTO_MAP,
+        "block_configs": [layer.block for layer in layers],
+        "bos_token_id": None,  # no special tokens: greedy generation runs its full length
+        "eos_token_id": None,
+        "hidden_act": "silu",
+        "hidden_size": HIDDEN,
+        "initializer_range": 0.02,
+        "intermediate_size": None,
+        "max_position_embeddings": 131072,
+        "mlp_bias": False,
+        "model_type": "nemotron-nas",
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": len(layers),
+        "num_key_value_heads": None,
+        "pretraining_tp": 1,
+        "rms_norm_eps": RMS_EPS,
+        "rope_scaling": LLAMA3_SCALING,
+        "rope_theta": ROPE_THETA,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.44.2",
+        "use_cache": True,
+        "vocab_size": VOCAB,
+    }
+
+
+def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def matrix(rows, cols):
+        return (torch.randn(rows, cols, generator=generator) / math.sqrt(cols)).to(torch.bfloat16)
+
+    def norm():
+        return (1.0 + 0.2 * torch.randn(HIDDEN, generator=generator)).to(torch.bfloat16)
+
+    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=generator).to(torch.bfloat16)}
+    for idx, layer in enumerate(layers):
+        prefix = f"model.layers.{idx}"
+        if layer.kv_heads == LINEAR:
+            tensors[f"{prefix}.input_layernorm.weight"] = norm()
+            tensors[f"{prefix}.self_attn.linear_attn.weight"] = matrix(HIDDEN, HIDDEN)
+        elif layer.kv_heads != NO_OP:
+            tensors[f"{prefix}.input_layernorm.weight"] = norm()
+            tensors[f"{prefix}.self_attn.q_proj.weight"] = matrix(HIDDEN, HIDDEN)
+            tensors[f"{prefix}.self_attn.k_proj.weight"] = matrix(layer.kv_heads * HEAD_DIM, HIDDEN)
+            tensors[f"{prefix}.self_attn.v_proj.weight"] = matrix(layer.kv_heads * HEAD_DIM, HIDDEN)
+            tensors[f"{prefix}.self_attn.o_proj.weight"] = matrix(HIDDEN, HIDDEN)
+        if layer.ffn_width == LINEAR:
+            tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
+            tensors[f"{prefix}.mlp.linear_mlp.weight"] = matrix(HIDDEN, HIDDEN)
+        elif layer.ffn_width != NO_OP:
+            tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
+            tensors[f"{prefix}.mlp.gate_proj.weight"] = matrix(layer.ffn_width, HIDDEN)
+            tensors[f"{prefix}.mlp.up_proj.weight"] = matrix(layer.ffn_width, HIDDEN)
+            tensors[f"{prefix}.mlp.down_proj.weight"] = matrix(HIDDEN, layer.ffn_width)
+    tensors["model.norm.weight"] = norm()
+    tensors["lm_head.weight"] = matrix(VOCAB, HIDDEN)
+    return tensors
+
+
+def nemotron_specs(layers=NEMOTRON_LAYERS) -> list[LayerSpec]:
+    return [
+        LayerSpec(
+            attention=layer.kv_heads > 0,
+            mlp=layer.ffn_width > 0,
+            linear_attention=layer.kv_heads == LINEAR,
+            linear_mlp=layer.ffn_width == LINEAR,
+            num_heads=HEADS,
+            num_kv_heads=max(layer.kv_heads, 1),
+            head_dim=HEAD_DIM,
+            rope_theta=ROPE_THETA,
+            rms_eps=RMS_EPS,
+            rope_scaling=LLAMA3_SCALING,
+        )
+        for layer in layers
+    ]
+
+
+def write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor], num_shards: int) -> Path:
+    """Writes `config.json` and the weights: one `model.safetensors`, or `num_shards` shards plus an index that
+    splits the layers in order, as `save_pretrained` of the original code did."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    metadata = {"format": "pt"}
+    if num_shards == 1:
+        save_file(tensors, path / "model.safetensors", metadata=metadata)
+        return path
+    names = list(tensors)
+    per_shard = math.ceil(len(names) / num_shards)
+    weight_map = {}
+    for shard_idx in range(num_shards):
+        shard_name = f"model-{shard_idx + 1:05d}-of-{num_shards:05d}.safetensors"
+        shard = {name: tensors[name] for name in names[shard_idx * per_shard : (shard_idx + 1) * per_shard]}
+        save_file(shard, path / shard_name, metadata=metadata)
+        weight_map.update(dict.fromkeys(shard, shard_name))
+    total_size = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
+def write_nemotron_checkpoint(path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3) -> Path:
+    return write_checkpoint(path, nemotron_config(layers), nemotron_tensors(layers), num_shards)
+
+
+# DeciLM-7B's shape in miniature: KV heads per layer, dynamic NTK rope; a short trained length so tests cross it.
+DECI_KV_HEADS = (4, 2, 1, 2)
+DECI_HIDDEN = 128
+DECI_INTERMEDIATE = 256
+DECI_MAX_POSITIONS = 16
+DECI_ROPE_THETA = 10000.0
+DECI_RMS_EPS = 1e-6
+
+
+def deci_config() -> dict:
+    """A `config.json` shaped as DeciLM-7B's."""
+    return {
+        "architectures": ["DeciLMForCausalLM"],
+        "auto_map": AUTO_MAP,
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "hidden_act": "silu",
+        "hidden_size": DECI_HIDDEN,
+        "initializer_range": 0.02,
+        "intermediate_size": DECI_INTERMEDIATE,
+        "max_position_embeddings": DECI_MAX_POSITIONS,
+        "model_type": "deci",
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": len(DECI_KV_HEADS),
+        "num_key_value_heads_per_layer": list(DECI_KV_HEADS),
+        "rms_norm_eps": DECI_RMS_EPS,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0},
+        "rope_theta": DECI_ROPE_THETA,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.35.2",
+        "use_cache": True,
+        "vocab_size": VOCAB,
+    }
+
+
+def deci_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    head_dim = DECI_HIDDEN // HEADS
+
+    def matrix(rows, cols):
+        return (torch.randn(rows, cols, generator=generator) / math.sqrt(cols)).to(torch.bfloat16)
+
+    def norm():
+        return (1.0 + 0.2 * torch.randn(DECI_HIDDEN, generator=generator)).to(torch.bfloat16)
+
+    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, DECI_HIDDEN, generator=generator).to(torch.bfloat16)}
+    for idx, kv_heads in enumerate(DECI_KV_HEADS):
+        prefix = f"model.layers.{idx}"
+        tensors[f"{prefix}.input_layernorm.weight"] = norm()
+        tensors[f"{prefix}.self_attn.q_proj.weight"] = matrix(DECI_HIDDEN, DECI_HIDDEN)
+        tensors[f"{prefix}.self_attn.k_proj.weight"] = matrix(kv_heads * head_dim, DECI_HIDDEN)
+        tensors[f"{prefix}.self_attn.v_proj.weight"] = matrix(kv_heads * head_dim, DECI_HIDDEN)
+        tensors[f"{prefix}.self_attn.o_proj.weight"] = matrix(DECI_HIDDEN, DECI_HIDDEN)
+        tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
+        tensors[f"{prefix}.mlp.gate_proj.weight"] = matrix(DECI_INTERMEDIATE, DECI_HIDDEN)
+        tensors[f"{prefix}.mlp.up_proj.weight"] = matrix(DECI_INTERMEDIATE, DECI_HIDDEN)
+        tensors[f"{prefix}.mlp.down_proj.weight"] = matrix(DECI_HIDDEN, DECI_INTERMEDIATE)
+    tensors["model.norm.weight"] = norm()
+    tensors["lm_head.weight"] = matrix(VOCAB, DECI_HIDDEN)
+    return tensors
+
+
+def deci_specs() -> list[LayerSpec]:
+    scaling = {"rope_type": "dynamic", "factor": 2.0, "max_position_embeddings": DECI_MAX_POSITIONS}
+    return [
+        LayerSpec(
+            num_heads=HEADS,
+            num_kv_heads=kv_heads,
+            head_dim=DECI_HIDDEN // HEADS,
+            rope_theta=DECI_ROPE_THETA,
+            rms_eps=DECI_RMS_EPS,
+            rope_scaling=scaling,
+        )
+        for kv_heads in DECI_KV_HEADS
+    ]
+
+
+def write_deci_checkpoint(path: Path) -> Path:
+    return write_checkpoint(path, deci_config(), deci_tensors(), num_shards=1)

@@ -1,0 +1,174 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""`transformers-heterogeneity convert` and `inspect` on checkpoints in the real formats."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import transformers.heterogeneity as heterogeneity
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.heterogeneity.commands.cli import app
+
+from .checkpoints import (
+    HEAD_DIM,
+    NEMOTRON_LAYERS,
+    RMS_EPS,
+    VOCAB,
+    nemotron_specs,
+    write_deci_checkpoint,
+    write_nemotron_checkpoint,
+)
+from .reference import reference_forward
+
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _active():
+    heterogeneity.activate()
+
+
+@pytest.fixture(scope="module")
+def nemotron(tmp_path_factory):
+    return write_nemotron_checkpoint(tmp_path_factory.mktemp("nemotron-nas") / "src")
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_convert_writes_a_stock_llama_checkpoint_with_the_same_logits(nemotron, tmp_path):
+    destination = tmp_path / "out"
+    result = runner.invoke(app, ["convert", str(nemotron), str(destination)])
+    assert result.exit_code == 0, result.output
+    assert "[4/4] linked model-00003-of-00003.safetensors" in result.output
+
+    saved = json.loads((destination / "config.json").read_text())
+    assert saved["model_type"] == "llama" and saved["architectures"] == ["LlamaForCausalLM"]
+    assert "block_configs" not in saved and "auto_map" not in saved and "per_layer_config" in saved
+    for shard in nemotron.glob("*.safetensors"):  # reused, not rewritten
+        assert (destination / shard.name).stat().st_ino == shard.stat().st_ino
+
+    converted, info = AutoModelForCausalLM.from_pretrained(destination, dtype=torch.float32, output_loading_info=True)
+    assert type(converted) is LlamaForCausalLM and type(converted.config) is LlamaConfig
+    assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
+    source = AutoModelForCausalLM.from_pretrained(nemotron, dtype=torch.float32)
+    ids = torch.randint(0, VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(logits(converted, ids), logits(source, ids))
+    state = {}
+    for shard in nemotron.glob("*.safetensors"):
+        state.update({name: tensor.float() for name, tensor in load_file(shard).items()})
+    expected = reference_forward(state, nemotron_specs(), ids, final_rms_eps=RMS_EPS)
+    torch.testing.assert_close(logits(converted, ids), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_convert_copies_a_single_file_deci_checkpoint(tmp_path):
+    source = write_deci_checkpoint(tmp_path / "deci")
+    result = runner.invoke(app, ["convert", "--copy", str(source), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "copied model.safetensors" in result.output
+    converted = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert [layer.self_attn.k_proj.out_features // layer.self_attn.head_dim for layer in converted.model.layers] == [
+        4,
+        2,
+        1,
+        2,
+    ]
+
+
+def break_config(path):
+    (path / "config.json").write_text("{not json")
+
+
+def drop_a_shard(path):
+    next(path.glob("model-00002-*.safetensors")).unlink()
+
+
+def llama_checkpoint(path):
+    LlamaForCausalLM(
+        LlamaConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=10)
+    ).save_pretrained(path)
+
+
+def extra_tensor_in_index(path):
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.5.self_attn.q_proj.weight"] = "model-00001-of-00003.safetensors"
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def corrupt_shard(path):
+    next(path.glob("model-00001-*.safetensors")).write_bytes(b"\x00" * 16)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (None, "already exists"),
+        (break_config, "Cannot read"),
+        (drop_a_shard, "model-00002-of-00003.safetensors, which is missing"),
+        (llama_checkpoint, "holds a 'llama' checkpoint; convert rewrites \\['deci', 'nemotron-nas'\\]"),
+        (corrupt_shard, "Cannot read the safetensors header"),
+        (lambda path: (path / "config.json").unlink(), "has no config.json"),
+    ],
+)
+def test_convert_errors_leave_no_partial_output(tmp_path, damage, message):
+    source = tmp_path / "src"
+    if damage is llama_checkpoint:
+        llama_checkpoint(source)
+    else:
+        write_nemotron_checkpoint(source)
+        if damage is not None:
+            damage(source)
+    destination = tmp_path / ("src" if damage is None else "out")
+    before = sorted(path.name for path in tmp_path.iterdir())
+    result = runner.invoke(app, ["convert", str(source), str(destination)])
+    assert result.exit_code == 1
+    assert (
+        "Error:" in result.output
+        and message.replace("\\", "") in result.output.replace("\n", " ")
+        or (pytest.fail(result.output))
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # no destination, no staging directory
+
+
+def test_inspect_shows_every_layer_kind_of_a_nemotron_checkpoint(nemotron):
+    result = runner.invoke(app, ["inspect", str(nemotron), "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line[:1].isdigit()]
+    kinds = {0: "skipped", -1: "linear"}
+    assert [row[1] for row in rows] == [kinds.get(layer.kv_heads, "attention") for layer in NEMOTRON_LAYERS]
+    assert [row[2] for row in rows] == [kinds.get(layer.ffn_width, "mlp") for layer in NEMOTRON_LAYERS]
+    assert [row[-2] for row in rows] == [f"{2 * max(layer.kv_heads, 0) * HEAD_DIM * 4:,}" for layer in NEMOTRON_LAYERS]
+    assert "model_type nemotron-nas, 8 layers" in result.output
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"), [("missing-dir", "cannot inspect"), ("--dtype=float5x", "unknown dtype")]
+)
+def test_inspect_errors(tmp_path, nemotron, argument, message):
+    arguments = [str(nemotron), argument] if argument.startswith("--") else [str(tmp_path / argument)]
+    result = runner.invoke(app, ["inspect", *arguments])
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert all(command in result.output for command in ("demo", "inspect", "convert"))
+    assert "--copy" in runner.invoke(app, ["convert", "--help"]).output
