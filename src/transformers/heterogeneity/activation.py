@@ -140,9 +140,12 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     `hidden_size % num_attention_heads`, `validate_token_ids` reading `vocab_size`) fail with
     `AmbiguousGlobalPerLayerAttributeError` when they read an attribute that is per-layer, before any model is built.
     Change: the first heterogeneous instance of a config class makes its validators run on every layer's config
-    (`_validate_per_layer`), and their errors name the layer. Removal: upstream validators handle heterogeneous
-    configs as `PreTrainedConfig.validate_architecture` does.
+    (`_validate_per_layer`), and their errors name the layer; model classes whose `__init__` reads a per-layer
+    attribute for a model-level purpose are readied (`modeling_utils.prepare_config`). Removal: upstream validators
+    handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does, and those model classes read
+    their config through `prepare_config`'s view.
     """
+
     cls = configuration_utils.PreTrainedConfig
     original = cls.__post_init__
     _check_signature(original, ["self", "kwargs"], "PreTrainedConfig.__post_init__")
@@ -152,6 +155,9 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
         original(self, **kwargs)
         if self.is_heterogeneous:
             _validate_per_layer(type(self))  # hetero-patch: per-layer validation
+            from .modeling_utils import prepare_config  # not at patch time: it imports torch
+
+            prepare_config(self)  # hetero-patch: model-level reads of per-layer attributes
 
     cls.__post_init__ = __post_init__
 

@@ -141,7 +141,8 @@ def make_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedCon
         layer_config.__dict__.pop(name, None)
     layer_config.__dict__["_global_config"] = config
     layer_config.__dict__["_recorded_reads"] = set()
-    layer_config.__class__ = _layer_config_classes(type(config))[1]
+    # The copy's class, not `type(config)`: a model-level config (`model_level_config`) copies to its plain class.
+    layer_config.__class__ = _layer_config_classes(type(layer_config))[1]
     return layer_config
 
 
@@ -185,7 +186,11 @@ class _ModelLevelConfigMixin:
 
 
 def model_level_config(config: PreTrainedConfig, global_reads: frozenset[str]) -> PreTrainedConfig:
-    """`config` for a base model whose forward reads `global_reads` (see `_ModelLevelConfigMixin`)."""
+    """`config` for a base model whose forward reads `global_reads` (see `_ModelLevelConfigMixin`). Given a
+    model-level config, returns one over the same config that reads the attributes of both as global."""
+    if isinstance(config, _ModelLevelConfigMixin):
+        global_reads = global_reads | type(config)._global_reads
+        config = config._config
     config_cls = type(config)
     with _classes_lock:
         key = (config_cls, global_reads)

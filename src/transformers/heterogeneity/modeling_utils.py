@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import nn
+from transformers_heterogeneity_hook import after_import
 
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
@@ -58,11 +59,13 @@ from .supported_models import (
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_model_init"]
+__all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_config", "prepare_model_init"]
 
 _wrap_lock = threading.Lock()
 # Wrapped classes and their stock `__init__`, so that `deactivate()` can restore them.
 _original_inits: dict[type, Callable] = {}
+# Modeling modules whose model classes are wrapped (or will be, once imported) for `model_init_reads`.
+_watched_modules: set[str] = set()
 
 
 class UnsupportedArchitectureError(HeterogeneousConfigError):
@@ -101,10 +104,45 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
                 f"modules (not only its layers), which would need one global value. Set "
                 "`config.allow_global_per_layer_attribute_access = True` to let them use the global value."
             )
+    _check_quantization(config, spec)
     check_mask_overrides(config, mask_attributes_handled(config, spec.base_model_cls is not None))
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
         _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
+
+
+def prepare_config(config: PreTrainedConfig) -> None:
+    """Called when a heterogeneous config is made: readies the model classes of its architecture whose own `__init__`
+    reads a per-layer attribute for a model-level purpose (`ArchitectureSpec.model_init_reads`).
+
+    Such a read happens in the class's `__init__` body, on the very config object the caller passed and before any
+    hook of ours runs, so the class must be wrapped before it is first built: here, when the config exists (not at
+    activation, which imports nothing). The modeling module is not imported for it; the classes are wrapped when it
+    is.
+    """
+    architecture = SUPPORTED_ARCHITECTURES.get(config.model_type)
+    if architecture is None or not architecture.model_init_reads:
+        return
+    with _wrap_lock:
+        if architecture.modeling_module in _watched_modules:
+            return
+        _watched_modules.add(architecture.modeling_module)
+    after_import(
+        architecture.modeling_module.__eq__, functools.partial(_wrap_model_classes, architecture.model_init_reads)
+    )
+
+
+def _wrap_model_classes(model_init_reads: dict[str, frozenset[str]], module: Any) -> None:
+    for class_name, global_reads in model_init_reads.items():
+        build = functools.partial(_build_with_model_level_config, global_reads=global_reads)
+        _wrap_class(getattr(module, class_name), build, "config")
+
+
+def _build_with_model_level_config(
+    model: nn.Module, config: PreTrainedConfig, layer_idx: None, call_with_config: Callable, global_reads: frozenset
+) -> None:
+    """Builds a model whose own `__init__` reads `global_reads` as their global value; its layers still get theirs."""
+    call_with_config(model_level_config(config, global_reads))
 
 
 def finish_model_init(model: nn.Module) -> None:
@@ -119,6 +157,29 @@ def finish_model_init(model: nn.Module) -> None:
     attach_per_layer_masks(model, model.layers, config)
     if spec.base_model_forward_reads.intersection(config.per_layer_attributes):
         model.config = model_level_config(config, spec.base_model_forward_reads)
+
+
+def _check_quantization(config: PreTrainedConfig, spec: HeterogeneousModelSpec) -> None:
+    """Refuses per-layer values that a quantization method's module replacement would read from the global config."""
+    quantization_config = getattr(config, "quantization_config", None)
+    if quantization_config is None:
+        return
+    method = (
+        quantization_config.get("quant_method")
+        if isinstance(quantization_config, dict)
+        else getattr(quantization_config, "quant_method", None)
+    )
+    method = getattr(method, "value", method)  # upstream's `QuantizationMethod` enum
+    global_reads = spec.quantization_reads.get(method, frozenset())
+    for layer_idx in range(config.num_hidden_layers):
+        overrides = get_layer_overrides(config, layer_idx)
+        for name in sorted(global_reads.intersection(overrides)):
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: `{name}`={overrides[name]!r} cannot be set per layer for a {method}-quantized "
+                f"{config.model_type} model: {method} rebuilds the quantized modules from the global config "
+                f"(`{name}`={config._getattr_without_heterogeneous_validation(name, None)!r} for every layer). Load a "
+                "checkpoint whose weights are dequantized (plain tensors), or drop `quantization_config`."
+            )
 
 
 def _skip_names(config: PreTrainedConfig) -> set[str]:

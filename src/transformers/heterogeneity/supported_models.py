@@ -106,6 +106,13 @@ class ArchitectureSpec:
         base_model_forward_reads (`frozenset[str]`): per-layer mask attributes that the base model's own forward
             reads (Mistral's `sliding_window`); they read as the global value there, since the layers build their
             own masks.
+        model_init_reads (`Mapping[str, frozenset[str]]`): model class name -> per-layer attributes that its own
+            `__init__` reads for a model-level purpose where the global value is the one wanted (GPT-OSS's causal-LM
+            head keeps `num_local_experts` for its auxiliary loss). Such a class is built with a config that reads
+            them as the global value (`modeling_utils.prepare_config`).
+        quantization_reads (`Mapping[str, frozenset[str]]`): quantization method -> per-layer attributes that its
+            module replacement reads from the model's global config (MXFP4 rebuilds GPT-OSS experts from
+            `model.config`); overriding them per layer under that method is refused.
     """
 
     modeling_module: str
@@ -118,6 +125,8 @@ class ArchitectureSpec:
     config_arg: str = "config"
     base_model: str | None = None
     base_model_forward_reads: frozenset[str] = frozenset()
+    model_init_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    quantization_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def resolve(self) -> HeterogeneousModelSpec:
         """Imports the modeling module and builds the replacement classes."""
@@ -139,6 +148,7 @@ class ArchitectureSpec:
             config_arg=self.config_arg,
             base_model_cls=getattr(module, self.base_model) if self.base_model else None,
             base_model_forward_reads=self.base_model_forward_reads,
+            quantization_reads=self.quantization_reads,
         )
 
 
@@ -155,6 +165,7 @@ class HeterogeneousModelSpec:
     config_arg: str = "config"
     base_model_cls: type[nn.Module] | None = None
     base_model_forward_reads: frozenset[str] = frozenset()
+    quantization_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
@@ -191,6 +202,27 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mistral": _llama_family("Mistral", "mistral", base_model_forward_reads=frozenset({"sliding_window"})),
     "qwen2": _llama_family("Qwen2", "qwen2"),
     "qwen3": _llama_family("Qwen3", "qwen3"),
+    "gpt_oss": ArchitectureSpec(
+        modeling_module="transformers.models.gpt_oss.modeling_gpt_oss",
+        layer="GptOssDecoderLayer",
+        rotary_embedding="GptOssRotaryEmbedding",
+        base_model="GptOssModel",
+        model_reads=frozenset({"rms_norm_eps"}),  # the final norm
+        # The causal-LM head keeps the expert counts only for its load-balancing loss.
+        model_init_reads={"GptOssForCausalLM": frozenset({"num_local_experts", "num_experts_per_tok"})},
+        quantization_reads={"mxfp4": frozenset({"num_local_experts", "intermediate_size"})},
+        skips={
+            "attention": (
+                SkipTarget("input_layernorm", {"GptOssRMSNorm": passthrough("hidden_states")}),
+                SkipTarget("self_attn", {"GptOssAttention": zeros_and_no_weights("hidden_states")}),
+            ),
+            "mlp": (
+                SkipTarget("post_attention_layernorm", {"GptOssRMSNorm": passthrough("hidden_states")}),
+                # The MoE block returns `(hidden_states, router_scores)`; the layer drops the scores.
+                SkipTarget("mlp", {"GptOssMLP": zeros_and_no_weights("hidden_states")}),
+            ),
+        },
+    ),
 }
 
 _registry_lock = threading.Lock()
