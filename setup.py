@@ -56,6 +56,7 @@ setup(
         "transformers.heterogeneity.commands",
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
+        "transformers.heterogeneity.models.gpt_oss_puzzle",
         "transformers.heterogeneity.models.nemotron_nas",
     ],
     py_modules=["transformers_heterogeneity_hook"],

@@ -28,6 +28,7 @@ WATCHED_MODULES = frozenset(
         "transformers.models.auto.configuration_auto",
         "transformers.models.auto.modeling_auto",
         "transformers.models.llama.configuration_llama",
+        "transformers.models.gpt_oss.configuration_gpt_oss",
     }
 )
 

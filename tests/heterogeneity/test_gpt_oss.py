@@ -68,16 +68,16 @@ PROMPT_LEN, NEW_TOKENS = 7, 5
 ATOL = RTOL = 1e-5
 
 
-def layer_values(per_layer: dict[int, dict[str, Any]], layer_idx: int) -> dict[str, Any]:
-    values = {**GLOBALS, **per_layer.get(layer_idx, {})}
+def layer_values(per_layer: dict[int, dict[str, Any]], layer_idx: int, global_values=GLOBALS) -> dict[str, Any]:
+    values = {**global_values, **per_layer.get(layer_idx, {})}
     values.pop("skip", None)
     return values
 
 
-def window_of(per_layer, layer_idx: int) -> int | None:
-    if GLOBALS["layer_types"][layer_idx] == "full_attention":
+def window_of(per_layer, layer_idx: int, global_values=GLOBALS) -> int | None:
+    if global_values["layer_types"][layer_idx] == "full_attention":
         return None
-    return layer_values(per_layer, layer_idx)["sliding_window"]
+    return layer_values(per_layer, layer_idx, global_values)["sliding_window"]
 
 
 def build(case: str, **kwargs) -> GptOssForCausalLM:
@@ -89,23 +89,23 @@ def build(case: str, **kwargs) -> GptOssForCausalLM:
 class Reference:
     """Stock GPT-OSS layers, one homogeneous config each, with the heterogeneous model's weights."""
 
-    def __init__(self, model: GptOssForCausalLM, per_layer: dict[int, dict[str, Any]]) -> None:
-        global_config = GptOssConfig(**GLOBALS, attn_implementation="eager")
+    def __init__(self, model: GptOssForCausalLM, per_layer: dict[int, dict[str, Any]], global_values=GLOBALS) -> None:
+        global_config = GptOssConfig(**global_values, attn_implementation="eager")
         self.rotary = GptOssRotaryEmbedding(global_config)
         self.embed = model.model.embed_tokens.weight.detach()
-        self.norm = GptOssRMSNorm(GLOBALS["hidden_size"], eps=global_config.rms_norm_eps)
+        self.norm = GptOssRMSNorm(global_values["hidden_size"], eps=global_config.rms_norm_eps)
         self.norm.load_state_dict(model.model.norm.state_dict())
         self.lm_head = model.lm_head.weight.detach()
         self.layers = []
         for layer_idx, layer in enumerate(model.model.layers):
             skips = per_layer.get(layer_idx, {}).get("skip", [])
-            stock_config = GptOssConfig(**layer_values(per_layer, layer_idx), attn_implementation="eager")
+            stock_config = GptOssConfig(**layer_values(per_layer, layer_idx, global_values), attn_implementation="eager")
             stock = GptOssDecoderLayer(stock_config, layer_idx).eval()
             missing, unexpected = stock.load_state_dict(layer.state_dict(), strict=False)
             skipped = {"attention": ("input_layernorm.", "self_attn."), "mlp": ("post_attention_layernorm.", "mlp.")}
             expected_missing = sorted(k for k in stock.state_dict() if k.startswith(sum((skipped[s] for s in skips), ())))
             assert (sorted(missing), unexpected) == (expected_missing, []), f"layer {layer_idx}"
-            self.layers.append((stock, skips, window_of(per_layer, layer_idx)))
+            self.layers.append((stock, skips, window_of(per_layer, layer_idx, global_values)))
 
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -267,7 +267,8 @@ def _on_modeling_utils(module: ModuleType) -> None:
 
 
 def _on_configuration_auto(module: ModuleType) -> None:
-    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`) with `AutoConfig`;
+    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`, `gpt_oss_puzzle`) with
+    `AutoConfig`;
     their model classes follow when such a config is first made (`models/__init__.py`).
 
     Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming: entries in
@@ -292,6 +293,7 @@ CONFIG_DEPENDENCIES = (
     "transformers.models.auto.configuration_auto",
     "transformers.models.auto.modeling_auto",
     "transformers.models.llama.configuration_llama",
+    "transformers.models.gpt_oss.configuration_gpt_oss",
 )
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),

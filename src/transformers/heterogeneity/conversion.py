@@ -34,7 +34,8 @@ import torch
 from safetensors import safe_open
 
 from ..models.auto import AutoConfig
-from ..models.llama import LlamaConfig, LlamaForCausalLM
+from ..configuration_utils import PreTrainedConfig
+from ..models.auto import AutoModelForCausalLM
 from .models import CHECKPOINT_FORMATS
 from .models.format_utils import CheckpointFormatConfigMixin
 
@@ -54,7 +55,7 @@ def convert_checkpoint(
     destination: str | os.PathLike,
     link: bool = True,
     progress: Callable[[str], None] = print,
-) -> LlamaConfig:
+) -> PreTrainedConfig:
     """Writes the canonical form of the checkpoint in `source` to `destination` and returns its config.
 
     Args:
@@ -71,7 +72,8 @@ def convert_checkpoint(
         raise ConversionError(f"{destination} already exists; give a directory that does not exist yet.")
     config = _read_config(source)
     weight_files = _weight_files(source)
-    canonical = LlamaConfig.from_dict(config.to_canonical_dict())
+    canonical_dict = config.to_canonical_dict()
+    canonical = AutoConfig.for_model(canonical_dict.pop("model_type"), **canonical_dict)
     _check_tensor_names(source, weight_files, canonical)
     other_files = sorted(
         path.name
@@ -84,7 +86,10 @@ def convert_checkpoint(
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         canonical.save_pretrained(staging)
-        progress(f"Wrote config.json: model_type llama with per_layer_config ({canonical.num_hidden_layers} layers).")
+        progress(
+            f"Wrote config.json: model_type {canonical.model_type} with per_layer_config "
+            f"({canonical.num_hidden_layers} layers)."
+        )
         for number, name in enumerate(weight_files + other_files, start=1):
             how = _transfer(source / name, staging / name, link and name in weight_files)
             size = (source / name).stat().st_size
@@ -93,7 +98,7 @@ def convert_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    progress(f"Converted {source} ({config.model_type}) to {destination} (llama + per_layer_config).")
+    progress(f"Converted {source} ({config.model_type}) to {destination} ({canonical.model_type} + per_layer_config).")
     return canonical
 
 
@@ -128,7 +133,7 @@ def _weight_files(source: Path) -> list[str]:
     raise ConversionError(f"{source} has no {INDEX_FILE} and no {SINGLE_FILE}; only safetensors checkpoints convert.")
 
 
-def _check_tensor_names(source: Path, weight_files: list[str], config: LlamaConfig) -> None:
+def _check_tensor_names(source: Path, weight_files: list[str], config: PreTrainedConfig) -> None:
     """The checkpoint's tensors must be exactly those of the canonical model (built on the meta device)."""
     found = set()
     for name in weight_files:
@@ -140,7 +145,7 @@ def _check_tensor_names(source: Path, weight_files: list[str], config: LlamaConf
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise ConversionError(f"Cannot read the safetensors header of {source / name}: {error}") from error
     with torch.device("meta"):
-        expected = set(LlamaForCausalLM(config).state_dict())
+        expected = set(AutoModelForCausalLM.from_config(config).state_dict())
     if config.tie_word_embeddings:
         expected.discard("lm_head.weight")
     for what, names in (("missing", expected - found), ("unexpected", found - expected)):

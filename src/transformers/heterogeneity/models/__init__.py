@@ -14,12 +14,12 @@
 """Heterogeneous checkpoint families that load natively through the Auto classes.
 
 Each family has a config class that translates its own per-layer fields into `per_layer_config` and model classes
-that are the stock Llama classes bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
+that are the stock classes of its architecture (Llama, GPT-OSS) bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
 Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once a family's `model_type` is
 registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
 never followed and no `trust_remote_code` is asked for.
 
-Configs are registered once `configuration_auto` is imported. Model classes import the Llama modeling code, so they
+Configs are registered once `configuration_auto` is imported. Model classes import the modeling code, so they
 are registered when a config of one of these families is first made (always before an Auto class looks its model up):
 processes that never meet such a checkpoint never import the modeling code because of us.
 """
@@ -42,6 +42,7 @@ class CheckpointFormat:
     package: str
     config: str
     models: dict[str, str] = field(default_factory=dict)  # Auto class name -> model class name
+    architecture: str = "llama"  # the `SUPPORTED_ARCHITECTURES` entry whose stock classes build the models
 
     def config_class(self) -> type:
         return getattr(importlib.import_module(f"{__name__}.{self.package}.configuration_{self.package}"), self.config)
@@ -55,6 +56,12 @@ _DECILM_MODELS = {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMFor
 CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
     "nemotron-nas": CheckpointFormat("nemotron_nas", "NemotronNasConfig", _DECILM_MODELS),
     "deci": CheckpointFormat("deci", "DeciConfig", _DECILM_MODELS),
+    "gpt_oss_puzzle": CheckpointFormat(
+        "gpt_oss_puzzle",
+        "GptOssPuzzleConfig",
+        {"AutoModel": "GptOssPuzzleModel", "AutoModelForCausalLM": "GptOssPuzzleForCausalLM"},
+        architecture="gpt_oss",
+    ),
 }
 
 
@@ -68,6 +75,7 @@ CONFIG_DEPENDENCIES = (
     "transformers.models.auto.configuration_auto",
     "transformers.models.auto.modeling_auto",
     "transformers.models.llama.configuration_llama",
+    "transformers.models.gpt_oss.configuration_gpt_oss",
 )
 
 
@@ -81,8 +89,8 @@ def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
 
 
 def register_configs(just_imported: str | None = None) -> None:
-    """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the Llama spec:
-    these models are built by the stock Llama code). Idempotent.
+    """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the spec of the
+    architecture whose stock code builds them). Idempotent.
 
     Args:
         just_imported (`str`, *optional*): the module of `CONFIG_DEPENDENCIES` whose import triggers this call;
@@ -98,7 +106,8 @@ def register_configs(just_imported: str | None = None) -> None:
     with _lock:
         for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
             AutoConfig.register(model_type, checkpoint_format.config_class(), exist_ok=True)
-            register_architecture(model_type, SUPPORTED_ARCHITECTURES["llama"], overwrite=True)
+            spec = SUPPORTED_ARCHITECTURES[checkpoint_format.architecture]
+            register_architecture(model_type, spec, overwrite=True)
 
 
 def register_models() -> None:

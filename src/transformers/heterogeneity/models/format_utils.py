@@ -15,7 +15,7 @@
 
 Families such as Nemotron-NAS (`block_configs`) and DeciLM (`num_key_value_heads_per_layer`) describe their layers
 in fields of their own and leave some global values null. Their config classes translate those fields into the
-per-layer vocabulary when the config is made, so that the stock Llama modeling code builds the model, and write the
+per-layer vocabulary when the config is made, so that the stock modeling code builds the model, and write the
 source fields back when saved, so that `save_pretrained` keeps the checkpoint in the format it came in (and loadable
 by the other tools that read that format). The canonical form (`model_type: llama` plus `per_layer_config`) is what
 `to_canonical_dict` returns and `transformers-heterogeneity convert` writes.
@@ -45,13 +45,17 @@ def most_common(values: Iterable[Any], default: Any) -> Any:
 
 
 class CheckpointFormatConfigMixin:
-    """Mixed into a Llama config subclass that reads a checkpoint family's own per-layer fields.
+    """Mixed into a config subclass of a supported architecture (Llama, GPT-OSS) that reads a checkpoint family's own
+    per-layer fields.
 
     Subclasses set `format_fields` (the family's per-layer fields, kept as they are) and implement
     `_translate_format_fields`, which returns the `per_layer_config` and the global values the source left null.
     """
 
     format_fields: tuple[str, ...] = ()
+    # The stock architecture of the canonical form (`to_canonical_dict`).
+    canonical_model_type: str = "llama"
+    canonical_architecture: str = "LlamaForCausalLM"
 
     def __post_init__(self, **kwargs):
         if kwargs.get("per_layer_config") is not None:
@@ -90,11 +94,12 @@ class CheckpointFormatConfigMixin:
         return output
 
     def to_canonical_dict(self) -> dict[str, Any]:
-        """The same model as a plain Llama config dict with `per_layer_config`, for stock `LlamaForCausalLM`."""
+        """The same model as a config dict of the stock architecture with `per_layer_config` (a plain Llama config for
+        stock `LlamaForCausalLM` by default)."""
         output = super().to_dict()
         output.pop("_derived_globals", None)
         for key in (*self.format_fields, *_FORMAT_ONLY_KEYS):
             output.pop(key, None)
-        output["model_type"] = "llama"
-        output["architectures"] = ["LlamaForCausalLM"]
+        output["model_type"] = self.canonical_model_type
+        output["architectures"] = [self.canonical_architecture]
         return output

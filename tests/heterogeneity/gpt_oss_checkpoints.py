@@ -1,0 +1,124 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A tiny gpt-oss-puzzle checkpoint in its on-disk format, written without the code under test.
+
+`config.json` has the keys of the release (`model_type: gpt_oss_puzzle`, `architectures`, `auto_map` to remote code,
+GPT-OSS globals and `block_configs` with each layer's `num_local_experts` and `sliding_window`), and the weights are
+random tensors with the GPT-OSS names and shapes plus the fp8 KV-cache scales of every attention layer
+(`model.layers.{i}.self_attn.k_scale` / `v_scale`), sharded with `model.safetensors.index.json`. The experts are
+plain tensors (the release's MXFP4 experts are refused with per-layer expert counts, see the docs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoints import write_checkpoint
+
+
+# The release's pattern in miniature: full, short-window and long-window layers; 4 or 2 experts.
+PUZZLE_BLOCKS = (
+    {"num_local_experts": 4, "sliding_window": None},
+    {"num_local_experts": 4, "sliding_window": 4},
+    {"num_local_experts": 2, "sliding_window": 4},
+    {"num_local_experts": 2, "sliding_window": 8},
+)
+PUZZLE_GLOBALS = {
+    "hidden_size": 64,
+    "intermediate_size": 32,
+    "num_hidden_layers": len(PUZZLE_BLOCKS),
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "vocab_size": 100,
+    "sliding_window": 4,
+}
+# Written out by hand from PUZZLE_BLOCKS (never computed by the package).
+PUZZLE_LAYER_TYPES = ["full_attention", "sliding_attention", "sliding_attention", "sliding_attention"]
+PUZZLE_PER_LAYER = {2: {"num_local_experts": 2}, 3: {"num_local_experts": 2, "sliding_window": 8}}
+
+
+def puzzle_config() -> dict:
+    return {
+        "architectures": ["GptOssPuzzleForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_gpt_oss_puzzle.GptOssPuzzleConfig",
+            "AutoModelForCausalLM": "modeling_gpt_oss_puzzle.GptOssPuzzleForCausalLM",
+        },
+        "model_type": "gpt_oss_puzzle",
+        "block_configs": [dict(block) for block in PUZZLE_BLOCKS],
+        **PUZZLE_GLOBALS,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 150000.0,
+        "rope_scaling": {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_type": "yarn",
+            "truncate": False,
+        },
+        "attention_bias": True,
+        "swiglu_limit": 7.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.55.0",
+    }
+
+
+def puzzle_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    hidden, width = PUZZLE_GLOBALS["hidden_size"], PUZZLE_GLOBALS["intermediate_size"]
+    heads, kv_heads, head_dim = 4, 2, 16
+
+    def random(*shape):
+        return (torch.randn(shape, generator=generator) * 0.05).to(torch.bfloat16)
+
+    tensors = {"model.embed_tokens.weight": random(PUZZLE_GLOBALS["vocab_size"], hidden)}
+    for layer_idx, block in enumerate(PUZZLE_BLOCKS):
+        prefix, experts = f"model.layers.{layer_idx}.", block["num_local_experts"]
+        tensors.update(
+            {
+                f"{prefix}input_layernorm.weight": 1 + random(hidden),
+                f"{prefix}self_attn.q_proj.weight": random(heads * head_dim, hidden),
+                f"{prefix}self_attn.q_proj.bias": random(heads * head_dim),
+                f"{prefix}self_attn.k_proj.weight": random(kv_heads * head_dim, hidden),
+                f"{prefix}self_attn.k_proj.bias": random(kv_heads * head_dim),
+                f"{prefix}self_attn.v_proj.weight": random(kv_heads * head_dim, hidden),
+                f"{prefix}self_attn.v_proj.bias": random(kv_heads * head_dim),
+                f"{prefix}self_attn.o_proj.weight": random(hidden, heads * head_dim),
+                f"{prefix}self_attn.o_proj.bias": random(hidden),
+                f"{prefix}self_attn.sinks": random(heads),
+                f"{prefix}self_attn.k_scale": torch.tensor(0.0625, dtype=torch.float32),
+                f"{prefix}self_attn.v_scale": torch.tensor(0.03125, dtype=torch.float32),
+                f"{prefix}post_attention_layernorm.weight": 1 + random(hidden),
+                f"{prefix}mlp.router.weight": random(experts, hidden),
+                f"{prefix}mlp.router.bias": random(experts),
+                f"{prefix}mlp.experts.gate_up_proj": random(experts, hidden, 2 * width),
+                f"{prefix}mlp.experts.gate_up_proj_bias": random(experts, 2 * width),
+                f"{prefix}mlp.experts.down_proj": random(experts, width, hidden),
+                f"{prefix}mlp.experts.down_proj_bias": random(experts, hidden),
+            }
+        )
+    tensors["model.norm.weight"] = 1 + random(hidden)
+    tensors["lm_head.weight"] = random(PUZZLE_GLOBALS["vocab_size"], hidden)
+    return tensors
+
+
+def write_puzzle_checkpoint(path: Path, config: dict | None = None, num_shards: int = 3) -> Path:
+    return write_checkpoint(path, config or puzzle_config(), puzzle_tensors(), num_shards)

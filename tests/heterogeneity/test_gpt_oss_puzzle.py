@@ -1,0 +1,153 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""gpt-oss-puzzle checkpoints load natively: `block_configs` become per-layer experts and windows, the fp8 KV scales are
+consumed, and the model computes what stock GPT-OSS layers built from each layer's values compute."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
+
+from .gpt_oss_checkpoints import (
+    PUZZLE_BLOCKS,
+    PUZZLE_GLOBALS,
+    PUZZLE_LAYER_TYPES,
+    PUZZLE_PER_LAYER,
+    puzzle_config,
+    write_puzzle_checkpoint,
+)
+from .test_gpt_oss import Reference
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+REFERENCE_GLOBALS = {**PUZZLE_GLOBALS, "layer_types": PUZZLE_LAYER_TYPES}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_puzzle_checkpoint(tmp_path_factory.mktemp("gpt-oss-puzzle"))
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    model, info = AutoModelForCausalLM.from_pretrained(
+        checkpoint, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    return model.eval(), info
+
+
+def input_ids(seq_len=9, batch_size=2):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, PUZZLE_GLOBALS["vocab_size"], (batch_size, seq_len), generator=generator)
+
+
+def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
+    model, info = loaded
+    assert type(model).__name__ == "GptOssPuzzleForCausalLM"
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    on_disk = {}
+    for shard in sorted(checkpoint.glob("*.safetensors")):
+        on_disk.update(load_file(shard))
+    scales = {name for name in on_disk if name.endswith(("self_attn.k_scale", "self_attn.v_scale"))}
+    assert len(scales) == 2 * len(PUZZLE_BLOCKS)
+    state = model.state_dict()
+    assert set(state) == set(on_disk) - scales
+    for name, tensor in state.items():
+        assert torch.equal(tensor, on_disk[name].float()), name
+
+
+def test_block_configs_become_per_layer_config(loaded):
+    model, _ = loaded
+    config = model.config
+    assert config.layer_types == PUZZLE_LAYER_TYPES
+    assert config._heterogeneity_spec.per_layer_overrides == PUZZLE_PER_LAYER
+    for layer, block in zip(model.model.layers, PUZZLE_BLOCKS):
+        assert layer.mlp.experts.num_experts == block["num_local_experts"]
+        assert layer.self_attn.sliding_window == block["sliding_window"]
+    assert [size.window for size in kv_cache_bytes(config)] == [block["sliding_window"] for block in PUZZLE_BLOCKS]
+
+
+def test_logits_and_greedy_generation_match_stock_layers(loaded):
+    model, _ = loaded
+    reference = Reference(model, PUZZLE_PER_LAYER, REFERENCE_GLOBALS)
+    prompt = input_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(model(prompt).logits, reference.logits(prompt), atol=1e-5, rtol=1e-5)
+    generated = model.generate(prompt, max_new_tokens=4, do_sample=False)
+    assert torch.equal(generated, reference.greedy(prompt, 4))
+    for cache_implementation in ("dynamic", "static"):
+        cached = model.generate(prompt, max_new_tokens=4, do_sample=False, cache_implementation=cache_implementation)
+        assert torch.equal(cached, generated), cache_implementation
+
+
+def test_cache_keeps_each_layers_window(loaded):
+    model, _ = loaded
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids(seq_len=9), past_key_values=cache, use_cache=True)
+    assert [layer.keys.shape[2] for layer in cache.layers] == [9, 3, 3, 7]
+
+
+def test_save_pretrained_keeps_the_source_format_and_is_bit_exact(loaded, tmp_path):
+    model, _ = loaded
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "gpt_oss_puzzle"
+    assert saved["block_configs"] == list(PUZZLE_BLOCKS)
+    assert "per_layer_config" not in saved and saved["layer_types"] is None
+    assert saved["auto_map"] == puzzle_config()["auto_map"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    prompt = input_ids()
+    with torch.no_grad():
+        assert torch.equal(model(prompt).logits, reloaded(prompt).logits)
+
+
+def with_blocks(**changes) -> dict:
+    config = puzzle_config()
+    for layer_idx, block in changes.items():
+        config["block_configs"][int(layer_idx[1:])] = block
+    return config
+
+
+@pytest.mark.parametrize(
+    ("config_dict", "message"),
+    [
+        (with_blocks(l2={"num_local_experts": 2, "sliding_window": 4, "sparsify": True}), r"layer 2: `sparsify`=True"),
+        (with_blocks(l1={"num_local_experts": 0, "sliding_window": 4}), r"layer 1: `num_local_experts`=0"),
+        (with_blocks(l3={"num_local_experts": 2, "sliding_window": -8}), r"layer 3: `sliding_window`=-8"),
+        (with_blocks(l0={"sliding_window": None}), r"layer 0: the block config has no `num_local_experts`"),
+        ({**puzzle_config(), "num_hidden_layers": 3}, r"`block_configs` has 4 entries but `num_hidden_layers` is 3"),
+        ({**puzzle_config(), "per_layer_config": {1: {"num_local_experts": 2}}}, r"does not take `per_layer_config`"),
+    ],
+)
+def test_malformed_blocks_are_refused_naming_layer_and_field(config_dict, message):
+    config_dict = dict(config_dict)
+    with pytest.raises(HeterogeneousConfigError, match=message):
+        AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+
+
+def test_mxfp4_experts_are_refused_naming_the_layer():
+    """MXFP4 rebuilds the experts from the global config; `from_pretrained` stops earlier on this machine (upstream
+    wants `accelerate` for MXFP4), so the model is built from the release's config directly."""
+    config_dict = {**puzzle_config(), "quantization_config": {"quant_method": "mxfp4"}}
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    with pytest.raises(HeterogeneousConfigError, match=r"Layer 2: `num_local_experts`=2 .* mxfp4-quantized"):
+        AutoModelForCausalLM.from_config(config)
