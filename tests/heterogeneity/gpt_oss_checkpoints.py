@@ -36,10 +36,11 @@ PUZZLE_BLOCKS = (
     {"num_local_experts": 2, "sliding_window": 4},
     {"num_local_experts": 2, "sliding_window": 8},
 )
-PUZZLE_GLOBALS = {
+# Tiny GPT-OSS globals, shared with `test_gpt_oss.py`.
+GPT_OSS_GLOBALS = {
     "hidden_size": 64,
     "intermediate_size": 32,
-    "num_hidden_layers": len(PUZZLE_BLOCKS),
+    "num_hidden_layers": 4,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "head_dim": 16,
@@ -48,6 +49,7 @@ PUZZLE_GLOBALS = {
     "vocab_size": 100,
     "sliding_window": 4,
 }
+PUZZLE_GLOBALS = GPT_OSS_GLOBALS
 # Written out by hand from PUZZLE_BLOCKS (never computed by the package).
 PUZZLE_LAYER_TYPES = ["full_attention", "sliding_attention", "sliding_attention", "sliding_attention"]
 PUZZLE_PER_LAYER = {2: {"num_local_experts": 2}, 3: {"num_local_experts": 2, "sliding_window": 8}}

@@ -33,21 +33,14 @@ from transformers.models.gpt_oss.modeling_gpt_oss import (
     GptOssRotaryEmbedding,
 )
 
+from .gpt_oss_checkpoints import GPT_OSS_GLOBALS
+
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
+# Layers 0 and 2 slide by default, 1 and 3 attend to everything.
 GLOBALS = {
-    "hidden_size": 64,
-    "intermediate_size": 32,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "num_local_experts": 4,
-    "num_experts_per_tok": 2,
-    "vocab_size": 100,
-    "sliding_window": 4,
-    # Layers 0 and 2 slide by default, 1 and 3 attend to everything.
+    **GPT_OSS_GLOBALS,
     "layer_types": ["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
 }
 
@@ -99,11 +92,15 @@ class Reference:
         self.layers = []
         for layer_idx, layer in enumerate(model.model.layers):
             skips = per_layer.get(layer_idx, {}).get("skip", [])
-            stock_config = GptOssConfig(**layer_values(per_layer, layer_idx, global_values), attn_implementation="eager")
+            stock_config = GptOssConfig(
+                **layer_values(per_layer, layer_idx, global_values), attn_implementation="eager"
+            )
             stock = GptOssDecoderLayer(stock_config, layer_idx).eval()
             missing, unexpected = stock.load_state_dict(layer.state_dict(), strict=False)
             skipped = {"attention": ("input_layernorm.", "self_attn."), "mlp": ("post_attention_layernorm.", "mlp.")}
-            expected_missing = sorted(k for k in stock.state_dict() if k.startswith(sum((skipped[s] for s in skips), ())))
+            expected_missing = sorted(
+                k for k in stock.state_dict() if k.startswith(sum((skipped[s] for s in skips), ()))
+            )
             assert (sorted(missing), unexpected) == (expected_missing, []), f"layer {layer_idx}"
             self.layers.append((stock, skips, window_of(per_layer, layer_idx, global_values)))
 
@@ -158,7 +155,9 @@ def test_structure(case):
             assert layer.mlp.router.weight.shape == (experts, GLOBALS["hidden_size"])
             assert layer.mlp.router.top_k == values["num_experts_per_tok"]
         if "attention" in skips:
-            assert type(layer.self_attn).__name__ == "SkippedGptOssAttention" and not list(layer.self_attn.parameters())
+            assert type(layer.self_attn).__name__ == "SkippedGptOssAttention" and not list(
+                layer.self_attn.parameters()
+            )
         else:
             assert layer.self_attn.sliding_window == window_of(CASES[case], layer_idx)
     # The head keeps the global counts for its load-balancing loss.
@@ -239,7 +238,11 @@ def test_homogeneous_model_is_stock():
         ({2: {"skip": ["moe"]}}, {}, r"Layer 2: unknown skip 'moe' for gpt_oss; .*\['attention', 'mlp'\]"),
         ({0: {"num_local_experts": 0}}, {}, r"Layer 0: `num_local_experts` must be a positive integer, got 0"),
         ({3: {"rms_norm_eps": 1e-3}}, {}, r"Layer 3: `rms_norm_eps`=0.001 is also read by GptOssForCausalLM"),
-        ({1: {"router_aux_loss_coef": 0.5}}, {}, r"Layer 1: `router_aux_loss_coef`=0.5 is not read by GptOssDecoderLayer"),
+        (
+            {1: {"router_aux_loss_coef": 0.5}},
+            {},
+            r"Layer 1: `router_aux_loss_coef`=0.5 is not read by GptOssDecoderLayer",
+        ),
         (
             {2: {"num_local_experts": 8}},
             {"quantization_config": {"quant_method": "mxfp4"}},

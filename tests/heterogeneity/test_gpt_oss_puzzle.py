@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
+from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
 
 from .gpt_oss_checkpoints import (
     PUZZLE_BLOCKS,
@@ -151,3 +152,9 @@ def test_mxfp4_experts_are_refused_naming_the_layer():
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     with pytest.raises(HeterogeneousConfigError, match=r"Layer 2: `num_local_experts`=2 .* mxfp4-quantized"):
         AutoModelForCausalLM.from_config(config)
+
+
+def test_convert_refuses_a_checkpoint_with_kv_scales(checkpoint, tmp_path):
+    with pytest.raises(ConversionError, match=r"unexpected tensors, e.g. \['model.layers.0.self_attn.k_scale'"):
+        convert_checkpoint(checkpoint, tmp_path / "out", progress=lambda line: None)
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,9 @@ canonical names of linear sub-blocks), so converting rewrites `config.json` only
 checked first (config readable and of a supported family, weight files present, tensor names exactly those of the
 canonical model, read from the safetensors headers), and the output is written to a temporary directory beside the
 destination that is renamed at the end, so a failure leaves no partial output.
+
+A gpt-oss-puzzle checkpoint converts to `model_type: gpt_oss` the same way; one that holds fp8 KV-cache scales is
+refused (stock GPT-OSS has no such tensors, and converting rewrites no weight file).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..models.auto import AutoConfig
 from ..configuration_utils import PreTrainedConfig
-from ..models.auto import AutoModelForCausalLM
+from ..models.auto import AutoConfig, AutoModelForCausalLM
+from ..models.auto.configuration_auto import CONFIG_MAPPING
 from .models import CHECKPOINT_FORMATS
 from .models.format_utils import CheckpointFormatConfigMixin
 
@@ -73,7 +76,7 @@ def convert_checkpoint(
     config = _read_config(source)
     weight_files = _weight_files(source)
     canonical_dict = config.to_canonical_dict()
-    canonical = AutoConfig.for_model(canonical_dict.pop("model_type"), **canonical_dict)
+    canonical = CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
     _check_tensor_names(source, weight_files, canonical)
     other_files = sorted(
         path.name

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import nn
+
 from transformers_heterogeneity_hook import after_import
 
 from ..configuration_utils import PreTrainedConfig
