@@ -253,3 +253,18 @@ def test_homogeneous_model_is_stock():
 def test_errors_name_layer_attribute_and_value(per_layer, kwargs, message):
     with pytest.raises(HeterogeneousConfigError, match=message):
         GptOssForCausalLM(GptOssConfig(**GLOBALS, per_layer_config=per_layer, **kwargs))
+
+
+def test_deactivate_unwraps_the_head_and_activate_rewraps_it():
+    from transformers import heterogeneity
+
+    per_layer = {1: {"num_local_experts": 2}}
+    GptOssForCausalLM(GptOssConfig(**GLOBALS, per_layer_config=per_layer))
+    assert hasattr(GptOssForCausalLM.__init__, "__wrapped__")
+    try:
+        heterogeneity.deactivate()
+        assert not hasattr(GptOssForCausalLM.__init__, "__wrapped__")
+    finally:
+        heterogeneity.activate()
+    model = GptOssForCausalLM(GptOssConfig(**GLOBALS, per_layer_config=per_layer))
+    assert model.model.layers[1].mlp.experts.num_experts == 2

@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from transformers_heterogeneity_hook import after_import
+from transformers_heterogeneity_hook import after_import, forget
 
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
@@ -65,8 +65,9 @@ __all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_config"
 _wrap_lock = threading.Lock()
 # Wrapped classes and their stock `__init__`, so that `deactivate()` can restore them.
 _original_inits: dict[type, Callable] = {}
-# Modeling modules whose model classes are wrapped (or will be, once imported) for `model_init_reads`.
-_watched_modules: set[str] = set()
+# Modeling modules whose model classes are wrapped (or will be, once imported) for `model_init_reads`, and the
+# import callback that wraps them.
+_watched_modules: dict[str, Callable] = {}
 
 
 class UnsupportedArchitectureError(HeterogeneousConfigError):
@@ -127,10 +128,9 @@ def prepare_config(config: PreTrainedConfig) -> None:
     with _wrap_lock:
         if architecture.modeling_module in _watched_modules:
             return
-        _watched_modules.add(architecture.modeling_module)
-    after_import(
-        architecture.modeling_module.__eq__, functools.partial(_wrap_model_classes, architecture.model_init_reads)
-    )
+        callback = functools.partial(_wrap_model_classes, architecture.model_init_reads)
+        _watched_modules[architecture.modeling_module] = callback
+    after_import(architecture.modeling_module.__eq__, callback)
 
 
 def _wrap_model_classes(model_init_reads: dict[str, frozenset[str]], module: Any) -> None:
@@ -233,6 +233,9 @@ def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str 
 def unwrap_classes() -> None:
     """Gives every wrapped class its stock `__init__` back (called by `deactivate()`)."""
     with _wrap_lock:
+        for callback in _watched_modules.values():
+            forget(callback)
+        _watched_modules.clear()
         for cls, original_init in _original_inits.items():
             if original_init is None:
                 del cls.__init__  # the class inherited its `__init__`
