@@ -146,7 +146,7 @@ def test_kv_bytes_per_token_equal_what_a_dynamic_cache_holds(arch):
 def test_unknown_architecture_is_refused():
     config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=99)
     with pytest.raises(
-        ValueError, match=r"model_type 'gpt2': it is not a supported architecture \(supported: \['deci', 'llama'"
+        ValueError, match=r"model_type 'gpt2': it is not a supported architecture \(supported: \[.*'llama'"
     ):
         summarize_config(config)
 
