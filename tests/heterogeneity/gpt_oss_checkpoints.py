@@ -17,7 +17,7 @@
 GPT-OSS globals and `block_configs` with each layer's `num_local_experts` and `sliding_window`), and the weights are
 random tensors with the GPT-OSS names and shapes plus the fp8 KV-cache scales of every attention layer
 (`model.layers.{i}.self_attn.k_scale` / `v_scale`), sharded with `model.safetensors.index.json`. The experts are
-plain tensors (the release's MXFP4 experts are refused with per-layer expert counts, see the docs).
+plain tensors, or MXFP4 blocks and scales as in the release (`mxfp4=True`, with its `quantization_config`).
 """
 
 from __future__ import annotations
@@ -122,5 +122,40 @@ def puzzle_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_puzzle_checkpoint(path: Path, config: dict | None = None, num_shards: int = 3) -> Path:
-    return write_checkpoint(path, config or puzzle_config(), puzzle_tensors(), num_shards)
+def to_mxfp4(tensors: dict[str, torch.Tensor], seed: int = 3) -> dict[str, torch.Tensor]:
+    """The release's expert layout: each expert matrix as MXFP4 `{proj}_blocks` (uint8, two fp4 values per byte, 32
+    values per block, shape `[experts, rows, cols / 32, 16]`) and `{proj}_scales` (uint8 exponents biased by 127,
+    `[experts, rows, cols / 32]`), rows being the output features. Random codes: the values need not be the plain
+    tensors', the test compares against upstream's dequantization of these very bytes."""
+    generator = torch.Generator().manual_seed(seed)
+    converted = {}
+    for name, tensor in tensors.items():
+        if not name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            converted[name] = tensor
+            continue
+        experts, cols, rows = tensor.shape  # stored transposed: [experts, in_features, out_features]
+        converted[f"{name}_blocks"] = torch.randint(
+            0, 256, (experts, rows, cols // 32, 16), generator=generator, dtype=torch.uint8
+        )
+        converted[f"{name}_scales"] = torch.randint(
+            122, 128, (experts, rows, cols // 32), generator=generator, dtype=torch.uint8
+        )
+    return converted
+
+
+MXFP4_CONFIG = {
+    "quant_method": "mxfp4",
+    "modules_to_not_convert": [
+        "model.layers.*.self_attn",
+        "model.layers.*.mlp.router",
+        "model.embed_tokens",
+        "lm_head",
+    ],
+}
+
+
+def write_puzzle_checkpoint(path: Path, config: dict | None = None, num_shards: int = 3, mxfp4: bool = False) -> Path:
+    tensors = to_mxfp4(puzzle_tensors()) if mxfp4 else puzzle_tensors()
+    if mxfp4:
+        config = {**(config or puzzle_config()), "quantization_config": MXFP4_CONFIG}
+    return write_checkpoint(path, config or puzzle_config(), tensors, num_shards)

@@ -22,11 +22,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Mxfp4Config
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
 from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
+from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
 from .gpt_oss_checkpoints import (
+    MXFP4_CONFIG,
     PUZZLE_BLOCKS,
     PUZZLE_GLOBALS,
     PUZZLE_LAYER_TYPES,
@@ -145,13 +147,36 @@ def test_malformed_blocks_are_refused_naming_layer_and_field(config_dict, messag
         AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
 
 
-def test_mxfp4_experts_are_refused_naming_the_layer():
-    """MXFP4 rebuilds the experts from the global config; `from_pretrained` stops earlier on this machine (upstream
-    wants `accelerate` for MXFP4), so the model is built from the release's config directly."""
-    config_dict = {**puzzle_config(), "quantization_config": {"quant_method": "mxfp4"}}
+def test_mxfp4_experts_are_refused_unless_dequantized():
+    """MXFP4 kernels rebuild the experts from the global config. (`from_pretrained` stops earlier on this machine:
+    upstream wants `accelerate` for MXFP4 kernels, so the model is built from the release's config directly.)"""
+    config_dict = {**puzzle_config(), "quantization_config": MXFP4_CONFIG}
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     with pytest.raises(HeterogeneousConfigError, match=r"Layer 2: `num_local_experts`=2 .* mxfp4-quantized"):
         AutoModelForCausalLM.from_config(config)
+
+
+def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
+    path = write_puzzle_checkpoint(tmp_path / "mxfp4", mxfp4=True, num_shards=2)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        path,
+        quantization_config=Mxfp4Config(dequantize=True),
+        dtype=torch.float32,
+        attn_implementation="eager",
+        output_loading_info=True,
+    )
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    on_disk = load_file(next(path.glob("*00001-of-*.safetensors"))) | load_file(next(path.glob("*00002-of-*")))
+    for layer_idx, (layer, block) in enumerate(zip(model.model.layers, PUZZLE_BLOCKS)):
+        for proj in ("gate_up_proj", "down_proj"):
+            prefix = f"model.layers.{layer_idx}.mlp.experts.{proj}"
+            expected = convert_moe_packed_tensors(on_disk[f"{prefix}_blocks"], on_disk[f"{prefix}_scales"])
+            assert expected.shape[0] == block["num_local_experts"]
+            assert torch.equal(getattr(layer.mlp.experts, proj), expected.float()), prefix
+    reference = Reference(model, PUZZLE_PER_LAYER, REFERENCE_GLOBALS)
+    prompt = input_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(model(prompt).logits, reference.logits(prompt), atol=1e-5, rtol=1e-5)
 
 
 def test_convert_refuses_a_checkpoint_with_kv_scales(checkpoint, tmp_path):

@@ -165,11 +165,13 @@ def _check_quantization(config: PreTrainedConfig, spec: HeterogeneousModelSpec) 
     quantization_config = getattr(config, "quantization_config", None)
     if quantization_config is None:
         return
-    method = (
-        quantization_config.get("quant_method")
-        if isinstance(quantization_config, dict)
-        else getattr(quantization_config, "quant_method", None)
-    )
+    if isinstance(quantization_config, dict):
+        dequantize, method = quantization_config.get("dequantize"), quantization_config.get("quant_method")
+    else:  # `dequantize` is a loading attribute, which upstream's `to_dict` leaves out
+        dequantize = getattr(quantization_config, "dequantize", False)
+        method = getattr(quantization_config, "quant_method", None)
+    if dequantize:
+        return  # the weights are dequantized into the stock modules, which have each layer's shapes
     method = getattr(method, "value", method)  # upstream's `QuantizationMethod` enum
     global_reads = spec.quantization_reads.get(method, frozenset())
     for layer_idx in range(config.num_hidden_layers):
@@ -178,8 +180,8 @@ def _check_quantization(config: PreTrainedConfig, spec: HeterogeneousModelSpec) 
             raise HeterogeneousConfigError(
                 f"Layer {layer_idx}: `{name}`={overrides[name]!r} cannot be set per layer for a {method}-quantized "
                 f"{config.model_type} model: {method} rebuilds the quantized modules from the global config "
-                f"(`{name}`={config._getattr_without_heterogeneous_validation(name, None)!r} for every layer). Load a "
-                "checkpoint whose weights are dequantized (plain tensors), or drop `quantization_config`."
+                f"(`{name}`={config._getattr_without_heterogeneous_validation(name, None)!r} for every layer). Load it "
+                "with `quantization_config` dequantizing on load (e.g. `Mxfp4Config(dequantize=True)`)."
             )
 
 
