@@ -268,3 +268,17 @@ def test_deactivate_unwraps_the_head_and_activate_rewraps_it():
         heterogeneity.activate()
     model = GptOssForCausalLM(GptOssConfig(**GLOBALS, per_layer_config=per_layer))
     assert model.model.layers[1].mlp.experts.num_experts == 2
+
+
+def test_load_balancing_loss_is_refused_with_per_layer_expert_counts():
+    """Upstream's loss takes one expert count for all layers (it would fail deep inside torch)."""
+    model = build("experts_and_windows")
+    with pytest.raises(
+        HeterogeneousConfigError, match=r"Layer 0: `num_experts_per_tok`=1 differs .*`output_router_logits=True`"
+    ):
+        model(input_ids(), output_router_logits=True)
+    model.config.output_router_logits = True
+    with pytest.raises(HeterogeneousConfigError, match=r"Layer 0: `num_experts_per_tok`=1"):
+        model(input_ids())
+    model.config.output_router_logits = False
+    model(input_ids(), output_router_logits=False)

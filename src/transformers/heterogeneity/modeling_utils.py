@@ -54,6 +54,7 @@ from .supported_models import (
     NATIVE_PER_LAYER_MODEL_TYPES,
     SUPPORTED_ARCHITECTURES,
     HeterogeneousModelSpec,
+    ModelInitReads,
     get_model_spec,
 )
 
@@ -133,17 +134,42 @@ def prepare_config(config: PreTrainedConfig) -> None:
     after_import(architecture.modeling_module.__eq__, callback)
 
 
-def _wrap_model_classes(model_init_reads: dict[str, frozenset[str]], module: Any) -> None:
-    for class_name, global_reads in model_init_reads.items():
-        build = functools.partial(_build_with_model_level_config, global_reads=global_reads)
+def _wrap_model_classes(model_init_reads: dict[str, ModelInitReads], module: Any) -> None:
+    for class_name, reads in model_init_reads.items():
+        build = functools.partial(_build_with_model_level_config, reads=reads)
         _wrap_class(getattr(module, class_name), build, "config")
 
 
 def _build_with_model_level_config(
-    model: nn.Module, config: PreTrainedConfig, layer_idx: None, call_with_config: Callable, global_reads: frozenset
+    model: nn.Module, config: PreTrainedConfig, layer_idx: None, call_with_config: Callable, reads: ModelInitReads
 ) -> None:
-    """Builds a model whose own `__init__` reads `global_reads` as their global value; its layers still get theirs."""
-    call_with_config(model_level_config(config, global_reads))
+    """Builds a model whose own `__init__` reads `reads.attributes` as their global value (its layers still get
+    theirs), and refuses the feature that uses those values while they differ between layers."""
+    call_with_config(model_level_config(config, reads.attributes))
+    differing = _first_differing_layer(config, reads.attributes)
+    if differing is not None:
+        model.register_forward_pre_hook(functools.partial(_refuse_feature, reads, differing), with_kwargs=True)
+
+
+def _first_differing_layer(config: PreTrainedConfig, attributes: frozenset[str]) -> tuple[int, str, Any] | None:
+    for layer_idx in range(config.num_hidden_layers):
+        overrides = get_layer_overrides(config, layer_idx)
+        for name in sorted(attributes.intersection(overrides)):
+            return layer_idx, name, overrides[name]
+    return None
+
+
+def _refuse_feature(reads: ModelInitReads, differing: tuple, model: nn.Module, args: tuple, kwargs: dict) -> None:
+    requested = kwargs.get(reads.feature)
+    if requested is None:
+        requested = getattr(model.config, reads.feature, False)
+    if requested:
+        layer_idx, name, value = differing
+        raise HeterogeneousConfigError(
+            f"Layer {layer_idx}: `{name}`={value!r} differs from the global value, but `{reads.feature}=True` makes "
+            f"{type(model).__name__} compute with one `{name}` for all layers "
+            f"({model.config._getattr_without_heterogeneous_validation(name)!r}); leave `{reads.feature}` off."
+        )
 
 
 def finish_model_init(model: nn.Module) -> None:

@@ -46,6 +46,7 @@ from .skip_utils import (
 __all__ = [
     "ArchitectureSpec",
     "HeterogeneousModelSpec",
+    "ModelInitReads",
     "NATIVE_PER_LAYER_MODEL_TYPES",
     "SUPPORTED_ARCHITECTURES",
     "SkipTarget",
@@ -87,6 +88,21 @@ class SkipTarget:
 
 
 @dataclass(frozen=True)
+class ModelInitReads:
+    """Per-layer attributes that a model class's own `__init__` reads for one model-level feature.
+
+    Args:
+        attributes (`frozenset[str]`): read as their global value by the class.
+        feature (`str`): the forward argument (and config attribute of the same name) that turns the feature on, e.g.
+            `"output_router_logits"`; a forward that asks for it while the attributes differ between layers is
+            refused, since the feature would compute with one value for all layers.
+    """
+
+    attributes: frozenset[str]
+    feature: str
+
+
+@dataclass(frozen=True)
 class ArchitectureSpec:
     """How a built-in architecture is built per layer.
 
@@ -106,13 +122,14 @@ class ArchitectureSpec:
         base_model_forward_reads (`frozenset[str]`): per-layer mask attributes that the base model's own forward
             reads (Mistral's `sliding_window`); they read as the global value there, since the layers build their
             own masks.
-        model_init_reads (`Mapping[str, frozenset[str]]`): model class name -> per-layer attributes that its own
-            `__init__` reads for a model-level purpose where the global value is the one wanted (GPT-OSS's causal-LM
-            head keeps `num_local_experts` for its auxiliary loss). Such a class is built with a config that reads
-            them as the global value (`modeling_utils.prepare_config`).
+        model_init_reads (`Mapping[str, ModelInitReads]`): model class name -> per-layer attributes that its own
+            `__init__` reads for one model-level feature (GPT-OSS's causal-LM head keeps `num_local_experts` for its
+            load-balancing loss). Such a class is built with a config that reads them as the global value
+            (`modeling_utils.prepare_config`), and the feature is refused while they differ between layers.
         quantization_reads (`Mapping[str, frozenset[str]]`): quantization method -> per-layer attributes that its
-            module replacement reads from the model's global config (MXFP4 rebuilds GPT-OSS experts from
-            `model.config`); overriding them per layer under that method is refused.
+            module replacement reads from the model's global config (MXFP4 kernels rebuild GPT-OSS experts from
+            `model.config`); overriding them per layer under that method is refused unless the weights are
+            dequantized on load.
     """
 
     modeling_module: str
@@ -125,7 +142,7 @@ class ArchitectureSpec:
     config_arg: str = "config"
     base_model: str | None = None
     base_model_forward_reads: frozenset[str] = frozenset()
-    model_init_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    model_init_reads: Mapping[str, ModelInitReads] = field(default_factory=dict)
     quantization_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def resolve(self) -> HeterogeneousModelSpec:
@@ -209,7 +226,11 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
         base_model="GptOssModel",
         model_reads=frozenset({"rms_norm_eps"}),  # the final norm
         # The causal-LM head keeps the expert counts only for its load-balancing loss.
-        model_init_reads={"GptOssForCausalLM": frozenset({"num_local_experts", "num_experts_per_tok"})},
+        model_init_reads={
+            "GptOssForCausalLM": ModelInitReads(
+                frozenset({"num_local_experts", "num_experts_per_tok"}), "output_router_logits"
+            )
+        },
         quantization_reads={"mxfp4": frozenset({"num_local_experts", "intermediate_size"})},
         skips={
             "attention": (
