@@ -177,6 +177,7 @@ def test_layer_table_shows_every_layer_and_the_totals():
         "heads",
         "kv_heads",
         "head_dim",
+        "window",
         "intermediate",
         "parameters",
         "KV",
@@ -186,15 +187,15 @@ def test_layer_table_shows_every_layer_and_the_totals():
     ]
     rows = [line.split() for line in lines[2 : 2 + NUM_LAYERS]]
     assert [row[0] for row in rows] == [str(idx) for idx in range(NUM_LAYERS)]
-    assert rows[3][1:3] == ["skipped", "mlp"] and rows[3][3:6] == ["-", "-", "-"]
-    assert rows[4][1:3] == ["attention", "skipped"] and rows[4][6] == "-"
-    assert [row[7] for row in rows] == [f"{layer_numel(layer):,}" for layer in model.model.layers]
+    assert rows[3][1:3] == ["skipped", "mlp"] and rows[3][3:7] == ["-", "-", "-", "-"]
+    assert rows[4][1:3] == ["attention", "skipped"] and rows[4][6:8] == ["full", "-"]
+    assert [row[8] for row in rows] == [f"{layer_numel(layer):,}" for layer in model.model.layers]
     # Every Llama parameter outside the norms is a matrix: 2 FLOPs (multiply, add) per weight and token.
     flops = [
         2 * sum(p.numel() for name, p in layer.named_parameters() if not name.endswith("norm.weight"))
         for layer in model.model.layers
     ]
-    assert [row[9] for row in rows] == [f"{value:,}" for value in flops]
+    assert [row[10] for row in rows] == [f"{value:,}" for value in flops]
     total = sum(layer_numel(layer) for layer in model.model.layers)
     assert lines[2 + NUM_LAYERS].split() == [
         "total",
@@ -208,6 +209,15 @@ def test_layer_table_shows_every_layer_and_the_totals():
         f"model total: {sum(p.numel() for p in model.parameters()):,} parameters, {sum(flops) + lm_head_flops:,}"
         in (lines[-1])
     )
+
+
+def test_layer_table_shows_each_layers_window():
+    per_layer = {1: {"sliding_window": None}, 2: {"sliding_window": 5}, 3: {"skip": ["attention"]}}
+    config = build_config(ARCHS["mistral"], per_layer, 4, sliding_window=3)
+    summary = summarize_config(config)
+    assert [layer.window for layer in summary.layers] == [3, None, 5, None]
+    rows = [line.split() for line in format_layer_table(summary).splitlines()[2:6]]
+    assert [row[6] for row in rows] == ["3", "full", "5", "-"]
 
 
 def test_comparison_shows_both_totals_and_the_saving():

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..models.auto import AutoModelForCausalLM
-from .cache_utils import kv_cache_bytes
+from .cache_utils import LayerKVCacheSize, kv_cache_bytes
 from .supported_models import SUPPORTED_ARCHITECTURES, get_config_spec
 
 
@@ -60,6 +60,7 @@ class LayerSummary:
     num_parameters: int
     kv_bytes_per_token: int
     flops_per_token: int = 0
+    window: int | None = None  # sliding window or chunk size of a layer that holds KV; None: full attention
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,9 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     decoder_layers = [module for module in model.modules() if isinstance(module, spec.layer_cls)]
-    kv_bytes = {size.layer_idx: size.bytes_per_token for size in kv_cache_bytes(config, dtype)}
+    kv_sizes = {size.layer_idx: size for size in kv_cache_bytes(config, dtype)}
     layers = tuple(
-        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_bytes.get(layer_idx, 0))
+        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_sizes.get(layer_idx))
         for layer_idx, (layer_config, decoder_layer) in enumerate(zip(config.per_layer_config, decoder_layers))
     )
     num_parameters = sum(parameter.numel() for parameter in model.parameters())  # tied weights count once
@@ -144,7 +145,7 @@ def _sub_block_kind(skips: list[str], name: str, stock: str) -> str:
 
 
 def _summarize_layer(
-    layer_idx: int, layer_config: PreTrainedConfig, decoder_layer: nn.Module, kv_bytes_per_token: int
+    layer_idx: int, layer_config: PreTrainedConfig, decoder_layer: nn.Module, kv_size: LayerKVCacheSize | None
 ) -> LayerSummary:
     skips = getattr(layer_config, "skip", [])  # homogeneous configs hand out the global config, without `skip`
     attention = _sub_block_kind(skips, ATTENTION, ATTENTION)
@@ -165,9 +166,17 @@ def _summarize_layer(
         head_dim=head_dim,
         intermediate_size=intermediate_size,
         num_parameters=sum(parameter.numel() for parameter in decoder_layer.parameters()),
-        kv_bytes_per_token=kv_bytes_per_token,
+        kv_bytes_per_token=0 if kv_size is None else kv_size.bytes_per_token,
         flops_per_token=_matmul_flops(decoder_layer),
+        window=None if kv_size is None else kv_size.window,
     )
+
+
+def _format_window(layer: LayerSummary) -> str:
+    """A layer's attention span: its window, `full`, or `-` when it holds no KV."""
+    if not layer.kv_bytes_per_token:
+        return "-"
+    return "full" if layer.window is None else f"{layer.window:,}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -204,6 +213,7 @@ def format_layer_table(summary: ModelSummary) -> str:
         "heads",
         "kv_heads",
         "head_dim",
+        "window",
         "intermediate",
         "parameters",
         f"KV bytes/token ({_dtype_name(summary.dtype)})",
@@ -211,12 +221,11 @@ def format_layer_table(summary: ModelSummary) -> str:
     ]
     rows = [
         [str(layer.layer_idx), layer.attention, layer.mlp]
+        + [_format_number(value) for value in (layer.num_attention_heads, layer.num_key_value_heads, layer.head_dim)]
+        + [_format_window(layer)]
         + [
             _format_number(value)
             for value in (
-                layer.num_attention_heads,
-                layer.num_key_value_heads,
-                layer.head_dim,
                 layer.intermediate_size,
                 layer.num_parameters,
                 layer.kv_bytes_per_token,
