@@ -31,6 +31,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from transformers_heterogeneity_hook import WATCHED_MODULES
+
 
 __all__ = ["CHECKPOINT_FORMATS", "CheckpointFormat", "register_configs", "register_models"]
 
@@ -64,11 +66,7 @@ _registered_models = False
 
 # Imported by the config classes, and importing each other: `LlamaConfig`'s docstring decorator reads
 # `modeling_auto`. Registration waits until none is half-imported.
-CONFIG_DEPENDENCIES = (
-    "transformers.models.auto.configuration_auto",
-    "transformers.models.auto.modeling_auto",
-    "transformers.models.llama.configuration_llama",
-)
+CONFIG_DEPENDENCIES = WATCHED_MODULES
 
 
 def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
