@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import torch
 
+import transformers.heterogeneity as heterogeneity
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -87,6 +88,12 @@ ARCHS = {
     "qwen2": Arch("qwen2", Qwen2Config, Qwen2ForCausalLM, "Qwen2", qkv_bias=True, implicit_head_dim=True),
     "qwen3": Arch("qwen3", Qwen3Config, Qwen3ForCausalLM, "Qwen3", qk_norm=True),
 }
+
+
+@pytest.fixture(autouse=True)
+def _active():
+    """Some tests deactivate and re-activate the package; every test starts with it active."""
+    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import transformers.heterogeneity as heterogeneity
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.heterogeneity.commands.cli import app
 
@@ -37,11 +36,6 @@ from .reference import reference_forward
 
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import torch
 
-import transformers.heterogeneity as heterogeneity
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM, StaticCache
 from transformers import masking_utils as upstream_masking
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
@@ -57,11 +56,6 @@ CASES = {
     ),
 }
 WINDOWED_ARCHS = ["mistral", "qwen2", "qwen3"]
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(params=WINDOWED_ARCHS)
