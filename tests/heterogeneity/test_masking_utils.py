@@ -25,7 +25,15 @@ from typing import Any
 import pytest
 import torch
 
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM, StaticCache
+from transformers import (
+    AutoModelForCausalLM,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    StaticCache,
+)
 from transformers import masking_utils as upstream_masking
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
 
@@ -297,3 +305,14 @@ def test_caller_4d_mask_is_used_as_given():
         atol=ATOL,
         rtol=RTOL,
     )
+
+
+def test_save_load_round_trip_keeps_windows(arch, tmp_path):
+    model, specs = setup_case(arch, "windows")
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    assert [layer_config.sliding_window for layer_config in reloaded.config.per_layer_config] == [
+        spec.window for spec in specs
+    ]
+    input_ids = make_input_ids(seq_len=PROMPT_LEN)
+    assert torch.equal(logits_of(reloaded, input_ids), logits_of(model, input_ids))
