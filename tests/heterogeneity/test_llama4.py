@@ -314,6 +314,23 @@ def test_cached_decoding_equals_uncached(case, cache_cls):
     assert cache.get_seq_length() == input_ids.shape[1]
 
 
+def test_left_padding_starts_chunks_at_the_first_token(case):
+    """In a left-padded batch, a row's chunks start at its first real token: it generates what it generates alone."""
+    model = build_model(CASES[case])
+    input_ids = make_input_ids()
+    pad = 3
+    batch = input_ids.clone()
+    batch[1, :pad] = 0
+    attention_mask = torch.ones_like(batch)
+    attention_mask[1, :pad] = 0
+    kwargs = {"do_sample": False, "max_new_tokens": NEW_TOKENS}
+    generated = model.generate(batch, attention_mask=attention_mask, **kwargs)
+    for row, start in ((0, 0), (1, pad)):
+        alone = input_ids[row : row + 1, start:]
+        expected = model.generate(alone, attention_mask=torch.ones_like(alone), **kwargs)
+        assert torch.equal(generated[row : row + 1, start:], expected)
+
+
 def test_beam_search_with_cache_equals_without():
     model = build_model(CASES["skips"])
     input_ids = make_input_ids(batch_size=1)
