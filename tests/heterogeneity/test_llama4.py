@@ -39,7 +39,6 @@ from transformers import (
     Llama4TextConfig,
     StaticCache,
 )
-from transformers import masking_utils as upstream_masking
 from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, kv_cache_bytes, kv_cache_total_bytes
 from transformers.models.llama4.modeling_llama4 import (
     Llama4TextDecoderLayer,
@@ -48,7 +47,7 @@ from transformers.models.llama4.modeling_llama4 import (
     Llama4TextRotaryEmbedding,
 )
 
-from .conftest import randomize_weights
+from .conftest import assert_cached_steps_match, randomize_weights
 from .reference import LayerSpec, rms_norm, visible
 
 
@@ -305,13 +304,7 @@ def test_cached_decoding_equals_uncached(case, cache_cls):
     full = logits_of(model, input_ids)
     kwargs = {"max_cache_len": input_ids.shape[1]} if cache_cls is StaticCache else {}
     cache = cache_cls(config=model.config, **kwargs)
-    with torch.no_grad():
-        prompt = model(input_ids[:, :PROMPT_LEN], past_key_values=cache, use_cache=True)
-        torch.testing.assert_close(prompt.logits, full[:, :PROMPT_LEN], atol=ATOL, rtol=RTOL)
-        for position in range(PROMPT_LEN, input_ids.shape[1]):
-            step = model(input_ids[:, position : position + 1], past_key_values=cache, use_cache=True)
-            torch.testing.assert_close(step.logits[:, 0], full[:, position], atol=ATOL, rtol=RTOL)
-    assert cache.get_seq_length() == input_ids.shape[1]
+    assert_cached_steps_match(model, input_ids, PROMPT_LEN, cache, full)
 
 
 def test_left_padding_starts_chunks_at_the_first_token(case):
@@ -340,17 +333,10 @@ def test_beam_search_with_cache_equals_without():
     )
 
 
-def test_one_mask_per_distinct_setting_and_forward(monkeypatch):
+def test_one_mask_per_distinct_setting_and_forward(sdpa_mask_sizes):
     """Chunks [4, None, 6, full, 4, 6, 4, full]: three distinct masks per forward (chunks 4 and 6, full), each built
     once with upstream's chunked or causal mask function, however many layers share it."""
-    built = []
-    sdpa_mask = upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"]
-
-    def counting_sdpa_mask(*args, **kwargs):
-        built.append(kwargs.get("local_size"))
-        return sdpa_mask(*args, **kwargs)
-
-    monkeypatch.setitem(upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, "sdpa", counting_sdpa_mask)
+    built = sdpa_mask_sizes
     per_layer = {1: {"attention_chunk_size": None}, 2: {"attention_chunk_size": 6}, 5: {"attention_chunk_size": 6}}
     model = build_model(per_layer, "sdpa", num_hidden_layers=8, moe_layers=[1, 3, 5])
     logits_of(model, make_input_ids())
