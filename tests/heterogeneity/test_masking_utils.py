@@ -34,10 +34,18 @@ from transformers import (
     Qwen3ForCausalLM,
     StaticCache,
 )
-from transformers import masking_utils as upstream_masking
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
 
-from .conftest import ARCHS, TINY, VOCAB_SIZE, Arch, build_model, layer_specs, make_input_ids
+from .conftest import (
+    ARCHS,
+    TINY,
+    VOCAB_SIZE,
+    Arch,
+    assert_cached_steps_match,
+    build_model,
+    layer_specs,
+    make_input_ids,
+)
 from .reference import reference_beam_search, reference_forward, reference_greedy
 
 
@@ -138,13 +146,7 @@ def test_cached_decoding_equals_uncached(arch, case, cache_cls):
     torch.testing.assert_close(full, reference_forward(model.state_dict(), specs, input_ids), atol=ATOL, rtol=RTOL)
     kwargs = {"max_cache_len": input_ids.shape[1]} if cache_cls is StaticCache else {}
     cache = cache_cls(config=model.config, **kwargs)
-    with torch.no_grad():
-        outputs = model(input_ids[:, :PROMPT_LEN], past_key_values=cache, use_cache=True)
-        torch.testing.assert_close(outputs.logits, full[:, :PROMPT_LEN], atol=ATOL, rtol=RTOL)
-        for position in range(PROMPT_LEN, input_ids.shape[1]):
-            step = model(input_ids[:, position : position + 1], past_key_values=cache, use_cache=True)
-            torch.testing.assert_close(step.logits[:, 0], full[:, position], atol=ATOL, rtol=RTOL)
-    assert cache.get_seq_length() == input_ids.shape[1]
+    assert_cached_steps_match(model, input_ids, PROMPT_LEN, cache, full)
 
 
 def test_beam_search_matches_reference(arch, case):
@@ -162,16 +164,9 @@ def test_beam_search_matches_reference(arch, case):
     assert torch.equal(generated, expected), (generated, expected)
 
 
-def test_one_mask_per_distinct_setting_and_forward(monkeypatch):
+def test_one_mask_per_distinct_setting_and_forward(sdpa_mask_sizes):
     """Windows [3, None, 5, None]: three distinct masks per forward, whatever the number of layers."""
-    built = []
-    sdpa_mask = upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"]
-
-    def counting_sdpa_mask(*args, **kwargs):
-        built.append(kwargs.get("local_size"))
-        return sdpa_mask(*args, **kwargs)
-
-    monkeypatch.setitem(upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, "sdpa", counting_sdpa_mask)
+    built = sdpa_mask_sizes
     num_layers = 8
     windows = [3, None, 5, None, 3, 5, None, 3]
     per_layer = {idx: {"sliding_window": window} for idx, window in enumerate(windows) if window != GLOBAL_WINDOW}

@@ -191,6 +191,28 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mistral": _llama_family("Mistral", "mistral", base_model_forward_reads=frozenset({"sliding_window"})),
     "qwen2": _llama_family("Qwen2", "qwen2"),
     "qwen3": _llama_family("Qwen3", "qwen3"),
+    # Dense or MoE per layer comes from the model-level `moe_layers` list; the one `feed_forward` slot holds either.
+    # The MoE returns `(output, router_logits)`, which the layer unpacks, so its stand-in returns `(zeros, None)`.
+    "llama4_text": ArchitectureSpec(
+        modeling_module="transformers.models.llama4.modeling_llama4",
+        layer="Llama4TextDecoderLayer",
+        rotary_embedding="Llama4TextRotaryEmbedding",
+        base_model="Llama4TextModel",
+        model_reads=frozenset({"rms_norm_eps"}),  # the final norm
+        skips={
+            "attention": (
+                SkipTarget("input_layernorm", {"Llama4TextRMSNorm": passthrough("x")}),
+                SkipTarget("self_attn", {"Llama4TextAttention": zeros_and_no_weights("hidden_states")}),
+            ),
+            "mlp": (
+                SkipTarget("post_attention_layernorm", {"Llama4TextRMSNorm": passthrough("x")}),
+                SkipTarget(
+                    "feed_forward",
+                    {"Llama4TextMLP": zeros("x"), "Llama4TextMoe": zeros_and_no_weights("hidden_states")},
+                ),
+            ),
+        },
+    ),
 }
 
 _registry_lock = threading.Lock()
