@@ -106,8 +106,10 @@ class LayerKVCacheSize:
 def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> list[LayerKVCacheSize]:
     """Per-layer KV-cache sizes for `config`, homogeneous or not: keys and values of every layer that holds KV.
 
-    Layers without KV (attention skipped) are left out. Windows come from the cache layer types, as the caches get
-    them. Sum `size.bytes_for(n)` over the result for the bytes held after `n` tokens (`kv_cache_total_bytes`).
+    Layers without KV (attention skipped, or a cache type without per-token KV: `"dummy"`, and the fixed-size
+    conv / recurrent states of `"linear_attention"` Mamba layers) are left out. Windows come from the cache layer
+    types, as the caches get them. Sum `size.bytes_for(n)` over the result for the bytes held after `n` tokens
+    (`kv_cache_total_bytes`).
     """
     from .. import cache_utils
 
@@ -116,7 +118,11 @@ def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16
     layer_types, per_layer_kwargs = cache_utils.get_layer_types_and_kwargs(config)
     sizes = []
     for layer_idx, layer_config in enumerate(config.per_layer_config):
-        if layer_idx in without_kv or layer_types[layer_idx] == "dummy":
+        # Per-token KV lives in the `CacheLayerMixin` classes; `DummyLayer` and the linear-attention layers are not.
+        holds_kv = issubclass(
+            cache_utils.DYNAMIC_LAYER_TYPE_MAPPING[layer_types[layer_idx]], cache_utils.CacheLayerMixin
+        )
+        if layer_idx in without_kv or not holds_kv:
             continue
         head_dim = (
             getattr(layer_config, "head_dim", None) or layer_config.hidden_size // layer_config.num_attention_heads
