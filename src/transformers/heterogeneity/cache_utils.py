@@ -51,15 +51,15 @@ def adjust_cache_layer_types(
 ) -> tuple[list[str], list[dict]]:
     """Corrects upstream's per-layer cache types for what layers really do.
 
-    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When no layer holds KV, layer 0 keeps its
-      type: upstream's `Cache.get_seq_length` refuses a cache without any attention layer. That layer is never
-      written, so it allocates nothing and reports 0 tokens; `generate` then feeds the whole sequence each step,
-      which is exact for a model without attention.
+    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When that leaves only `"dummy"` layers (no
+      state at all), the first skipped layer keeps its type: upstream's `Cache.get_seq_length` refuses a cache
+      without any attention layer. That layer is never written, so it allocates nothing and reports 0 tokens;
+      `generate` then feeds the whole sequence each step, which is exact for a model without attention or state.
     - A `"sliding_attention"` / `"chunked_attention"` layer (from `layer_types`) whose own window is `None` attends
       to everything, so it becomes `"full_attention"`: a per-layer `sliding_window: None` means full attention.
     """
     without_kv = layers_without_kv_cache(config)
-    if len(without_kv) == len(layer_types):
+    if without_kv and all(layer_types[i] == "dummy" for i in set(range(len(layer_types))) - set(without_kv)):
         without_kv = without_kv[1:]
     for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
