@@ -286,6 +286,7 @@ CONFIG_DEPENDENCIES = (
     "transformers.models.auto.configuration_auto",
     "transformers.models.auto.modeling_auto",
     "transformers.models.llama.configuration_llama",
+    "transformers.models.nemotron_h.configuration_nemotron_h",
 )
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
