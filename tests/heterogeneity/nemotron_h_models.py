@@ -134,3 +134,12 @@ def reference_greedy(state, blocks, per_layer, ids: torch.Tensor, max_new_tokens
 
 def input_ids(seq_len: int = 6, batch_size: int = 2, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch_size, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+def assert_bit_identical(model: nn.Module, reloaded: nn.Module, ids: torch.Tensor) -> None:
+    """Same tensors under the same names, and the same logits bit for bit."""
+    assert reloaded.state_dict().keys() == model.state_dict().keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)

@@ -27,6 +27,7 @@ from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHRMSNorm
 
 from .nemotron_h_models import (
     HEAD_DIM,
+    assert_bit_identical,
     input_ids,
     make_config,
     randomize_weights,
@@ -173,12 +174,7 @@ def test_save_load_round_trip_is_bit_exact(model, tmp_path):
     )
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     assert reloaded.config.per_layer_config[3].skip == ["mixer"]
-    assert reloaded.state_dict().keys() == model.state_dict().keys()
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[name], tensor), name
-    ids = input_ids()
-    with torch.no_grad():
-        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert_bit_identical(model, reloaded, input_ids())
 
 
 def test_skipped_norm_follows_the_model_dtype():
@@ -213,6 +209,7 @@ def test_skipped_norm_follows_the_model_dtype():
             {0: {"layer_norm_epsilon": 1e-3}},
             r"Layer 0: `layer_norm_epsilon`=0.001 is also read by NemotronHForCausalLM",
         ),
+        ({0: {"mamba_num_heads": 8}}, r"Layer 0: `mamba_num_heads`=8 is also read by NemotronHForCausalLM"),
     ],
 )
 def test_refused_overrides_name_layer_attribute_and_value(per_layer, message):

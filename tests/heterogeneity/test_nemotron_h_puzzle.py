@@ -28,7 +28,7 @@ import transformers.heterogeneity as heterogeneity
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, kv_cache_bytes
 
-from .nemotron_h_models import BASE, input_ids, reference_greedy, reference_logits
+from .nemotron_h_models import BASE, assert_bit_identical, input_ids, reference_greedy, reference_logits
 from .nemotron_h_puzzle_checkpoint import (
     BLOCKS,
     GLOBAL_MOE_WIDTH,
@@ -142,11 +142,7 @@ def test_save_pretrained_keeps_the_format_and_is_bit_exact(checkpoint, loaded, t
         tmp_path, attn_implementation="eager", output_loading_info=True
     )
     assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[name], tensor), name
-    ids = input_ids()
-    with torch.no_grad():
-        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+    assert_bit_identical(model, reloaded, input_ids())
 
 
 def test_canonical_form_is_a_stock_nemotron_h_config(loaded):

@@ -201,7 +201,7 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
         modeling_module="transformers.models.nemotron_h.modeling_nemotron_h",
         layer="NemotronHBlock",
         kv_cache_skips=frozenset({"mixer"}),
-        # The final norm reads `layer_norm_epsilon`; `_init_weights` reads the Mamba2 head count and time steps.
+        # The final norm reads `layer_norm_epsilon`; `_init_weights` reads the Mamba2 head count and time step.
         model_reads=frozenset({"layer_norm_epsilon", "mamba_num_heads", "time_step_min"}),
         skips={
             "mixer": (
