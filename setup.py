@@ -57,6 +57,7 @@ setup(
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
         "transformers.heterogeneity.models.nemotron_nas",
+        "transformers.heterogeneity.models.nemotron_h_puzzle",
     ],
     py_modules=["transformers_heterogeneity_hook"],
     python_requires=">=3.10",

@@ -28,6 +28,7 @@ WATCHED_MODULES = (
     "transformers.models.auto.configuration_auto",
     "transformers.models.auto.modeling_auto",
     "transformers.models.llama.configuration_llama",
+    "transformers.models.nemotron_h.configuration_nemotron_h",
 )
 
 _lock = threading.RLock()

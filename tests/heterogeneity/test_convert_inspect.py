@@ -117,7 +117,10 @@ def corrupt_shard(path):
         (None, "already exists"),
         (break_config, "Cannot read"),
         (drop_a_shard, "model-00002-of-00003.safetensors, which is missing"),
-        (llama_checkpoint, "holds a 'llama' checkpoint; convert rewrites \\['deci', 'nemotron-nas'\\]"),
+        (
+            llama_checkpoint,
+            "holds a 'llama' checkpoint; convert rewrites \\['deci', 'nemotron-nas', 'nemotron_h_puzzle'\\]",
+        ),
         (corrupt_shard, "Cannot read the safetensors header"),
         (lambda path: (path / "config.json").unlink(), "has no config.json"),
     ],

@@ -73,16 +73,19 @@ class SkipTarget:
         linear (`str`, *optional*): makes the replacement a linear sub-block (see `linear_utils.py`) holding its
             `hidden x hidden` map under this name (`"linear_attn"`), applied to what it returns. Default: a
             parameter-free skip.
+        dtype_attributes (`tuple[str, ...]`): attributes of the member that the layer reads only for their dtype
+            (NemotronH casts a block's input to `norm.weight.dtype`); a skip keeps them as empty buffers.
     """
 
     member: str
     returns: Mapping[str, tuple[ReturnEntry, ...]]
     linear: str | None = None
+    dtype_attributes: tuple[str, ...] = ()
 
     def replacement(self, module: ModuleType, class_name: str) -> type[SkippedModule]:
         member_cls = getattr(module, class_name)
         if self.linear is None:
-            return get_skip_replacement(member_cls, *self.returns[class_name])
+            return get_skip_replacement(member_cls, *self.returns[class_name], dtype_attributes=self.dtype_attributes)
         return get_linear_replacement(member_cls, self.linear, *self.returns[class_name])
 
 
@@ -209,6 +212,31 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
                 SkipTarget(
                     "feed_forward",
                     {"Llama4TextMLP": zeros("x"), "Llama4TextMoe": zeros_and_no_weights("hidden_states")},
+                ),
+            ),
+        },
+    ),
+    # A NemotronH block is one `norm` and one `mixer` whose class follows the block's type in `layers_block_type`
+    # (Mamba2, attention, MLP or MoE), so one skip empties any block. Its attention has no rotary embedding. Skipped
+    # mixers hold no cache state at all: no KV, and no conv / SSM state for Mamba2 (`"dummy"` cache layers).
+    "nemotron_h": ArchitectureSpec(
+        modeling_module="transformers.models.nemotron_h.modeling_nemotron_h",
+        layer="NemotronHBlock",
+        kv_cache_skips=frozenset({"mixer"}),
+        # The final norm reads `layer_norm_epsilon`; `_init_weights` reads the Mamba2 head count and time step.
+        model_reads=frozenset({"layer_norm_epsilon", "mamba_num_heads", "time_step_min"}),
+        skips={
+            "mixer": (
+                # The block casts its input to `norm.weight.dtype` before calling the norm.
+                SkipTarget("norm", {"NemotronHRMSNorm": passthrough("hidden_states")}, dtype_attributes=("weight",)),
+                SkipTarget(
+                    "mixer",
+                    {
+                        "NemotronHMamba2Mixer": zeros("hidden_states"),
+                        "NemotronHAttention": zeros_and_no_weights("hidden_states"),
+                        "NemotronHMLP": zeros("x"),
+                        "NemotronHMoE": zeros("hidden_states"),
+                    },
                 ),
             ),
         },

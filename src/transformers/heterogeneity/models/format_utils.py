@@ -52,6 +52,9 @@ class CheckpointFormatConfigMixin:
     """
 
     format_fields: tuple[str, ...] = ()
+    # The stock architecture the family derives from: the canonical form is this model type plus `per_layer_config`.
+    canonical_model_type: str = "llama"
+    canonical_architecture: str = "LlamaForCausalLM"
 
     def __post_init__(self, **kwargs):
         if kwargs.get("per_layer_config") is not None:
@@ -90,11 +93,11 @@ class CheckpointFormatConfigMixin:
         return output
 
     def to_canonical_dict(self) -> dict[str, Any]:
-        """The same model as a plain Llama config dict with `per_layer_config`, for stock `LlamaForCausalLM`."""
+        """The same model as a stock config dict with `per_layer_config` (Llama unless the family says otherwise)."""
         output = super().to_dict()
         output.pop("_derived_globals", None)
         for key in (*self.format_fields, *_FORMAT_ONLY_KEYS):
             output.pop(key, None)
-        output["model_type"] = "llama"
-        output["architectures"] = ["LlamaForCausalLM"]
+        output["model_type"] = self.canonical_model_type
+        output["architectures"] = [self.canonical_architecture]
         return output
