@@ -58,6 +58,7 @@ setup(
         "transformers.heterogeneity.models.deci",
         "transformers.heterogeneity.models.gpt_oss_puzzle",
         "transformers.heterogeneity.models.nemotron_nas",
+        "transformers.heterogeneity.models.nemotron_h_puzzle",
     ],
     py_modules=["transformers_heterogeneity_hook"],
     python_requires=">=3.10",

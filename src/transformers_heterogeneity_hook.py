@@ -20,16 +20,16 @@ from importlib.machinery import PathFinder
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
 TRIGGER_MODULE = "transformers.configuration_utils"
-# Modules that import the trigger module before they are complete: their loaders are wrapped from the start, so that
-# callbacks registered while they execute (the activation registers configs with `AutoConfig`) run once they are
-# complete.
-WATCHED_MODULES = frozenset(
-    {
-        "transformers.models.auto.configuration_auto",
-        "transformers.models.auto.modeling_auto",
-        "transformers.models.llama.configuration_llama",
-        "transformers.models.gpt_oss.configuration_gpt_oss",
-    }
+# Modules that import the trigger module before they are complete, and import each other (`LlamaConfig`'s docstring
+# decorator reads `modeling_auto`); the configs of the checkpoint families need all of them (`CONFIG_DEPENDENCIES`
+# in `transformers.heterogeneity.models`). Their loaders are wrapped from the start, so that callbacks registered while
+# they execute (the activation registers configs with `AutoConfig`) run once they are complete.
+WATCHED_MODULES = (
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.llama.configuration_llama",
+    "transformers.models.nemotron_h.configuration_nemotron_h",
+    "transformers.models.gpt_oss.configuration_gpt_oss",
 )
 
 _lock = threading.RLock()

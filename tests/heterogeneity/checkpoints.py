@@ -138,38 +138,64 @@ def nemotron_config(layers=NEMOTRON_LAYERS) -> dict:
     }
 
 
+class RandomWeights:
+    """Random bfloat16 tensors of unit-scale effect (see `conftest.randomize_weights`), drawn from one seed."""
+
+    def __init__(self, hidden: int, seed: int) -> None:
+        self.hidden = hidden
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def matrix(self, rows: int, cols: int) -> torch.Tensor:
+        return (torch.randn(rows, cols, generator=self.generator) / math.sqrt(cols)).to(torch.bfloat16)
+
+    def norm(self) -> torch.Tensor:
+        return (1.0 + 0.2 * torch.randn(self.hidden, generator=self.generator)).to(torch.bfloat16)
+
+    def embedding(self, vocab: int) -> torch.Tensor:
+        return torch.randn(vocab, self.hidden, generator=self.generator).to(torch.bfloat16)
+
+    def attention(self, prefix: str, kv_width: int) -> dict[str, torch.Tensor]:
+        """Llama attention with its input norm, under `prefix` (`model.layers.{i}`)."""
+        hidden = self.hidden
+        return {
+            f"{prefix}.input_layernorm.weight": self.norm(),
+            f"{prefix}.self_attn.q_proj.weight": self.matrix(hidden, hidden),
+            f"{prefix}.self_attn.k_proj.weight": self.matrix(kv_width, hidden),
+            f"{prefix}.self_attn.v_proj.weight": self.matrix(kv_width, hidden),
+            f"{prefix}.self_attn.o_proj.weight": self.matrix(hidden, hidden),
+        }
+
+    def mlp(self, prefix: str, width: int) -> dict[str, torch.Tensor]:
+        """Llama SwiGLU MLP with its norm."""
+        hidden = self.hidden
+        return {
+            f"{prefix}.post_attention_layernorm.weight": self.norm(),
+            f"{prefix}.mlp.gate_proj.weight": self.matrix(width, hidden),
+            f"{prefix}.mlp.up_proj.weight": self.matrix(width, hidden),
+            f"{prefix}.mlp.down_proj.weight": self.matrix(hidden, width),
+        }
+
+    def head(self, vocab: int) -> dict[str, torch.Tensor]:
+        return {"model.norm.weight": self.norm(), "lm_head.weight": self.matrix(vocab, self.hidden)}
+
+
 def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3)."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def matrix(rows, cols):
-        return (torch.randn(rows, cols, generator=generator) / math.sqrt(cols)).to(torch.bfloat16)
-
-    def norm():
-        return (1.0 + 0.2 * torch.randn(HIDDEN, generator=generator)).to(torch.bfloat16)
-
-    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=generator).to(torch.bfloat16)}
+    weights = RandomWeights(HIDDEN, seed)
+    tensors = {"model.embed_tokens.weight": weights.embedding(VOCAB)}
     for idx, layer in enumerate(layers):
         prefix = f"model.layers.{idx}"
         if layer.kv_heads == LINEAR:
-            tensors[f"{prefix}.input_layernorm.weight"] = norm()
-            tensors[f"{prefix}.self_attn.linear_attn.weight"] = matrix(HIDDEN, HIDDEN)
+            tensors[f"{prefix}.input_layernorm.weight"] = weights.norm()
+            tensors[f"{prefix}.self_attn.linear_attn.weight"] = weights.matrix(HIDDEN, HIDDEN)
         elif layer.kv_heads != NO_OP:
-            tensors[f"{prefix}.input_layernorm.weight"] = norm()
-            tensors[f"{prefix}.self_attn.q_proj.weight"] = matrix(HIDDEN, HIDDEN)
-            tensors[f"{prefix}.self_attn.k_proj.weight"] = matrix(layer.kv_heads * HEAD_DIM, HIDDEN)
-            tensors[f"{prefix}.self_attn.v_proj.weight"] = matrix(layer.kv_heads * HEAD_DIM, HIDDEN)
-            tensors[f"{prefix}.self_attn.o_proj.weight"] = matrix(HIDDEN, HIDDEN)
+            tensors.update(weights.attention(prefix, layer.kv_heads * HEAD_DIM))
         if layer.ffn_width == LINEAR:
-            tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
-            tensors[f"{prefix}.mlp.linear_mlp.weight"] = matrix(HIDDEN, HIDDEN)
+            tensors[f"{prefix}.post_attention_layernorm.weight"] = weights.norm()
+            tensors[f"{prefix}.mlp.linear_mlp.weight"] = weights.matrix(HIDDEN, HIDDEN)
         elif layer.ffn_width != NO_OP:
-            tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
-            tensors[f"{prefix}.mlp.gate_proj.weight"] = matrix(layer.ffn_width, HIDDEN)
-            tensors[f"{prefix}.mlp.up_proj.weight"] = matrix(layer.ffn_width, HIDDEN)
-            tensors[f"{prefix}.mlp.down_proj.weight"] = matrix(HIDDEN, layer.ffn_width)
-    tensors["model.norm.weight"] = norm()
-    tensors["lm_head.weight"] = matrix(VOCAB, HIDDEN)
+            tensors.update(weights.mlp(prefix, layer.ffn_width))
+    tensors.update(weights.head(VOCAB))
     return tensors
 
 
@@ -255,29 +281,13 @@ def deci_config() -> dict:
 
 
 def deci_tensors(seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
+    weights = RandomWeights(DECI_HIDDEN, seed)
     head_dim = DECI_HIDDEN // HEADS
-
-    def matrix(rows, cols):
-        return (torch.randn(rows, cols, generator=generator) / math.sqrt(cols)).to(torch.bfloat16)
-
-    def norm():
-        return (1.0 + 0.2 * torch.randn(DECI_HIDDEN, generator=generator)).to(torch.bfloat16)
-
-    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, DECI_HIDDEN, generator=generator).to(torch.bfloat16)}
+    tensors = {"model.embed_tokens.weight": weights.embedding(VOCAB)}
     for idx, kv_heads in enumerate(DECI_KV_HEADS):
-        prefix = f"model.layers.{idx}"
-        tensors[f"{prefix}.input_layernorm.weight"] = norm()
-        tensors[f"{prefix}.self_attn.q_proj.weight"] = matrix(DECI_HIDDEN, DECI_HIDDEN)
-        tensors[f"{prefix}.self_attn.k_proj.weight"] = matrix(kv_heads * head_dim, DECI_HIDDEN)
-        tensors[f"{prefix}.self_attn.v_proj.weight"] = matrix(kv_heads * head_dim, DECI_HIDDEN)
-        tensors[f"{prefix}.self_attn.o_proj.weight"] = matrix(DECI_HIDDEN, DECI_HIDDEN)
-        tensors[f"{prefix}.post_attention_layernorm.weight"] = norm()
-        tensors[f"{prefix}.mlp.gate_proj.weight"] = matrix(DECI_INTERMEDIATE, DECI_HIDDEN)
-        tensors[f"{prefix}.mlp.up_proj.weight"] = matrix(DECI_INTERMEDIATE, DECI_HIDDEN)
-        tensors[f"{prefix}.mlp.down_proj.weight"] = matrix(DECI_HIDDEN, DECI_INTERMEDIATE)
-    tensors["model.norm.weight"] = norm()
-    tensors["lm_head.weight"] = matrix(VOCAB, DECI_HIDDEN)
+        tensors.update(weights.attention(f"model.layers.{idx}", kv_heads * head_dim))
+        tensors.update(weights.mlp(f"model.layers.{idx}", DECI_INTERMEDIATE))
+    tensors.update(weights.head(VOCAB))
     return tensors
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import torch
 
+import transformers.heterogeneity as heterogeneity
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -87,6 +88,12 @@ ARCHS = {
     "qwen2": Arch("qwen2", Qwen2Config, Qwen2ForCausalLM, "Qwen2", qkv_bias=True, implicit_head_dim=True),
     "qwen3": Arch("qwen3", Qwen3Config, Qwen3ForCausalLM, "Qwen3", qk_norm=True),
 }
+
+
+@pytest.fixture(autouse=True)
+def _active():
+    """Some tests deactivate and re-activate the package; every test starts with it active."""
+    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +224,34 @@ def build_model(
 def make_input_ids(batch_size: int = 2, seq_len: int = 7, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB_SIZE, (batch_size, seq_len), generator=generator)
+
+
+@pytest.fixture
+def sdpa_mask_sizes(monkeypatch) -> list[int | None]:
+    """Records every SDPA mask that upstream's mask functions build, by its window or chunk size (`None`: full)."""
+    from transformers import masking_utils
+
+    built = []
+    mapping = masking_utils.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    sdpa_mask = mapping["sdpa"]
+
+    def counting_sdpa_mask(*args, **kwargs):
+        built.append(kwargs.get("local_size"))
+        return sdpa_mask(*args, **kwargs)
+
+    monkeypatch.setitem(mapping, "sdpa", counting_sdpa_mask)
+    return built
+
+
+def assert_cached_steps_match(
+    model: PreTrainedModel, input_ids: torch.Tensor, prompt_len: int, cache: Any, expected: torch.Tensor
+) -> None:
+    """Feeds the first `prompt_len` tokens, then one token at a time, through `cache`: every position's logits equal
+    `expected` (a full recompute), and the cache has seen every token."""
+    with torch.no_grad():
+        prompt = model(input_ids[:, :prompt_len], past_key_values=cache, use_cache=True)
+        torch.testing.assert_close(prompt.logits, expected[:, :prompt_len], atol=1e-5, rtol=1e-5)
+        for position in range(prompt_len, input_ids.shape[1]):
+            step = model(input_ids[:, position : position + 1], past_key_values=cache, use_cache=True)
+            torch.testing.assert_close(step.logits[:, 0], expected[:, position], atol=1e-5, rtol=1e-5)
+    assert cache.get_seq_length() == input_ids.shape[1]

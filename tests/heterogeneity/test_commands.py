@@ -57,7 +57,7 @@ def test_demo_table_and_totals_match_the_built_models(demo_result):
 
     table = output[output.index("Per-layer table") : output.index("Against the homogeneous")].splitlines()
     layer_rows = [line.split() for line in table if line[:1].isdigit()]
-    assert [row[7] for row in layer_rows] == [
+    assert [row[8] for row in layer_rows] == [
         f"{sum(p.numel() for p in layer.parameters()):,}" for layer in model.model.layers
     ]
     assert [row[1] for row in layer_rows] == [

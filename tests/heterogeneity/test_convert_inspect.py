@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import transformers.heterogeneity as heterogeneity
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.heterogeneity.commands.cli import app
 
@@ -37,11 +36,6 @@ from .reference import reference_forward
 
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +117,10 @@ def corrupt_shard(path):
         (None, "already exists"),
         (break_config, "Cannot read"),
         (drop_a_shard, "model-00002-of-00003.safetensors, which is missing"),
-        (llama_checkpoint, "holds a 'llama' checkpoint; convert rewrites \\['deci', "),
+        (
+            llama_checkpoint,
+            "holds a 'llama' checkpoint; convert rewrites \\['deci', 'gpt_oss_puzzle', 'nemotron-nas', 'nemotron_h_puzzle'\\]",
+        ),
         (corrupt_shard, "Cannot read the safetensors header"),
         (lambda path: (path / "config.json").unlink(), "has no config.json"),
     ],

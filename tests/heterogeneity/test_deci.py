@@ -20,7 +20,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import transformers.heterogeneity as heterogeneity
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError
 
@@ -37,11 +36,6 @@ from .reference import reference_forward, reference_greedy
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_layer_kinds_and_dimensions_match_the_modules(arch):
 
     for row, layer in zip(summary.layers, model.model.layers, strict=True):
         if isinstance(layer.self_attn, SkippedModule):
-            assert (row.attention, row.num_attention_heads, row.num_key_value_heads, row.head_dim) == (
+            assert (row.kind("attention"), row.num_attention_heads, row.num_key_value_heads, row.head_dim) == (
                 "skipped",
                 None,
                 None,
@@ -101,16 +101,16 @@ def test_layer_kinds_and_dimensions_match_the_modules(arch):
             )
         else:
             head_dim = layer.self_attn.head_dim
-            assert row.attention == "attention"
+            assert row.kind("attention") == "attention"
             assert row.head_dim == head_dim
             assert row.num_attention_heads == layer.self_attn.q_proj.out_features // head_dim
             assert row.num_key_value_heads == layer.self_attn.k_proj.out_features // head_dim
         if isinstance(layer.mlp, SkippedModule):
-            assert (row.mlp, row.intermediate_size) == ("skipped", None)
+            assert (row.kind("mlp"), row.intermediate_size) == ("skipped", None)
         else:
-            assert (row.mlp, row.intermediate_size) == ("mlp", layer.mlp.gate_proj.out_features)
-    assert [row.attention for row in summary.layers] == ["attention"] * 3 + ["skipped"] + ["attention"] * 2
-    assert [row.mlp for row in summary.layers] == ["mlp"] * 4 + ["skipped", "mlp"]
+            assert (row.kind("mlp"), row.intermediate_size) == ("mlp", layer.mlp.gate_proj.out_features)
+    assert [row.kind("attention") for row in summary.layers] == ["attention"] * 3 + ["skipped"] + ["attention"] * 2
+    assert [row.kind("mlp") for row in summary.layers] == ["mlp"] * 4 + ["skipped", "mlp"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -177,6 +177,7 @@ def test_layer_table_shows_every_layer_and_the_totals():
         "heads",
         "kv_heads",
         "head_dim",
+        "window",
         "intermediate",
         "parameters",
         "KV",
@@ -186,15 +187,15 @@ def test_layer_table_shows_every_layer_and_the_totals():
     ]
     rows = [line.split() for line in lines[2 : 2 + NUM_LAYERS]]
     assert [row[0] for row in rows] == [str(idx) for idx in range(NUM_LAYERS)]
-    assert rows[3][1:3] == ["skipped", "mlp"] and rows[3][3:6] == ["-", "-", "-"]
-    assert rows[4][1:3] == ["attention", "skipped"] and rows[4][6] == "-"
-    assert [row[7] for row in rows] == [f"{layer_numel(layer):,}" for layer in model.model.layers]
+    assert rows[3][1:3] == ["skipped", "mlp"] and rows[3][3:7] == ["-", "-", "-", "-"]
+    assert rows[4][1:3] == ["attention", "skipped"] and rows[4][6:8] == ["full", "-"]
+    assert [row[8] for row in rows] == [f"{layer_numel(layer):,}" for layer in model.model.layers]
     # Every Llama parameter outside the norms is a matrix: 2 FLOPs (multiply, add) per weight and token.
     flops = [
         2 * sum(p.numel() for name, p in layer.named_parameters() if not name.endswith("norm.weight"))
         for layer in model.model.layers
     ]
-    assert [row[9] for row in rows] == [f"{value:,}" for value in flops]
+    assert [row[10] for row in rows] == [f"{value:,}" for value in flops]
     total = sum(layer_numel(layer) for layer in model.model.layers)
     assert lines[2 + NUM_LAYERS].split() == [
         "total",
@@ -208,6 +209,15 @@ def test_layer_table_shows_every_layer_and_the_totals():
         f"model total: {sum(p.numel() for p in model.parameters()):,} parameters, {sum(flops) + lm_head_flops:,}"
         in (lines[-1])
     )
+
+
+def test_layer_table_shows_each_layers_window():
+    per_layer = {1: {"sliding_window": None}, 2: {"sliding_window": 5}, 3: {"skip": ["attention"]}}
+    config = build_config(ARCHS["mistral"], per_layer, 4, sliding_window=3)
+    summary = summarize_config(config)
+    assert [layer.window for layer in summary.layers] == [3, None, 5, None]
+    rows = [line.split() for line in format_layer_table(summary).splitlines()[2:6]]
+    assert [row[6] for row in rows] == ["3", "full", "5", "-"]
 
 
 def test_comparison_shows_both_totals_and_the_saving():
@@ -232,3 +242,41 @@ def test_comparison_refuses_different_kv_dtypes():
     config = build_config(ARCHS["llama"], None, NUM_LAYERS)
     with pytest.raises(ValueError, match="bfloat16 cache with a float32 cache"):
         format_comparison(summarize_config(config), summarize_config(config, dtype=torch.float32))
+
+
+def test_moe_and_hybrid_layers_are_described_from_their_modules():
+    """Llama4: dense and MoE feed-forwards (experts x width, top k; FLOPs count the experts that run). NemotronH: one
+    `mixer` slot holding Mamba2, attention, an MLP or nothing."""
+    from transformers import Llama4TextConfig
+
+    from .nemotron_h_models import make_config
+    from .test_llama4 import CASES, GLOBAL
+
+    summary = summarize_config(Llama4TextConfig(**GLOBAL, per_layer_config=CASES["mixed"]), dtype=torch.float32)
+    assert [layer.kind("mlp") for layer in summary.layers] == ["mlp", "moe", "mlp", "moe"]  # moe_layers [1, 3]
+    assert [(layer.num_experts, layer.intermediate_size, layer.experts_per_token) for layer in summary.layers] == [
+        (None, 48, None),
+        (2, 16, 1),
+        (None, 96, None),
+        (3, 32, 2),
+    ]
+    hidden = GLOBAL["hidden_size"]
+    # Layer 3: 2 of 3 experts run (3 matrices of hidden x 32 each); the router and the shared expert always run.
+    experts = 2 * 3 * hidden * 32 * 2
+    shared_and_router = 2 * (3 * hidden * 32 + 3 * hidden)
+    attention = 2 * hidden * (2 * 16 * 2 + 2 * 2 * 16)  # q, o: 2 heads x 16; k, v: 2 KV heads x 16
+    assert summary.layers[3].flops_per_token == experts + shared_and_router + attention
+    table = format_layer_table(summary).splitlines()
+    assert table[3].split()[7:10] == ["2x16", "(top", "1)"]
+
+    summary = summarize_config(
+        make_config(["mamba", "attention", "moe", "mlp"], {1: {"num_key_value_heads": 1}, 2: {"skip": ["mixer"]}})
+    )
+    assert [layer.blocks for layer in summary.layers] == [
+        (("mixer", "mamba"),),
+        (("mixer", "attention"),),
+        (("mixer", "skipped"),),
+        (("mixer", "mlp"),),
+    ]
+    assert [layer.num_key_value_heads for layer in summary.layers] == [None, 1, None, None]
+    assert format_layer_table(summary).splitlines()[0].split()[:3] == ["layer", "mixer", "heads"]

@@ -25,12 +25,27 @@ from typing import Any
 import pytest
 import torch
 
-import transformers.heterogeneity as heterogeneity
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM, StaticCache
-from transformers import masking_utils as upstream_masking
+from transformers import (
+    AutoModelForCausalLM,
+    DynamicCache,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    StaticCache,
+)
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
 
-from .conftest import ARCHS, TINY, VOCAB_SIZE, Arch, build_model, layer_specs, make_input_ids
+from .conftest import (
+    ARCHS,
+    TINY,
+    VOCAB_SIZE,
+    Arch,
+    assert_cached_steps_match,
+    build_model,
+    layer_specs,
+    make_input_ids,
+)
 from .reference import reference_beam_search, reference_forward, reference_greedy
 
 
@@ -57,11 +72,6 @@ CASES = {
     ),
 }
 WINDOWED_ARCHS = ["mistral", "qwen2", "qwen3"]
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(params=WINDOWED_ARCHS)
@@ -136,13 +146,7 @@ def test_cached_decoding_equals_uncached(arch, case, cache_cls):
     torch.testing.assert_close(full, reference_forward(model.state_dict(), specs, input_ids), atol=ATOL, rtol=RTOL)
     kwargs = {"max_cache_len": input_ids.shape[1]} if cache_cls is StaticCache else {}
     cache = cache_cls(config=model.config, **kwargs)
-    with torch.no_grad():
-        outputs = model(input_ids[:, :PROMPT_LEN], past_key_values=cache, use_cache=True)
-        torch.testing.assert_close(outputs.logits, full[:, :PROMPT_LEN], atol=ATOL, rtol=RTOL)
-        for position in range(PROMPT_LEN, input_ids.shape[1]):
-            step = model(input_ids[:, position : position + 1], past_key_values=cache, use_cache=True)
-            torch.testing.assert_close(step.logits[:, 0], full[:, position], atol=ATOL, rtol=RTOL)
-    assert cache.get_seq_length() == input_ids.shape[1]
+    assert_cached_steps_match(model, input_ids, PROMPT_LEN, cache, full)
 
 
 def test_beam_search_matches_reference(arch, case):
@@ -160,16 +164,9 @@ def test_beam_search_matches_reference(arch, case):
     assert torch.equal(generated, expected), (generated, expected)
 
 
-def test_one_mask_per_distinct_setting_and_forward(monkeypatch):
+def test_one_mask_per_distinct_setting_and_forward(sdpa_mask_sizes):
     """Windows [3, None, 5, None]: three distinct masks per forward, whatever the number of layers."""
-    built = []
-    sdpa_mask = upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["sdpa"]
-
-    def counting_sdpa_mask(*args, **kwargs):
-        built.append(kwargs.get("local_size"))
-        return sdpa_mask(*args, **kwargs)
-
-    monkeypatch.setitem(upstream_masking.ALL_MASK_ATTENTION_FUNCTIONS._global_mapping, "sdpa", counting_sdpa_mask)
+    built = sdpa_mask_sizes
     num_layers = 8
     windows = [3, None, 5, None, 3, 5, None, 3]
     per_layer = {idx: {"sliding_window": window} for idx, window in enumerate(windows) if window != GLOBAL_WINDOW}
@@ -303,3 +300,14 @@ def test_caller_4d_mask_is_used_as_given():
         atol=ATOL,
         rtol=RTOL,
     )
+
+
+def test_save_load_round_trip_keeps_windows(arch, tmp_path):
+    model, specs = setup_case(arch, "windows")
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    assert [layer_config.sliding_window for layer_config in reloaded.config.per_layer_config] == [
+        spec.window for spec in specs
+    ]
+    input_ids = make_input_ids(seq_len=PROMPT_LEN)
+    assert torch.equal(logits_of(reloaded, input_ids), logits_of(model, input_ids))

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 import torch
 
-import transformers.heterogeneity as heterogeneity
 from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, kv_cache_bytes
 
@@ -95,12 +94,6 @@ def case_layers(arch: Arch, case: str) -> tuple[int, dict[int, dict[str, Any]]]:
 
 
 CASES = ["mixed", "attention_skipped_first", "linear"]
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    """Other test modules deactivate and re-activate the package; these tests need it active."""
-    heterogeneity.activate()
 
 
 @pytest.fixture(params=CASES)

@@ -24,7 +24,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import transformers.heterogeneity as heterogeneity
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
 from transformers.heterogeneity.models.nemotron_nas.configuration_nemotron_nas import ffn_mult_to_intermediate_size
@@ -48,11 +47,6 @@ from .reference import reference_forward, reference_greedy
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 MAX_NEW_TOKENS = 6
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")

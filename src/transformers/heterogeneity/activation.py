@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from types import ModuleType
 
-from transformers_heterogeneity_hook import after_import, forget
+from transformers_heterogeneity_hook import WATCHED_MODULES, after_import, forget
 
 
 __all__ = ["activate", "deactivate", "is_active"]
@@ -288,18 +288,11 @@ def _on_generation_utils(module: ModuleType) -> None:
     _record(patch_generate_masks(module))
 
 
-# Mirrors `models.CONFIG_DEPENDENCIES` (not imported here: activating imports nothing).
-CONFIG_DEPENDENCIES = (
-    "transformers.models.auto.configuration_auto",
-    "transformers.models.auto.modeling_auto",
-    "transformers.models.llama.configuration_llama",
-    "transformers.models.gpt_oss.configuration_gpt_oss",
-)
 _CALLBACKS = (
     ("transformers.configuration_utils".__eq__, _on_configuration_utils),
     ("transformers.modeling_utils".__eq__, _on_modeling_utils),
     ("transformers.generation.utils".__eq__, _on_generation_utils),
-    (frozenset(CONFIG_DEPENDENCIES).__contains__, _on_configuration_auto),
+    (frozenset(WATCHED_MODULES).__contains__, _on_configuration_auto),
 )
 
 

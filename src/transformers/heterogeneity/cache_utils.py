@@ -51,15 +51,15 @@ def adjust_cache_layer_types(
 ) -> tuple[list[str], list[dict]]:
     """Corrects upstream's per-layer cache types for what layers really do.
 
-    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When no layer holds KV, layer 0 keeps its
-      type: upstream's `Cache.get_seq_length` refuses a cache without any attention layer. That layer is never
-      written, so it allocates nothing and reports 0 tokens; `generate` then feeds the whole sequence each step,
-      which is exact for a model without attention.
+    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When that leaves only `"dummy"` layers (no
+      state at all), the first skipped layer keeps its type: upstream's `Cache.get_seq_length` refuses a cache
+      without any attention layer. That layer is never written, so it allocates nothing and reports 0 tokens;
+      `generate` then feeds the whole sequence each step, which is exact for a model without attention or state.
     - A `"sliding_attention"` / `"chunked_attention"` layer (from `layer_types`) whose own window is `None` attends
       to everything, so it becomes `"full_attention"`: a per-layer `sliding_window: None` means full attention.
     """
     without_kv = layers_without_kv_cache(config)
-    if len(without_kv) == len(layer_types):
+    if without_kv and all(layer_types[i] == "dummy" for i in set(range(len(layer_types))) - set(without_kv)):
         without_kv = without_kv[1:]
     for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
@@ -106,8 +106,10 @@ class LayerKVCacheSize:
 def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> list[LayerKVCacheSize]:
     """Per-layer KV-cache sizes for `config`, homogeneous or not: keys and values of every layer that holds KV.
 
-    Layers without KV (attention skipped) are left out. Windows come from the cache layer types, as the caches get
-    them. Sum `size.bytes_for(n)` over the result for the bytes held after `n` tokens (`kv_cache_total_bytes`).
+    Layers without KV (attention skipped, or a cache type without per-token KV: `"dummy"`, and the fixed-size
+    conv / recurrent states of `"linear_attention"` Mamba layers) are left out. Windows come from the cache layer
+    types, as the caches get them. Sum `size.bytes_for(n)` over the result for the bytes held after `n` tokens
+    (`kv_cache_total_bytes`).
     """
     from .. import cache_utils
 
@@ -116,7 +118,11 @@ def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16
     layer_types, per_layer_kwargs = cache_utils.get_layer_types_and_kwargs(config)
     sizes = []
     for layer_idx, layer_config in enumerate(config.per_layer_config):
-        if layer_idx in without_kv or layer_types[layer_idx] == "dummy":
+        # Per-token KV lives in the `CacheLayerMixin` classes; `DummyLayer` and the linear-attention layers are not.
+        holds_kv = issubclass(
+            cache_utils.DYNAMIC_LAYER_TYPE_MAPPING[layer_types[layer_idx]], cache_utils.CacheLayerMixin
+        )
+        if layer_idx in without_kv or not holds_kv:
             continue
         head_dim = (
             getattr(layer_config, "head_dim", None) or layer_config.hidden_size // layer_config.num_attention_heads

@@ -52,6 +52,10 @@ MODEL_LEVEL_ATTRIBUTES = frozenset(
      "bos_token_id", "eos_token_id", "dtype", "torch_dtype", "model_type", "architectures"}
 )  # fmt: skip
 
+# Model-level lists that already describe every layer (Llama4: which layers are MoE, which use RoPE): a per-layer copy
+# would make that layer disagree with the list the rest of the model reads, so the list itself is what changes.
+LAYER_TABLE_ATTRIBUTES = frozenset({"moe_layers", "no_rope_layers"})
+
 # Integer attributes for which `None` is meaningful ("no window").
 OPTIONAL_INT_ATTRIBUTES = frozenset({"sliding_window", "attention_chunk_size"})
 
@@ -229,6 +233,11 @@ def validate_layer_overrides(
             raise HeterogeneousConfigError(
                 f"Layer {layer_idx}: `{name}`={value!r} cannot be set per layer; it is a model-level attribute "
                 f"(global value {config._getattr_without_heterogeneous_validation(name, None)!r})."
+            )
+        if name in LAYER_TABLE_ATTRIBUTES:
+            raise HeterogeneousConfigError(
+                f"Layer {layer_idx}: `{name}`={value!r} cannot be set per layer; it lists every layer (global value "
+                f"{config._getattr_without_heterogeneous_validation(name, None)!r}), so change the global list instead."
             )
         _check_value_type(config, layer_idx, name, value)
     heads = _layer_value(config, overrides, "num_attention_heads")

@@ -28,7 +28,9 @@ from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..models.auto import AutoModelForCausalLM
-from .cache_utils import kv_cache_bytes
+from .cache_utils import LayerKVCacheSize, kv_cache_bytes
+from .linear_utils import LinearSubBlock
+from .skip_utils import SkippedModule
 from .supported_models import SUPPORTED_ARCHITECTURES, get_config_spec
 
 
@@ -40,19 +42,33 @@ __all__ = [
     "summarize_config",
 ]
 
-ATTENTION, MLP, LINEAR, SKIPPED = "attention", "mlp", "linear", "skipped"
+LINEAR, SKIPPED = "linear", "skipped"
+
+# What a sub-block is, from the class of the module in its slot (first match wins): names that upstream classes share
+# across architectures, so that no architecture needs an entry here.
+_KIND_OF_CLASS_NAME = (
+    ("mamba", "mamba"),
+    ("attention", "attention"),
+    ("moe", "moe"),
+    ("expert", "moe"),
+    ("mlp", "mlp"),
+)
 
 
 @dataclass(frozen=True)
 class LayerSummary:
-    """One decoder layer. `attention` / `mlp` say what each sub-block is: the stock block, `"linear"` (one
-    `hidden x hidden` map) or `"skipped"`. Attention fields are `None` unless the attention is the stock block,
-    `intermediate_size` unless the MLP is. `flops_per_token` counts the matrix products (2 per weight), not the
-    attention over the context, which adds `4 * heads * head_dim` per cached token."""
+    """One decoder layer.
+
+    `blocks` gives, for each sub-block slot of the architecture (its skip names: `attention` and `mlp`, or NemotronH's
+    `mixer`), what the slot holds: `attention`, `mlp`, `moe`, `mamba`, `linear` (one `hidden x hidden` map) or
+    `skipped`. Attention dimensions are `None` for a layer that holds no KV. `intermediate_size` is the feed-forward
+    width (of each expert, for a MoE), `None` without one. `flops_per_token` counts the matrix products (2 per weight;
+    for experts, only the `experts_per_token` that run), not the attention over the context, which adds
+    `4 * heads * head_dim` per cached token.
+    """
 
     layer_idx: int
-    attention: str
-    mlp: str
+    blocks: tuple[tuple[str, str], ...]
     num_attention_heads: int | None
     num_key_value_heads: int | None
     head_dim: int | None
@@ -60,6 +76,13 @@ class LayerSummary:
     num_parameters: int
     kv_bytes_per_token: int
     flops_per_token: int = 0
+    window: int | None = None  # sliding window or chunk size of a layer that holds KV; None: full attention
+    num_experts: int | None = None
+    experts_per_token: int | None = None
+
+    def kind(self, slot: str) -> str:
+        """What the sub-block slot `slot` holds (see the class docstring)."""
+        return dict(self.blocks)[slot]
 
 
 @dataclass(frozen=True)
@@ -117,9 +140,10 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     decoder_layers = [module for module in model.modules() if isinstance(module, spec.layer_cls)]
-    kv_bytes = {size.layer_idx: size.bytes_per_token for size in kv_cache_bytes(config, dtype)}
+    kv_sizes = {size.layer_idx: size for size in kv_cache_bytes(config, dtype)}
+    slots = _sub_block_slots(spec.skip_descriptors)
     layers = tuple(
-        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_bytes.get(layer_idx, 0))
+        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_sizes.get(layer_idx), slots)
         for layer_idx, (layer_config, decoder_layer) in enumerate(zip(config.per_layer_config, decoder_layers))
     )
     num_parameters = sum(parameter.numel() for parameter in model.parameters())  # tied weights count once
@@ -128,46 +152,100 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
         dtype=dtype,
         layers=layers,
         num_non_layer_parameters=num_parameters - sum(layer.num_parameters for layer in layers),
-        num_non_layer_flops=_matmul_flops(model) - sum(layer.flops_per_token for layer in layers),
+        num_non_layer_flops=_matmul_flops(model) - sum(_matmul_flops(layer) for layer in decoder_layers),
     )
 
 
-def _matmul_flops(module: nn.Module) -> int:
-    """FLOPs per token of every `nn.Linear` in `module`: one multiply and one add per weight."""
-    return sum(2 * linear.weight.numel() for linear in module.modules() if isinstance(linear, nn.Linear))
+def _matmul_flops(module: nn.Module, experts_per_token: int | None = None) -> int:
+    """FLOPs per token of the matrix products in `module`: one multiply and one add per weight of every `nn.Linear`,
+    and of the experts that run for a token (a module with `num_experts`, holding one weight per expert)."""
+    flops = sum(2 * child.weight.numel() for child in module.modules() if isinstance(child, nn.Linear))
+    for experts in _expert_modules(module):
+        expert_weights = sum(p.numel() for p in experts.parameters(recurse=False) if p.dim() == 3)
+        flops += 2 * expert_weights * (experts_per_token or 0) // experts.num_experts
+    return flops
 
 
-def _sub_block_kind(skips: list[str], name: str, stock: str) -> str:
-    if name in skips:
+def _expert_modules(module: nn.Module) -> list[nn.Module]:
+    """The modules holding the weights of all experts at once (one 3D tensor per projection, experts first)."""
+    return [
+        child
+        for child in module.modules()
+        if isinstance(getattr(child, "num_experts", None), int)
+        and any(p.dim() == 3 for p in child.parameters(recurse=False))
+    ]
+
+
+def _slot_kind(module: nn.Module) -> str:
+    if isinstance(module, LinearSubBlock):
+        return LINEAR
+    if isinstance(module, SkippedModule):
         return SKIPPED
-    return LINEAR if f"linear_{name}" in skips else stock
+    name = type(module).__name__.lower()
+    return next((kind for key, kind in _KIND_OF_CLASS_NAME if key in name), name)
+
+
+def _feed_forward(module: nn.Module, kind: str) -> tuple[int | None, int | None]:
+    """(width, number of experts) of a feed-forward sub-block, read from its modules."""
+    if kind == "mlp":
+        first_linear = next((child for child in module.modules() if isinstance(child, nn.Linear)), None)
+        return (None if first_linear is None else first_linear.out_features), None
+    experts = next(iter(_expert_modules(module)), None)
+    if kind != "moe" or experts is None:
+        return None, None
+    width = getattr(experts, "intermediate_size", None) or getattr(experts, "intermediate_dim", None)
+    return width, experts.num_experts
 
 
 def _summarize_layer(
-    layer_idx: int, layer_config: PreTrainedConfig, decoder_layer: nn.Module, kv_bytes_per_token: int
+    layer_idx: int,
+    layer_config: PreTrainedConfig,
+    decoder_layer: nn.Module,
+    kv_size: LayerKVCacheSize | None,
+    slots: dict[str, str],
 ) -> LayerSummary:
-    skips = getattr(layer_config, "skip", [])  # homogeneous configs hand out the global config, without `skip`
-    attention = _sub_block_kind(skips, ATTENTION, ATTENTION)
-    mlp = _sub_block_kind(skips, MLP, MLP)
-    heads = kv_heads = head_dim = intermediate_size = None
-    if attention == ATTENTION:
-        heads = layer_config.num_attention_heads
-        kv_heads = getattr(layer_config, "num_key_value_heads", None) or heads
-        head_dim = getattr(layer_config, "head_dim", None) or layer_config.hidden_size // heads
-    if mlp == MLP:
-        intermediate_size = layer_config.intermediate_size
+    blocks = tuple((slot, _slot_kind(decoder_layer.get_submodule(path))) for slot, path in slots.items())
+    intermediate_size = num_experts = experts_per_token = None
+    for slot, kind in blocks:
+        if kind in ("mlp", "moe"):
+            intermediate_size, num_experts = _feed_forward(decoder_layer.get_submodule(slots[slot]), kind)
+    if num_experts is not None:
+        experts_per_token = getattr(layer_config, "num_experts_per_tok", None)
+    heads = None if kv_size is None else layer_config.num_attention_heads
     return LayerSummary(
         layer_idx=layer_idx,
-        attention=attention,
-        mlp=mlp,
+        blocks=blocks,
         num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
+        num_key_value_heads=None if kv_size is None else kv_size.num_key_value_heads,
+        head_dim=None if kv_size is None else kv_size.head_dim,
         intermediate_size=intermediate_size,
         num_parameters=sum(parameter.numel() for parameter in decoder_layer.parameters()),
-        kv_bytes_per_token=kv_bytes_per_token,
-        flops_per_token=_matmul_flops(decoder_layer),
+        kv_bytes_per_token=0 if kv_size is None else kv_size.bytes_per_token,
+        flops_per_token=_matmul_flops(decoder_layer, experts_per_token),
+        window=None if kv_size is None else kv_size.window,
+        num_experts=num_experts,
+        experts_per_token=experts_per_token,
     )
+
+
+def _sub_block_slots(skip_descriptors) -> dict[str, str]:
+    """Each sub-block slot (skip name) and the member holding the sub-block: the last one its skip replaces (the first
+    ones are norms). Linear sub-blocks live in the slot of what they replace."""
+    return {name: list(members)[-1] for name, members in skip_descriptors.items() if not name.startswith(f"{LINEAR}_")}
+
+
+def _format_window(layer: LayerSummary) -> str:
+    """A layer's attention span: its window, `full`, or `-` when it holds no KV."""
+    if not layer.kv_bytes_per_token:
+        return "-"
+    return "full" if layer.window is None else f"{layer.window:,}"
+
+
+def _format_feed_forward(layer: LayerSummary) -> str:
+    """The feed-forward width, as `experts x width (top k)` for a MoE."""
+    if layer.num_experts is None:
+        return _format_number(layer.intermediate_size)
+    return f"{layer.num_experts}x{_format_number(layer.intermediate_size)} (top {layer.experts_per_token})"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -197,27 +275,26 @@ def format_layer_table(summary: ModelSummary) -> str:
 
     A skipped sub-block shows `-` for its dimensions; a layer without KV shows 0 KV bytes.
     """
+    slots = [slot for slot, _ in summary.layers[0].blocks]
     header = [
         "layer",
-        "attention",
-        "mlp",
+        *slots,
         "heads",
         "kv_heads",
         "head_dim",
+        "window",
         "intermediate",
         "parameters",
         f"KV bytes/token ({_dtype_name(summary.dtype)})",
         "FLOPs/token",
     ]
     rows = [
-        [str(layer.layer_idx), layer.attention, layer.mlp]
+        [str(layer.layer_idx), *(kind for _, kind in layer.blocks)]
+        + [_format_number(value) for value in (layer.num_attention_heads, layer.num_key_value_heads, layer.head_dim)]
+        + [_format_window(layer), _format_feed_forward(layer)]
         + [
             _format_number(value)
             for value in (
-                layer.num_attention_heads,
-                layer.num_key_value_heads,
-                layer.head_dim,
-                layer.intermediate_size,
                 layer.num_parameters,
                 layer.kv_bytes_per_token,
                 layer.flops_per_token,
@@ -231,7 +308,7 @@ def format_layer_table(summary: ModelSummary) -> str:
         _format_number(summary.flops_per_token - summary.num_non_layer_flops),
     ]
     rows.append(["total"] + [""] * (len(header) - 4) + totals)
-    table = _format_table(header, rows, left_aligned=3)
+    table = _format_table(header, rows, left_aligned=1 + len(slots))
     return (
         f"{table}\n"
         f"Embeddings, final norm and LM head: {_format_number(summary.num_non_layer_parameters)} parameters, "

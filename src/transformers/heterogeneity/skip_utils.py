@@ -54,13 +54,22 @@ class ReturnEntry:
 class SkippedModule(nn.Module):
     """Base class of the modules that stand in for a skipped sub-block; build subclasses with `get_skip_replacement`.
 
-    Subclasses set `replaces` (the replaced class), `return_entries` and `_arg_positions` (positional index of every
-    argument named by an entry).
+    Subclasses set `replaces` (the replaced class), `return_entries`, `_arg_positions` (positional index of every
+    argument named by an entry) and `dtype_attributes`.
     """
 
     replaces: type[nn.Module]
     return_entries: tuple[ReturnEntry, ...]
     _arg_positions: dict[str, int]
+    dtype_attributes: tuple[str, ...] = ()
+
+    def __init__(self):
+        super().__init__()
+        # Some layers read a member's weight only for its dtype (NemotronH's block casts its input to
+        # `norm.weight.dtype`): an empty non-persistent buffer answers that, follows `model.to(dtype)`, holds no
+        # memory and writes no state-dict entry.
+        for name in self.dtype_attributes:
+            self.register_buffer(name, torch.empty(0), persistent=False)
 
     def forward(self, *args, **kwargs):
         outputs = tuple(self._resolve(entry, args, kwargs) for entry in self.return_entries)
@@ -91,24 +100,35 @@ class SkippedModule(nn.Module):
 
     def __reduce_ex__(self, protocol):
         # The class is made at runtime, so pickle cannot find it by name: rebuild it from what it replaces.
-        return _rebuild_skipped_module, (self.replaces, self.return_entries, self.__dict__.copy())
+        return _rebuild_skipped_module, (
+            self.replaces,
+            self.return_entries,
+            self.__dict__.copy(),
+            self.dtype_attributes,
+        )
 
 
 def _rebuild_skipped_module(
-    member_cls: type[nn.Module], return_entries: tuple[ReturnEntry, ...], state: dict[str, Any]
+    member_cls: type[nn.Module],
+    return_entries: tuple[ReturnEntry, ...],
+    state: dict[str, Any],
+    dtype_attributes: tuple[str, ...] = (),
 ) -> SkippedModule:
-    module = object.__new__(get_skip_replacement(member_cls, *return_entries))
+    module = object.__new__(get_skip_replacement(member_cls, *return_entries, dtype_attributes=dtype_attributes))
     module.__dict__.update(state)
     return module
 
 
 @functools.cache
-def get_skip_replacement(member_cls: type[nn.Module], *return_entries: ReturnEntry) -> type[SkippedModule]:
+def get_skip_replacement(
+    member_cls: type[nn.Module], *return_entries: ReturnEntry, dtype_attributes: tuple[str, ...] = ()
+) -> type[SkippedModule]:
     """Returns a parameter-free module class that stands in for `member_cls` in a skipped sub-block.
 
     The replacement accepts every call `member_cls.forward` accepts and returns the given entries: a single entry is
     returned bare, several as a tuple, mirroring the replaced module. Classes are cached, so equal requests give the
-    same class.
+    same class. `dtype_attributes` names attributes of `member_cls` that the layer reads only for their dtype
+    (`"weight"` of a norm whose input is cast to it); the replacement holds them as empty buffers.
 
     Example:
 
@@ -145,6 +165,7 @@ def get_skip_replacement(member_cls: type[nn.Module], *return_entries: ReturnEnt
             "replaces": member_cls,
             "return_entries": return_entries,
             "_arg_positions": positions,
+            "dtype_attributes": tuple(dtype_attributes),
         },
     )
 

@@ -74,16 +74,19 @@ class SkipTarget:
         linear (`str`, *optional*): makes the replacement a linear sub-block (see `linear_utils.py`) holding its
             `hidden x hidden` map under this name (`"linear_attn"`), applied to what it returns. Default: a
             parameter-free skip.
+        dtype_attributes (`tuple[str, ...]`): attributes of the member that the layer reads only for their dtype
+            (NemotronH casts a block's input to `norm.weight.dtype`); a skip keeps them as empty buffers.
     """
 
     member: str
     returns: Mapping[str, tuple[ReturnEntry, ...]]
     linear: str | None = None
+    dtype_attributes: tuple[str, ...] = ()
 
     def replacement(self, module: ModuleType, class_name: str) -> type[SkippedModule]:
         member_cls = getattr(module, class_name)
         if self.linear is None:
-            return get_skip_replacement(member_cls, *self.returns[class_name])
+            return get_skip_replacement(member_cls, *self.returns[class_name], dtype_attributes=self.dtype_attributes)
         return get_linear_replacement(member_cls, self.linear, *self.returns[class_name])
 
 
@@ -219,6 +222,53 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "mistral": _llama_family("Mistral", "mistral", base_model_forward_reads=frozenset({"sliding_window"})),
     "qwen2": _llama_family("Qwen2", "qwen2"),
     "qwen3": _llama_family("Qwen3", "qwen3"),
+    # Dense or MoE per layer comes from the model-level `moe_layers` list; the one `feed_forward` slot holds either.
+    # The MoE returns `(output, router_logits)`, which the layer unpacks, so its stand-in returns `(zeros, None)`.
+    "llama4_text": ArchitectureSpec(
+        modeling_module="transformers.models.llama4.modeling_llama4",
+        layer="Llama4TextDecoderLayer",
+        rotary_embedding="Llama4TextRotaryEmbedding",
+        base_model="Llama4TextModel",
+        model_reads=frozenset({"rms_norm_eps"}),  # the final norm
+        skips={
+            "attention": (
+                SkipTarget("input_layernorm", {"Llama4TextRMSNorm": passthrough("x")}),
+                SkipTarget("self_attn", {"Llama4TextAttention": zeros_and_no_weights("hidden_states")}),
+            ),
+            "mlp": (
+                SkipTarget("post_attention_layernorm", {"Llama4TextRMSNorm": passthrough("x")}),
+                SkipTarget(
+                    "feed_forward",
+                    {"Llama4TextMLP": zeros("x"), "Llama4TextMoe": zeros_and_no_weights("hidden_states")},
+                ),
+            ),
+        },
+    ),
+    # A NemotronH block is one `norm` and one `mixer` whose class follows the block's type in `layers_block_type`
+    # (Mamba2, attention, MLP or MoE), so one skip empties any block. Its attention has no rotary embedding. Skipped
+    # mixers hold no cache state at all: no KV, and no conv / SSM state for Mamba2 (`"dummy"` cache layers).
+    "nemotron_h": ArchitectureSpec(
+        modeling_module="transformers.models.nemotron_h.modeling_nemotron_h",
+        layer="NemotronHBlock",
+        kv_cache_skips=frozenset({"mixer"}),
+        # The final norm reads `layer_norm_epsilon`; `_init_weights` reads the Mamba2 head count and time step.
+        model_reads=frozenset({"layer_norm_epsilon", "mamba_num_heads", "time_step_min"}),
+        skips={
+            "mixer": (
+                # The block casts its input to `norm.weight.dtype` before calling the norm.
+                SkipTarget("norm", {"NemotronHRMSNorm": passthrough("hidden_states")}, dtype_attributes=("weight",)),
+                SkipTarget(
+                    "mixer",
+                    {
+                        "NemotronHMamba2Mixer": zeros("hidden_states"),
+                        "NemotronHAttention": zeros_and_no_weights("hidden_states"),
+                        "NemotronHMLP": zeros("x"),
+                        "NemotronHMoE": zeros("hidden_states"),
+                    },
+                ),
+            ),
+        },
+    ),
     "gpt_oss": ArchitectureSpec(
         modeling_module="transformers.models.gpt_oss.modeling_gpt_oss",
         layer="GptOssDecoderLayer",

@@ -14,7 +14,7 @@
 """Heterogeneous checkpoint families that load natively through the Auto classes.
 
 Each family has a config class that translates its own per-layer fields into `per_layer_config` and model classes
-that are the stock classes of its architecture (Llama, GPT-OSS) bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
+that are the stock classes of the architecture it derives from (Llama, NemotronH, GPT-OSS) bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
 Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once a family's `model_type` is
 registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
 never followed and no `trust_remote_code` is asked for.
@@ -31,6 +31,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
+from transformers_heterogeneity_hook import WATCHED_MODULES
+
 
 __all__ = ["CHECKPOINT_FORMATS", "CheckpointFormat", "register_configs", "register_models"]
 
@@ -42,7 +44,8 @@ class CheckpointFormat:
     package: str
     config: str
     models: dict[str, str] = field(default_factory=dict)  # Auto class name -> model class name
-    architecture: str = "llama"  # the `SUPPORTED_ARCHITECTURES` entry whose stock classes build the models
+    architecture: str = "llama"  # the `SUPPORTED_ARCHITECTURES` row whose stock layers build the family's models
+    weight_conversion: str | None = None  # model type whose checkpoint conversion mapping (tensor renames) applies
 
     def config_class(self) -> type:
         return getattr(importlib.import_module(f"{__name__}.{self.package}.configuration_{self.package}"), self.config)
@@ -56,6 +59,13 @@ _DECILM_MODELS = {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMFor
 CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
     "nemotron-nas": CheckpointFormat("nemotron_nas", "NemotronNasConfig", _DECILM_MODELS),
     "deci": CheckpointFormat("deci", "DeciConfig", _DECILM_MODELS),
+    "nemotron_h_puzzle": CheckpointFormat(
+        "nemotron_h_puzzle",
+        "NemotronHPuzzleConfig",
+        {"AutoModel": "NemotronHPuzzleModel", "AutoModelForCausalLM": "NemotronHPuzzleForCausalLM"},
+        architecture="nemotron_h",
+        weight_conversion="nemotron_h",  # `backbone.` prefix and per-expert tensors, as NemotronH checkpoints
+    ),
     "gpt_oss_puzzle": CheckpointFormat(
         "gpt_oss_puzzle",
         "GptOssPuzzleConfig",
@@ -71,12 +81,7 @@ _registered_models = False
 
 # Imported by the config classes, and importing each other: `LlamaConfig`'s docstring decorator reads
 # `modeling_auto`. Registration waits until none is half-imported.
-CONFIG_DEPENDENCIES = (
-    "transformers.models.auto.configuration_auto",
-    "transformers.models.auto.modeling_auto",
-    "transformers.models.llama.configuration_llama",
-    "transformers.models.gpt_oss.configuration_gpt_oss",
-)
+CONFIG_DEPENDENCIES = WATCHED_MODULES
 
 
 def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
@@ -106,8 +111,7 @@ def register_configs(just_imported: str | None = None) -> None:
     with _lock:
         for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
             AutoConfig.register(model_type, checkpoint_format.config_class(), exist_ok=True)
-            spec = SUPPORTED_ARCHITECTURES[checkpoint_format.architecture]
-            register_architecture(model_type, spec, overwrite=True)
+            register_architecture(model_type, SUPPORTED_ARCHITECTURES[checkpoint_format.architecture], overwrite=True)
 
 
 def register_models() -> None:
@@ -120,10 +124,14 @@ def register_models() -> None:
     with _lock:
         if _registered_models:
             return
+        from ...conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
         from ...models.auto import modeling_auto
 
-        for checkpoint_format in CHECKPOINT_FORMATS.values():
+        for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
             config_class = checkpoint_format.config_class()
+            if checkpoint_format.weight_conversion is not None:
+                conversion = get_checkpoint_conversion_mapping(checkpoint_format.weight_conversion)
+                register_checkpoint_conversion_mapping(model_type, conversion, overwrite=True)
             for auto_name, model_name in checkpoint_format.models.items():
                 auto_class = getattr(modeling_auto, auto_name)
                 auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)

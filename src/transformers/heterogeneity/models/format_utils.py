@@ -53,7 +53,7 @@ class CheckpointFormatConfigMixin:
     """
 
     format_fields: tuple[str, ...] = ()
-    # The stock architecture of the canonical form (`to_canonical_dict`).
+    # The stock architecture the family derives from: the canonical form is this model type plus `per_layer_config`.
     canonical_model_type: str = "llama"
     canonical_architecture: str = "LlamaForCausalLM"
 
@@ -94,8 +94,7 @@ class CheckpointFormatConfigMixin:
         return output
 
     def to_canonical_dict(self) -> dict[str, Any]:
-        """The same model as a config dict of the stock architecture with `per_layer_config` (a plain Llama config for
-        stock `LlamaForCausalLM` by default)."""
+        """The same model as a stock config dict with `per_layer_config` (Llama unless the family says otherwise)."""
         output = super().to_dict()
         output.pop("_derived_globals", None)
         for key in (*self.format_fields, *_FORMAT_ONLY_KEYS):

@@ -1,0 +1,33 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Nemotron-H Puzzle models: stock NemotronH classes bound to `NemotronHPuzzleConfig`.
+
+The checkpoints hold NemotronH's tensor names (`backbone.layers.{i}.mixer...`, one tensor per expert, mapped by
+upstream's NemotronH conversion mapping, registered for this model type too), and the config expresses every block in
+`per_layer_config`, so the stock NemotronH code builds them block by block.
+"""
+
+from ....models.nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
+from .configuration_nemotron_h_puzzle import NemotronHPuzzleConfig
+
+
+__all__ = ["NemotronHPuzzleForCausalLM", "NemotronHPuzzleModel"]
+
+
+class NemotronHPuzzleModel(NemotronHModel):
+    config_class = NemotronHPuzzleConfig
+
+
+class NemotronHPuzzleForCausalLM(NemotronHForCausalLM):
+    config_class = NemotronHPuzzleConfig
