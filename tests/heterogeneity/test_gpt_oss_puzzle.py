@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Mxfp4Config
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
 from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
+from transformers.heterogeneity.inspection import summarize_config
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
 from .gpt_oss_checkpoints import (
@@ -183,3 +184,16 @@ def test_convert_refuses_a_checkpoint_with_kv_scales(checkpoint, tmp_path):
     with pytest.raises(ConversionError, match=r"unexpected tensors, e.g. \['model.layers.0.self_attn.k_scale'"):
         convert_checkpoint(checkpoint, tmp_path / "out", progress=lambda line: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_inspection_shows_each_layers_experts_and_window(checkpoint):
+    summary = summarize_config(AutoConfig.from_pretrained(checkpoint), dtype=torch.bfloat16)
+    assert [layer.kind("mlp") for layer in summary.layers] == ["moe"] * 4
+    assert [layer.num_experts for layer in summary.layers] == [block["num_local_experts"] for block in PUZZLE_BLOCKS]
+    assert [layer.window for layer in summary.layers] == [block["sliding_window"] for block in PUZZLE_BLOCKS]
+    assert {layer.intermediate_size for layer in summary.layers} == {PUZZLE_GLOBALS["intermediate_size"]}
+    # Two experts of [hidden, 2 x width] and [width, hidden] run per token, whatever the layer's expert count.
+    hidden, width = PUZZLE_GLOBALS["hidden_size"], PUZZLE_GLOBALS["intermediate_size"]
+    expert_flops = 2 * PUZZLE_GLOBALS["num_experts_per_tok"] * (hidden * 2 * width + width * hidden)
+    attention_flops = 2 * (2 * hidden * 64 + 2 * hidden * 32)  # q and o: 4 x 16 wide; k and v: 2 x 16
+    assert {layer.flops_per_token for layer in summary.layers} == {expert_flops + attention_flops}

@@ -181,6 +181,8 @@ def _slot_kind(module: nn.Module) -> str:
         return LINEAR
     if isinstance(module, SkippedModule):
         return SKIPPED
+    if _expert_modules(module):
+        return "moe"  # whatever the class is called (GPT-OSS's MoE block is `GptOssMLP`)
     name = type(module).__name__.lower()
     return next((kind for key, kind in _KIND_OF_CLASS_NAME if key in name), name)
 
