@@ -30,11 +30,14 @@ from transformers import (
     DynamicCache,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
     StaticCache,
 )
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
+from transformers.models.mistral.modeling_mistral import MistralDecoderLayer, MistralModel
 
 from .conftest import (
     ARCHS,
@@ -311,3 +314,37 @@ def test_save_load_round_trip_keeps_windows(arch, tmp_path):
     ]
     input_ids = make_input_ids(seq_len=PROMPT_LEN)
     assert torch.equal(logits_of(reloaded, input_ids), logits_of(model, input_ids))
+
+
+class ToyMistralConfig(MistralConfig):
+    model_type = "toy_mistral"
+
+
+class ToyMistralForCausalLM(MistralForCausalLM):
+    """A custom model type that opts in with class attributes only, per-layer windows included."""
+
+    config_class = ToyMistralConfig
+    _layer_cls = MistralDecoderLayer
+    _skip_descriptors = {}
+    _base_model_cls = MistralModel
+    _base_model_forward_reads = frozenset({"sliding_window"})
+
+
+class ToyMistralWithoutMasksForCausalLM(ToyMistralForCausalLM):
+    _base_model_cls = None
+
+
+def test_custom_model_opts_in_to_per_layer_windows():
+    arch = ARCHS["mistral"]
+    model, specs = setup_case(arch, "windows")  # also wraps the stock layer class with the built-in Mistral spec
+    config = ToyMistralConfig(**model.config.to_dict())
+    # Without a base model to build masks in, the windows would be ignored: refused.
+    with pytest.raises(
+        HeterogeneousConfigError, match=r"Layer 1: `sliding_window`=None is not read by MistralDecoder"
+    ):
+        ToyMistralWithoutMasksForCausalLM(config)
+    custom = ToyMistralForCausalLM(config).eval()
+    custom.load_state_dict(model.state_dict())
+    input_ids = make_input_ids(seq_len=PROMPT_LEN)
+    expected = reference_forward(model.state_dict(), specs, input_ids)
+    torch.testing.assert_close(logits_of(custom, input_ids), expected, atol=ATOL, rtol=RTOL)

@@ -55,6 +55,7 @@ from .supported_models import (
     SUPPORTED_ARCHITECTURES,
     HeterogeneousModelSpec,
     ModelInitReads,
+    get_config_spec,
     get_model_spec,
 )
 
@@ -290,7 +291,12 @@ def _build_layer(
     call_with_config: Callable,
     spec: HeterogeneousModelSpec,
 ) -> None:
-    """Builds one decoder layer from its own config, then applies its skips."""
+    """Builds one decoder layer from its own config, then applies its skips.
+
+    `spec` is the spec of the model that first wrapped the layer class; a model type that reuses the class with its
+    own spec (a custom model built on stock layers) is built by that spec.
+    """
+    spec = get_config_spec(config) or spec
     if not isinstance(layer_idx, int) or not 0 <= layer_idx < config.num_hidden_layers:
         raise HeterogeneousConfigError(
             f"{type(layer).__name__} was built with layer index {layer_idx!r}; a heterogeneous config needs an integer "
