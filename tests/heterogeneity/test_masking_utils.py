@@ -337,7 +337,9 @@ class ToyMistralWithoutMasksForCausalLM(ToyMistralForCausalLM):
 def test_custom_model_opts_in_to_per_layer_windows():
     arch = ARCHS["mistral"]
     model, specs = setup_case(arch, "windows")  # also wraps the stock layer class with the built-in Mistral spec
-    config = ToyMistralConfig(**model.config.to_dict())
+    config = ToyMistralConfig(**{**model.config.to_dict(), "model_type": ToyMistralConfig.model_type})
+    with pytest.raises(ValueError, match=r"declares `_layer_cls` for model_type 'mistral', which is built in"):
+        ToyMistralForCausalLM(model.config)
     # Without a base model to build masks in, the windows would be ignored: refused.
     with pytest.raises(
         HeterogeneousConfigError, match=r"Layer 1: `sliding_window`=None is not read by MistralDecoder"

@@ -361,9 +361,19 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
 
 
 def get_model_spec(model_cls: type[nn.Module], config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
-    """The spec for building `model_cls` from `config`: the class's own declaration first, then the registry."""
+    """The spec for building `model_cls` from `config`: the class's own declaration first, then the registry.
+
+    Raises:
+        ValueError: `model_cls` declares its own layers for a built-in `model_type`, which would change how every
+            model of that type is built (caches and layers find specs by `model_type`).
+    """
     spec = spec_from_model_class(model_cls)
     if spec is not None:
+        if config.model_type in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"{model_cls.__name__} declares `_layer_cls` for model_type '{config.model_type}', which is built in: "
+                "give its config class a `model_type` of its own."
+            )
         with _registry_lock:
             _CUSTOM_SPECS[config.model_type] = spec
         return spec
