@@ -84,6 +84,15 @@ def test_per_layer_validation_sees_values_set_after_construction():
     assert "Layer 1: The hidden size (36) is not a multiple of the number of attention heads (8)" in str(error.value)
 
 
+def test_per_layer_validation_checks_every_distinct_layer_config():
+    """Validators run once per distinct set of overrides; every set is checked and the error names its first layer."""
+    per_layer = {1: {"num_attention_heads": 8}, 2: {"num_attention_heads": 6}, 3: {"num_attention_heads": 6}}
+    with pytest.raises(StrictDataclassClassValidationError) as error:
+        LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=4, per_layer_config=per_layer)
+    assert isinstance(error.value.__cause__, HeterogeneousConfigError)
+    assert "Layer 2: The hidden size (64) is not a multiple of the number of attention heads (6)" in str(error.value)
+
+
 def test_fresh_process_honours_per_layer_config_without_import():
     config = {**TINY, "per_layer_config": {str(k): v for k, v in HETEROGENEOUS.items()}}
     result = json.loads(run_python(BUILD_SCRIPT, json.dumps(config)))

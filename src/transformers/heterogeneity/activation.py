@@ -199,8 +199,9 @@ _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
 def _validate_per_layer(config_cls: type) -> None:
-    """Makes the `@strict` validators of `config_cls` (and of its parents) run once per layer on heterogeneous
-    configs. Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
+    """Makes the `@strict` validators of `config_cls` (and of its parents) run on every layer's config of heterogeneous
+    configs, once per distinct set of overrides (layers with the same overrides have the same config; the error names
+    the first of them). Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
     `deactivate()`."""
 
     from huggingface_hub.errors import StrictDataclassError
@@ -215,7 +216,7 @@ def _validate_per_layer(config_cls: type) -> None:
         def validate(self):
             if not self.is_heterogeneous:
                 return validator(self)
-            for layer_idx in range(self.num_hidden_layers):
+            for layer_idx in _distinct_layers(self):
                 try:
                     validator(_layer_config(self, layer_idx))
                 except (ValueError, TypeError, StrictDataclassError) as error:
@@ -249,6 +250,15 @@ def _layer_config(config, layer_idx: int):
     if layer_idx not in layer_configs:
         layer_configs[layer_idx] = config.per_layer_config[layer_idx]
     return layer_configs[layer_idx]
+
+
+def _distinct_layers(config) -> list[int]:
+    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
+    overrides = config._heterogeneity_spec.per_layer_overrides
+    first_of: dict[str, int] = {}
+    for layer_idx in range(config.num_hidden_layers):
+        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
+    return list(first_of.values())
 
 
 def _same_values(old: dict, new: dict) -> bool:
