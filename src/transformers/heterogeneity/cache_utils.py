@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..configuration_utils import PreTrainedConfig
+from .configuration_utils import get_layer_overrides
 from .supported_models import get_config_spec
 
 
@@ -39,10 +40,12 @@ def layers_without_kv_cache(config: PreTrainedConfig) -> list[int]:
     spec = get_config_spec(config)
     if spec is None:
         return []
+    # From the stored overrides rather than `config.per_layer_config`, which copies the config for every layer: caches
+    # are made at every `generate` call and by every forward that is not given one.
     return [
         layer_idx
-        for layer_idx, layer_config in enumerate(config.per_layer_config)
-        if spec.kv_cache_skips.intersection(layer_config.skip)
+        for layer_idx in range(config.num_hidden_layers)
+        if spec.kv_cache_skips.intersection(get_layer_overrides(config, layer_idx).get("skip", []))
     ]
 
 
@@ -59,7 +62,8 @@ def adjust_cache_layer_types(
       to everything, so it becomes `"full_attention"`: a per-layer `sliding_window: None` means full attention.
     """
     without_kv = layers_without_kv_cache(config)
-    if without_kv and all(layer_types[i] == "dummy" for i in set(range(len(layer_types))) - set(without_kv)):
+    others = [layer_type for layer_idx, layer_type in enumerate(layer_types) if layer_idx not in without_kv]
+    if without_kv and all(layer_type == "dummy" for layer_type in others):
         without_kv = without_kv[1:]
     for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
