@@ -78,6 +78,16 @@ class CheckpointFormatConfigMixin:
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
         raise NotImplementedError
 
+    def _one_block_per_layer(self) -> list[Any]:
+        """`block_configs`, checked to hold one entry per layer."""
+        blocks = self.block_configs or []
+        if len(blocks) != self.num_hidden_layers:
+            raise HeterogeneousConfigError(
+                f"{self.model_type}: `block_configs` has {len(blocks)} entries but `num_hidden_layers` is "
+                f"{self.num_hidden_layers}; a checkpoint gives one block per layer."
+            )
+        return blocks
+
     def to_dict(self) -> dict[str, Any]:
         """The source format: the family's own fields, without the `per_layer_config` derived from them."""
         return self._to_source_format(super().to_dict())

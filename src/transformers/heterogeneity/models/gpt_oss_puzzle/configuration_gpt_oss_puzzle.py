@@ -65,12 +65,7 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
     block_configs: list[dict[str, Any]] | None = None
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        blocks = self.block_configs or []
-        if len(blocks) != self.num_hidden_layers:
-            raise HeterogeneousConfigError(
-                f"gpt_oss_puzzle: `block_configs` has {len(blocks)} entries but `num_hidden_layers` is "
-                f"{self.num_hidden_layers}; a checkpoint gives one block per layer."
-            )
+        blocks = self._one_block_per_layer()
         for layer_idx, block in enumerate(blocks):
             _check_block(layer_idx, block)
         windows = [block["sliding_window"] for block in blocks]

@@ -89,12 +89,7 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
     block_configs: list[dict[str, Any]] | None = None
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        blocks = self.block_configs or []
-        if len(blocks) != self.num_hidden_layers:
-            raise HeterogeneousConfigError(
-                f"nemotron-nas: `block_configs` has {len(blocks)} entries but `num_hidden_layers` is "
-                f"{self.num_hidden_layers}; a checkpoint gives one block per layer."
-            )
+        blocks = self._one_block_per_layer()
         per_layer = {idx: self._translate_block(idx, block) for idx, block in enumerate(blocks)}
         derived = {}
         if self.num_key_value_heads is None:
