@@ -203,8 +203,8 @@ def _defer_masks_to_layers(position: int | None) -> Callable:
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         positional = "attention_mask" not in kwargs and position is not None and position < len(args)
         attention_mask = args[position] if positional else kwargs.get("attention_mask")
-        if isinstance(attention_mask, dict) or (attention_mask is not None and attention_mask.ndim == 4):
-            return None  # prepared by the caller: every layer uses it as given
+        if attention_mask is not None and not (isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2):
+            return None  # prepared by the caller (4D mask, BlockMask, mapping): every layer uses it as given
         placeholder = torch.ones((1, 1, 1, 1), dtype=torch.bool)
         if positional:
             args = (*args[:position], placeholder, *args[position + 1 :])
