@@ -1,42 +1,39 @@
 """Start-up hook that activates `transformers.heterogeneity` when Transformers is first used.
 
 `transformers_heterogeneity.pth` runs `install()` in every interpreter. It must cost nothing in processes that never
-use Transformers, so it imports neither torch nor transformers: it only puts a finder on `sys.meta_path` that waits
-for `transformers.configuration_utils` (imported before any config or model exists) and, once that module has
-executed, imports `transformers.heterogeneity`, which activates the feature. Set
-`TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0` to turn the automatic activation off; `import transformers.heterogeneity`
-still activates it explicitly.
+use Transformers, so it imports neither torch nor transformers, nor anything of `transformers.heterogeneity`: it puts
+one finder on `sys.meta_path` that sees every `transformers` module being imported and knows when each has finished
+executing. Once `transformers.configuration_utils` has (it is imported before any config or model exists), it imports
+`transformers.heterogeneity`, which activates the feature. Set `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0` to turn
+the automatic activation off; `import transformers.heterogeneity` still activates it explicitly.
 
-`after_import` is also how the activation defers each patch until the upstream module it patches is imported, so
-that activating costs no import of its own. Upstreaming removes this module: upstream would call the heterogeneity
-hooks directly.
+The activation patches upstream modules through `after_import`, which never hands a callback a module that is still
+executing: Transformers' modules import each other mid-way (`modeling_utils` imports `configuration_utils` long before
+it defines `PreTrainedModel`), so a module present in `sys.modules` may be half made. Callbacks run right after the
+module executes, while the import system still holds that module's lock, so no thread can use the module before its
+callbacks are done. `after_imports_finish` is for work that needs several modules (registering configs whose parents
+import each other): it runs once the current thread's outermost Transformers import has finished.
+
+Upstreaming removes this module: upstream would call the heterogeneity hooks directly.
 """
 
+import importlib
 import os
 import sys
 import threading
-from importlib.machinery import PathFinder
 
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
 TRIGGER_MODULE = "transformers.configuration_utils"
-# Modules that import the trigger module before they are complete, and import each other (`LlamaConfig`'s docstring
-# decorator reads `modeling_auto`); the configs of the checkpoint families need all of them (`CONFIG_DEPENDENCIES`
-# in `transformers.heterogeneity.models`). Their loaders are wrapped from the start, so that callbacks registered while
-# they execute (the activation registers configs with `AutoConfig`) run once they are complete.
-WATCHED_MODULES = (
-    "transformers.models.auto.configuration_auto",
-    "transformers.models.auto.modeling_auto",
-    "transformers.models.llama.configuration_llama",
-    "transformers.models.nemotron_h.configuration_nemotron_h",
-    "transformers.models.gpt_oss.configuration_gpt_oss",
-)
+PACKAGE = "transformers.heterogeneity"
 
 _lock = threading.RLock()
-# (predicate on a module name, callback receiving the executed module)
-_pending: list[tuple[object, object]] = []
-# Names of the modules that a `_CallbackLoader` is executing.
+# Module name -> callbacks waiting for that module to finish executing.
+_waiting: dict[str, list] = {}
+# Names of the modules that a `_TrackingLoader` is executing, in any thread.
 _executing: set[str] = set()
+# Per thread: how many tracked modules are executing, and the callbacks waiting for that count to reach zero.
+_thread = threading.local()
 
 
 def auto_activation_enabled() -> bool:
@@ -44,92 +41,144 @@ def auto_activation_enabled() -> bool:
     return os.environ.get(ENV_VARIABLE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-class _CallbackLoader:
-    """Runs a module's real loader, then the callbacks waiting for that module (including those registered while it
-    executed)."""
+def _is_tracked(name: str) -> bool:
+    return name == "transformers" or name.startswith("transformers.")
+
+
+class _TrackingLoader:
+    """Runs a module's real loader, then the callbacks waiting for that module."""
 
     def __init__(self, loader):
         self._loader = loader
 
     def __getattr__(self, name):
-        # `get_source`, `get_filename`, `is_package`, ...: tracebacks and `inspect` keep working.
+        # `get_source`, `get_filename`, `is_package`, `get_resource_reader`, ...: tracebacks, `inspect` and
+        # `importlib.resources` keep working.
         return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
+        name = module.__name__
         with _lock:
-            _executing.add(module.__name__)
+            _executing.add(name)
+        _thread.depth = getattr(_thread, "depth", 0) + 1
         try:
             self._loader.exec_module(module)
         finally:
+            _thread.depth -= 1
             with _lock:
-                _executing.discard(module.__name__)
-        for callback in _callbacks_for(module.__name__):
+                _executing.discard(name)
+        # Only a module that executed completely gets its callbacks; after a failed import they wait for a retry.
+        with _lock:
+            callbacks = _waiting.pop(name, [])
+        for callback in callbacks:
             callback(module)
+        if _thread.depth == 0:
+            _run_after_imports_finish()
 
 
-def _callbacks_for(name):
-    with _lock:
-        return [callback for matches, callback in _pending if matches(name)]
-
-
-class _AfterImportFinder:
-    """Finds nothing itself; wraps the loader of the modules that callbacks wait for.
+class _TrackingFinder:
+    """Finds nothing itself: asks the finders after it for `transformers` modules and wraps their loaders.
 
     Duck-typed (no `importlib.abc` base classes), so that installing it imports nothing at start-up.
     """
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in WATCHED_MODULES and not _callbacks_for(fullname):
+        if not _is_tracked(fullname):
             return None
-        spec = PathFinder.find_spec(fullname, path, target)
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _CallbackLoader(spec.loader)
-        return spec
+        finders = sys.meta_path
+        start = finders.index(self) + 1 if self in finders else len(finders)
+        for finder in finders[start:]:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(fullname, path, target) if find_spec is not None else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _TrackingLoader(spec.loader)
+                return spec
+        return None
 
 
-_FINDER = _AfterImportFinder()
+_FINDER = _TrackingFinder()
 
 
-def after_import(matches, callback) -> None:
-    """Calls `callback(module)` for every module whose name satisfies `matches(name)`: at once for those already
-    imported, and right after the others execute."""
+def _install_finder() -> None:
     with _lock:
-        _pending.append((matches, callback))
         if _FINDER not in sys.meta_path:
             sys.meta_path.insert(0, _FINDER)
-        imported = [
-            module
-            for name, module in list(sys.modules.items())
-            if module is not None and matches(name) and not _runs_callbacks_when_complete(module)
-        ]
-    for module in imported:
-        callback(module)
 
 
-def _runs_callbacks_when_complete(module):
-    """Whether `module` is still executing under a `_CallbackLoader`, which calls the callbacks once it is done."""
-    return module.__name__ in _executing
+def _is_complete(module) -> bool:
+    """Whether `module` has finished executing.
+
+    Raises:
+        RuntimeError: `module` is executing under a loader that this hook did not wrap (it was imported before the
+            hook was installed), so its end cannot be seen.
+    """
+    if module.__name__ in _executing:
+        return False
+    spec = getattr(module, "__spec__", None)
+    if not getattr(spec, "_initializing", False) or isinstance(getattr(spec, "loader", None), _TrackingLoader):
+        # `_initializing` stays set until the import system returns, after the loader (and its callbacks) are done.
+        return True
+    raise RuntimeError(
+        f"{PACKAGE} was activated while `{module.__name__}` was still being imported, before the start-up hook "
+        f"`transformers_heterogeneity.pth` was installed (is the package installed in a site-packages directory?). "
+        f"Import {PACKAGE} once that import has finished."
+    )
+
+
+def after_import(name: str, callback) -> None:
+    """Calls `callback(module)` once module `name` has executed completely: at once if it has, else right after it
+    executes. Each call registers one run."""
+    if not _is_tracked(name):
+        raise ValueError(f"after_import only watches `transformers` modules, not {name!r}")
+    _install_finder()
+    with _lock:
+        module = sys.modules.get(name)
+        if module is None or not _is_complete(module):
+            _waiting.setdefault(name, []).append(callback)
+            return
+    callback(module)
+
+
+def after_imports_finish(callback) -> None:
+    """Calls `callback()` once no Transformers module is executing in this thread: at once if none is, else when the
+    thread's outermost Transformers import has finished (each module it imported is then complete)."""
+    if getattr(_thread, "depth", 0) == 0:
+        callback()
+        return
+    if not hasattr(_thread, "after_imports"):
+        _thread.after_imports = []
+    _thread.after_imports.append(callback)
+
+
+def _run_after_imports_finish() -> None:
+    callbacks = getattr(_thread, "after_imports", [])
+    _thread.after_imports = []
+    for callback in callbacks:
+        callback()
 
 
 def forget(callback) -> None:
     """Stops calling `callback` for modules imported from now on."""
     with _lock:
-        _pending[:] = [(matches, waiting) for matches, waiting in _pending if waiting is not callback]
+        for name, callbacks in list(_waiting.items()):
+            callbacks[:] = [waiting for waiting in callbacks if waiting is not callback]
+            if not callbacks:
+                del _waiting[name]
 
 
 def _activate(module) -> None:
-    forget(_activate)
-    import transformers.heterogeneity  # noqa: F401  (importing it activates the feature)
+    importlib.import_module(PACKAGE)  # importing it activates the feature
 
 
 def install() -> None:
-    """Arranges the activation once, unless the environment turns automatic activation off."""
+    """Starts watching Transformers' imports and, unless the environment turns it off, arranges the activation."""
+    _install_finder()
     if auto_activation_enabled():
         with _lock:
-            if any(callback is _activate for _, callback in _pending):
+            if any(_activate in callbacks for callbacks in _waiting.values()):
                 return
-        after_import(TRIGGER_MODULE.__eq__, _activate)
+        after_import(TRIGGER_MODULE, _activate)

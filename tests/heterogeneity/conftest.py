@@ -13,6 +13,10 @@
 # limitations under the License.
 """Tiny heterogeneous Llama-family models and their independent reference description.
 
+Nothing here imports `transformers.heterogeneity`: the suite runs on the installed `.pth` hook, which activates the
+package when Transformers is imported below, exactly as in a user's interpreter (explicit activation has its own tests
+in `test_activation.py`). Tests that deactivate the package re-activate it themselves.
+
 A test writes its `per_layer_config` as plain numbers once; `build_config` hands it to the config class under test
 and `layer_specs` turns the same numbers (never the model) into the reference's per-layer description.
 """
@@ -27,7 +31,6 @@ from typing import Any
 import pytest
 import torch
 
-import transformers.heterogeneity as heterogeneity
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
@@ -88,12 +91,6 @@ ARCHS = {
     "qwen2": Arch("qwen2", Qwen2Config, Qwen2ForCausalLM, "Qwen2", qkv_bias=True, implicit_head_dim=True),
     "qwen3": Arch("qwen3", Qwen3Config, Qwen3ForCausalLM, "Qwen3", qk_norm=True),
 }
-
-
-@pytest.fixture(autouse=True)
-def _active():
-    """Some tests deactivate and re-activate the package; every test starts with it active."""
-    heterogeneity.activate()
 
 
 @pytest.fixture(scope="module")

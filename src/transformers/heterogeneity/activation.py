@@ -18,8 +18,10 @@ deleting this module and making those calls (each is marked `# hetero-patch:` he
 and fail with the installed version in the message, are applied at most once (thread-safe), and `deactivate()`
 undoes them. For homogeneous configs every patched function behaves exactly as upstream's.
 
-Each patch waits until the upstream module it patches is imported (`after_import`), so activating imports nothing:
-a process that only uses tokenizers never loads the modeling code because of us.
+Each patch waits until the upstream module it patches has been imported completely (`after_import`), so activating
+imports nothing (a process that only uses tokenizers never loads the modeling code because of us) and no patch reads a
+half-executed module, whatever the user imports first. A patch imports the code it calls into when it is first called,
+not when it is applied: that code imports other upstream modules, which may still be executing at that moment.
 
 Upstream's `monkey_patching.register_patch_mapping` is not used: it only acts inside `from_pretrained` /
 `_from_config`, while direct `XForCausalLM(config)` construction must work too, and it scans every loaded
@@ -36,7 +38,7 @@ import weakref
 from collections.abc import Callable
 from types import ModuleType
 
-from transformers_heterogeneity_hook import WATCHED_MODULES, after_import, forget
+from transformers_heterogeneity_hook import after_import, after_imports_finish, forget
 
 
 __all__ = ["activate", "deactivate", "is_active"]
@@ -76,14 +78,14 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
     have their own windows gets per-layer masks. Removal: upstream calls `prepare_model_init(type(self), config)` at
     the top of `__init__` and `finish_model_init(self)` in `post_init`.
     """
-    from .modeling_utils import finish_model_init, prepare_model_init
-
     cls = modeling_utils.PreTrainedModel
     original = cls.__init__
     _check_signature(original, ["self", "config"], "PreTrainedModel.__init__")
 
     @functools.wraps(original)
     def __init__(self, config, *inputs, **kwargs):
+        from .modeling_utils import prepare_model_init
+
         prepare_model_init(type(self), config)  # hetero-patch: per-layer construction
         original(self, config, *inputs, **kwargs)
 
@@ -93,6 +95,8 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
     @functools.wraps(original_post_init)
     def post_init(self):
         original_post_init(self)
+        from .modeling_utils import finish_model_init
+
         finish_model_init(self)  # hetero-patch: per-layer masks
 
     cls.__init__ = __init__
@@ -113,13 +117,13 @@ def patch_cache_layer_types(cache_utils: ModuleType) -> Callable[[], None]:
     layer type whose per-layer window is `None` becomes full attention. Removal: upstream derives both inside
     `get_layer_types_and_kwargs`.
     """
-    from .cache_utils import adjust_cache_layer_types
-
     original = cache_utils.get_layer_types_and_kwargs
     _check_signature(original, ["config"], "cache_utils.get_layer_types_and_kwargs")
 
     @functools.wraps(original)
     def get_layer_types_and_kwargs(config):
+        from .cache_utils import adjust_cache_layer_types
+
         layer_types, per_layer_kwargs = original(config)
         return adjust_cache_layer_types(config, layer_types, per_layer_kwargs)  # hetero-patch: per-layer types
 
@@ -176,13 +180,13 @@ def patch_generate_masks(generation_utils: ModuleType) -> Callable[[], None]:
     as upstream already does for layer types it has no mask function for. Removal: upstream's
     `create_masks_for_generate` defers to the model for per-layer windows.
     """
-    from .masking_utils import has_per_layer_masks
-
     original = generation_utils.create_masks_for_generate
     _check_signature(original, ["config", "inputs_embeds", "attention_mask"], "create_masks_for_generate")
 
     @functools.wraps(original)
     def create_masks_for_generate(config, inputs_embeds, attention_mask, *args, **kwargs):
+        from .masking_utils import has_per_layer_masks
+
         if has_per_layer_masks(config.get_text_config()):
             return attention_mask  # hetero-patch: per-layer masks are built by the layers
         return original(config, inputs_embeds, attention_mask, *args, **kwargs)
@@ -265,44 +269,37 @@ def _same_values(old: dict, new: dict) -> bool:
     return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
 
 
-def _on_configuration_utils(module: ModuleType) -> None:
-    _record(patch_config_post_init(module))
-
-
-def _on_modeling_utils(module: ModuleType) -> None:
-    from .. import cache_utils
-
-    _record(patch_pretrained_model_init(module))
-    _record(patch_cache_layer_types(cache_utils))
-
-
-def _on_configuration_auto(module: ModuleType) -> None:
-    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`, `gpt_oss_puzzle`) with
-    `AutoConfig`;
-    their model classes follow when such a config is first made (`models/__init__.py`).
-
-    Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming: entries in
-    `CONFIG_MAPPING_NAMES` and the model mappings.
-    """
-    from .models import register_configs
-
-    register_configs(module.__name__)
-
-
 def _record(undo: Callable[[], None]) -> None:
     with _lock:
         _undo.append(undo)
 
 
-def _on_generation_utils(module: ModuleType) -> None:
-    _record(patch_generate_masks(module))
+def _apply(patch: Callable[[ModuleType], Callable[[], None]], module: ModuleType) -> None:
+    _record(patch(module))
 
 
+def _register_checkpoint_formats(configuration_auto: ModuleType) -> None:
+    """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`, `gpt_oss_puzzle`,
+    `nemotron_h_puzzle`) with `AutoConfig`; their model classes follow when such a config is first made
+    (`models/__init__.py`).
+
+    Those configs subclass upstream configs (`LlamaConfig`, ...) whose modules import `configuration_auto` while they
+    execute (`LlamaConfig`'s docstring decorator reads the Auto mappings), so registration waits until this thread's
+    imports are done. Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming:
+    entries in `CONFIG_MAPPING_NAMES` and the model mappings.
+    """
+    from .models import register_configs
+
+    after_imports_finish(register_configs)
+
+
+# (upstream module, what to do once it has been imported completely)
 _CALLBACKS = (
-    ("transformers.configuration_utils".__eq__, _on_configuration_utils),
-    ("transformers.modeling_utils".__eq__, _on_modeling_utils),
-    ("transformers.generation.utils".__eq__, _on_generation_utils),
-    (frozenset(WATCHED_MODULES).__contains__, _on_configuration_auto),
+    ("transformers.configuration_utils", functools.partial(_apply, patch_config_post_init)),
+    ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),
+    ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
+    ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
+    ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
 )
 
 
@@ -313,8 +310,10 @@ def activate() -> None:
         if _active:
             return
         _active = True
-        for matches, callback in _CALLBACKS:
-            after_import(matches, callback)
+    # Outside the lock: a callback may import upstream modules, and another thread holding one of their import locks
+    # may be waiting for this lock in its own callbacks.
+    for module_name, callback in _CALLBACKS:
+        after_import(module_name, callback)
 
 
 def deactivate() -> None:

@@ -132,7 +132,7 @@ def prepare_config(config: PreTrainedConfig) -> None:
             return
         callback = functools.partial(_wrap_model_classes, architecture.model_init_reads)
         _watched_modules[architecture.modeling_module] = callback
-    after_import(architecture.modeling_module.__eq__, callback)
+    after_import(architecture.modeling_module, callback)
 
 
 def _wrap_model_classes(model_init_reads: dict[str, ModelInitReads], module: Any) -> None:

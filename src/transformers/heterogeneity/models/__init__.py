@@ -27,11 +27,8 @@ processes that never meet such a checkpoint never import the modeling code becau
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from dataclasses import dataclass, field
-
-from transformers_heterogeneity_hook import WATCHED_MODULES
 
 
 __all__ = ["CHECKPOINT_FORMATS", "CheckpointFormat", "register_configs", "register_models"]
@@ -79,32 +76,13 @@ _lock = threading.RLock()
 _registered_models = False
 
 
-# Imported by the config classes, and importing each other: `LlamaConfig`'s docstring decorator reads
-# `modeling_auto`. Registration waits until none is half-imported.
-CONFIG_DEPENDENCIES = WATCHED_MODULES
-
-
-def _is_half_imported(module_name: str, just_imported: str | None) -> bool:
-    """Import callbacks run right after a module executes but before the import system clears its `_initializing`
-    flag, hence `just_imported`."""
-    module = sys.modules.get(module_name)
-    if module is None or module_name == just_imported:
-        return False
-    return getattr(getattr(module, "__spec__", None), "_initializing", False)
-
-
-def register_configs(just_imported: str | None = None) -> None:
+def register_configs() -> None:
     """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the spec of the
     architecture whose stock code builds them). Idempotent.
 
-    Args:
-        just_imported (`str`, *optional*): the module of `CONFIG_DEPENDENCIES` whose import triggers this call;
-            nothing is done while one of them is half-imported (the call made when it completes does it).
+    Imports the family config modules, hence the upstream configs they subclass: call it only once no upstream
+    module is half-imported (`activation.py` waits for that).
     """
-    if CONFIG_DEPENDENCIES[0] not in sys.modules:
-        return
-    if any(_is_half_imported(name, just_imported) for name in CONFIG_DEPENDENCIES):
-        return
     from ...models.auto.configuration_auto import AutoConfig
     from ..supported_models import SUPPORTED_ARCHITECTURES, register_architecture
 
