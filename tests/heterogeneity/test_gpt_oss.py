@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import torch
 
-from transformers import AutoModelForCausalLM, DynamicCache, GptOssConfig, GptOssForCausalLM, StaticCache
+from transformers import AutoModel, AutoModelForCausalLM, DynamicCache, GptOssConfig, GptOssForCausalLM, StaticCache
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes, kv_cache_total_bytes
 from transformers.models.gpt_oss.modeling_gpt_oss import (
     GptOssDecoderLayer,
@@ -222,6 +222,21 @@ def test_save_and_load_are_bit_exact(tmp_path):
     prompt = input_ids()
     with torch.no_grad():
         assert torch.equal(model(prompt).logits, reloaded(prompt).logits)
+
+
+def test_model_config_works_wherever_a_stock_config_does():
+    """`GptOssForCausalLM.__init__` reads expert counts globally, so the model holds a second face of its config
+    (`model_level_config`): the Auto classes and head classes must take it like the stock config."""
+    model = build("experts_and_windows")
+    prompt = input_ids()
+    rebuilt = AutoModelForCausalLM.from_config(model.config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(prompt).logits, model(prompt).logits)
+    base = AutoModel.from_config(model.model.config)
+    assert [layer.mlp.experts.num_experts for layer in base.layers] == [
+        layer.mlp.experts.num_experts for layer in model.model.layers
+    ]
 
 
 def test_homogeneous_model_is_stock():

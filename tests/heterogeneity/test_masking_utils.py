@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 import torch
 
+import transformers
 from transformers import (
+    AutoModel,
     AutoModelForCausalLM,
     DynamicCache,
     LlamaConfig,
@@ -314,6 +316,26 @@ def test_save_load_round_trip_keeps_windows(arch, tmp_path):
     ]
     input_ids = make_input_ids(seq_len=PROMPT_LEN)
     assert torch.equal(logits_of(reloaded, input_ids), logits_of(model, input_ids))
+
+
+def test_base_model_config_works_wherever_a_stock_config_does(arch):
+    """The base model reads its window globally through a second face of the config (`model_level_config`); the
+    Auto classes and every head class must take it like the stock config: same model, same logits."""
+    model, _ = setup_case(arch, "windows")
+    base_config = model.model.config
+    input_ids = make_input_ids(seq_len=PROMPT_LEN)
+    for build in (AutoModelForCausalLM.from_config, arch.model_cls):
+        rebuilt = build(base_config).eval()
+        rebuilt.load_state_dict(model.state_dict())
+        assert torch.equal(logits_of(rebuilt, input_ids), logits_of(model, input_ids))
+    base = AutoModel.from_config(base_config).eval()
+    base.load_state_dict(model.model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(base(input_ids).last_hidden_state, model.model(input_ids).last_hidden_state)
+    question_answering = getattr(transformers, f"{arch.prefix}ForQuestionAnswering")(base_config)
+    assert [layer.self_attn.config.sliding_window for layer in question_answering.base_model.layers] == [
+        layer_config.sliding_window for layer_config in model.config.per_layer_config
+    ]
 
 
 class ToyMistralConfig(MistralConfig):

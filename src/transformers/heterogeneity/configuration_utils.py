@@ -199,11 +199,13 @@ def model_level_config(config: PreTrainedConfig, global_reads: frozenset[str]) -
     with _classes_lock:
         key = (config_cls, global_reads)
         if key not in _model_level_classes:
-            _model_level_classes[key] = type(
+            view_cls = type(
                 f"{config_cls.__name__}ForModel",
                 (_ModelLevelConfigMixin, config_cls),
                 {"__module__": config_cls.__module__, "_global_reads": global_reads, "__doc__": config_cls.__doc__},
             )
+            _register_with_auto_classes(view_cls, config_cls)
+            _model_level_classes[key] = view_cls
         view = object.__new__(_model_level_classes[key])
     view._config = config
     view.__dict__ = config.__dict__
@@ -211,6 +213,22 @@ def model_level_config(config: PreTrainedConfig, global_reads: frozenset[str]) -
 
 
 _model_level_classes: dict[tuple[type, frozenset[str]], type] = {}
+
+
+def _register_with_auto_classes(view_cls: type, config_cls: type) -> None:
+    """Maps `view_cls` to whatever each Auto model mapping maps `config_cls` to.
+
+    A model's `config` must work wherever a stock config does, and the Auto classes look models up by the exact
+    config class (`type(config)`, `_LazyAutoMapping` in `models/auto/auto_factory.py`, transformers 5.23): without
+    this, `AutoModel.from_config(model.config)` and every head class building its base model through `AutoModel`
+    (`MistralForQuestionAnswering`) would refuse the view's class. `exist_ok=True`: upstream silently skips classes
+    of `transformers.*` modules without it.
+    """
+    from ..models.auto import auto_factory, modeling_auto
+
+    for mapping in vars(modeling_auto).values():
+        if isinstance(mapping, auto_factory._LazyAutoMapping) and config_cls in mapping:
+            mapping.register(view_cls, mapping[config_cls], exist_ok=True)
 
 
 def validate_layer_overrides(
