@@ -1,5 +1,7 @@
 """The generic per-layer mechanism: custom models opting in, and every construction error with its message."""
 
+import json
+
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
@@ -233,3 +235,66 @@ def test_heterogeneous_model_survives_deepcopy_and_pickle():
         assert layer_config.intermediate_size == 32
         clone.set_attn_implementation("eager")
         assert layer_config._attn_implementation == "eager"  # still follows the clone's own global config
+
+
+class MixerSkippedAsInputModel(ToyModel):
+    """Another custom model of the same `model_type`: its `mixer` skip returns the input instead of zeros."""
+
+    _skip_descriptors = {
+        "mixer": {"mixer": get_skip_replacement(ToyMixer, ReturnEntry("hidden_states"), ReturnEntry(None))},
+    }
+
+
+class OuterToyModel(ToyModel):
+    """Builds an inner model of the same `model_type` with other skip descriptors before its own blocks."""
+
+    def __init__(self, config):
+        PreTrainedModel.__init__(self, config)
+        self.inner = MixerSkippedAsInputModel(config)
+        self.blocks = nn.ModuleList([ToyBlock(config, index) for index in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+def test_each_model_class_builds_its_layers_with_its_own_skip_descriptors():
+    """Skip specs belong to the model class being built, not to the last one registered for the model type."""
+    model = OuterToyModel(ToyConfig(per_layer_config={1: {"skip": ["mixer"]}}))
+    hidden_states = torch.randn(2, 8)
+    outer_mixer, inner_mixer = model.blocks[1].mixer, model.inner.blocks[1].mixer
+    assert torch.equal(outer_mixer(hidden_states)[0], torch.zeros_like(hidden_states))
+    assert torch.equal(inner_mixer(hidden_states)[0], hidden_states)
+
+
+@pytest.mark.parametrize("layer_idx", [True, 1.0, "1", None])
+def test_a_layer_index_must_be_an_integer(layer_idx):
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    config = LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": 32}})
+    with pytest.raises(HeterogeneousConfigError, match=rf"built with layer index {layer_idx!r}; .* an integer"):
+        LlamaDecoderLayer(config, layer_idx=layer_idx)
+
+
+MTP_SCRIPT = """
+import json, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.modeling_layers import MtpModel
+torch.manual_seed(0)
+config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=100)
+config.num_mtp_layers = 1
+config.mtp_per_layer_config = {0: {"is_causal": False}}
+main_model = LlamaForCausalLM(config)
+mtp = MtpModel(main_model, num_mtp_layers=1)
+print(json.dumps({"parameters": {name: list(p.shape) for name, p in mtp.named_parameters()},
+                  "is_causal": mtp.config.per_layer_config[0].is_causal}))
+"""
+
+
+def test_models_that_read_per_layer_config_themselves_build_as_upstream():
+    """`MtpModel` builds its layers from `mtp_per_layer_config` and reads `is_causal` per layer for its masks
+    (transformers 5.23): it builds exactly as in a process where the package is off."""
+    from .test_activation import run_python
+
+    on = json.loads(run_python(MTP_SCRIPT))
+    off = json.loads(run_python(MTP_SCRIPT, env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"}))
+    assert on == off
+    assert on["is_causal"] is False

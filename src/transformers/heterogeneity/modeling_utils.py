@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -51,12 +52,13 @@ from .masking_utils import (
     mask_attributes_handled,
 )
 from .supported_models import (
-    NATIVE_PER_LAYER_MODEL_TYPES,
     SUPPORTED_ARCHITECTURES,
     HeterogeneousModelSpec,
     ModelInitReads,
     get_config_spec,
     get_model_spec,
+    reads_per_layer_config_natively,
+    spec_from_model_class,
 )
 
 
@@ -86,7 +88,7 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     Raises:
         UnsupportedArchitectureError: `config` is heterogeneous but `model_cls` cannot honour it.
     """
-    if not is_heterogeneous(config) or config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+    if not is_heterogeneous(config) or reads_per_layer_config_natively(model_cls, config):
         return
     spec = get_model_spec(model_cls, config)
     if spec is None:
@@ -110,35 +112,44 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
             )
     _check_quantization(config, spec)
     check_mask_overrides(config, mask_attributes_handled(config, spec.base_model_cls is not None))
-    _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
-    if spec.rotary_cls is not None:
-        _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
+    _wrap_layer_classes(spec)
 
 
 def prepare_config(config: PreTrainedConfig) -> None:
-    """Called when a heterogeneous config is made: readies the model classes of its architecture whose own `__init__`
-    reads a per-layer attribute for a model-level purpose (`ArchitectureSpec.model_init_reads`).
+    """Called when a heterogeneous config is made: readies its architecture's classes once their modeling module is
+    imported (the module is not imported for it).
 
-    Such a read happens in the class's `__init__` body, on the very config object the caller passed and before any
-    hook of ours runs, so the class must be wrapped before it is first built: here, when the config exists (not at
-    activation, which imports nothing). The modeling module is not imported for it; the classes are wrapped when it
-    is.
+    - The decoder-layer class (and rotary class), so that a layer built on its own from this config
+      (`LlamaDecoderLayer(config, layer_idx)`) is built per layer too, not only the layers of a model.
+    - The model classes whose own `__init__` reads a per-layer attribute for a model-level purpose
+      (`ArchitectureSpec.model_init_reads`). Such a read happens in the class's `__init__` body, on the very config
+      object the caller passed and before any hook of ours runs, so the class must be wrapped before it is first
+      built: here, when the config exists (not at activation, which imports nothing).
     """
     architecture = SUPPORTED_ARCHITECTURES.get(config.model_type)
-    if architecture is None or not architecture.model_init_reads:
+    if architecture is None:
         return
     with _wrap_lock:
         if architecture.modeling_module in _watched_modules:
             return
-        callback = functools.partial(_wrap_model_classes, architecture.model_init_reads)
+        callback = functools.partial(_wrap_architecture, config.model_type)
         _watched_modules[architecture.modeling_module] = callback
     after_import(architecture.modeling_module, callback)
 
 
-def _wrap_model_classes(model_init_reads: dict[str, ModelInitReads], module: Any) -> None:
-    for class_name, reads in model_init_reads.items():
+def _wrap_architecture(model_type: str, module: Any) -> None:
+    architecture = SUPPORTED_ARCHITECTURES[model_type]
+    spec = architecture.resolve()
+    _wrap_layer_classes(spec)
+    for class_name, reads in architecture.model_init_reads.items():
         build = functools.partial(_build_with_model_level_config, reads=reads)
         _wrap_class(getattr(module, class_name), build, "config")
+
+
+def _wrap_layer_classes(spec: HeterogeneousModelSpec) -> None:
+    _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
+    if spec.rotary_cls is not None:
+        _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
 
 
 def _build_with_model_level_config(
@@ -177,7 +188,7 @@ def finish_model_init(model: nn.Module) -> None:
     """Called at the end of `PreTrainedModel.__init__`: gives the layers of a base model with per-layer windows or
     chunk sizes their own masks (`masking_utils.py`)."""
     config = model.config
-    if not is_heterogeneous(config) or config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+    if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
         return
     spec = get_model_spec(type(model), config)
     if spec.base_model_cls is None or not isinstance(model, spec.base_model_cls) or not has_per_layer_masks(config):
@@ -293,11 +304,18 @@ def _build_layer(
 ) -> None:
     """Builds one decoder layer from its own config, then applies its skips.
 
-    `spec` is the spec of the model that first wrapped the layer class; a model type that reuses the class with its
-    own spec (a custom model built on stock layers) is built by that spec.
+    The layer is built by the spec declared by the innermost model class under construction that declares one (two
+    custom models of one `model_type` may declare other skips), else by its config's model type; `spec` (of the model
+    that first wrapped the layer class) is the last resort. Inside a model that reads `per_layer_config` itself
+    (`MtpModel`), the layer is stock.
     """
-    spec = get_config_spec(config) or spec
-    if not isinstance(layer_idx, int) or not 0 <= layer_idx < config.num_hidden_layers:
+    building = _classes_of_models_under_construction()
+    if building and reads_per_layer_config_natively(building[0], config):
+        call_with_config(config)
+        return
+    declared = (spec_from_model_class(model_cls) for model_cls in building)
+    spec = next((spec for spec in declared if spec is not None), None) or get_config_spec(config) or spec
+    if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < config.num_hidden_layers:
         raise HeterogeneousConfigError(
             f"{type(layer).__name__} was built with layer index {layer_idx!r}; a heterogeneous config needs an integer "
             f"in [0, {config.num_hidden_layers})."
@@ -327,6 +345,23 @@ def _build_layer(
         )
     for skip_name in skips:
         _apply_skip(layer, layer_config, layer_idx, skip_name, spec.skip_descriptors[skip_name])
+
+
+def _classes_of_models_under_construction() -> list[type[nn.Module]]:
+    """The classes of the `PreTrainedModel`s whose `__init__` is running in this thread, innermost first: the models
+    that build the layer being built (a custom model may build its layers inside a stock base model, and an outer model
+    may build an inner one of another class between its own layers)."""
+    from ..modeling_utils import PreTrainedModel
+
+    classes = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "__init__":
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, PreTrainedModel) and type(candidate) not in classes:
+                classes.append(type(candidate))
+        frame = frame.f_back
+    return classes
 
 
 def _attach_layer_rotary_embedding(

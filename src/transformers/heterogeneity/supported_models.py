@@ -47,6 +47,7 @@ __all__ = [
     "ArchitectureSpec",
     "HeterogeneousModelSpec",
     "ModelInitReads",
+    "NATIVE_PER_LAYER_MODEL_CLASSES",
     "NATIVE_PER_LAYER_MODEL_TYPES",
     "SUPPORTED_ARCHITECTURES",
     "SkipTarget",
@@ -61,6 +62,21 @@ NATIVE_PER_LAYER_MODEL_TYPES = frozenset(
      "gemma4_unified", "gemma4_unified_audio", "gemma4_unified_text", "gemma4_unified_vision", "gemma4_vision", "neomme",
      "step3p5", "step3p5_vision", "step3p7"}
 )  # fmt: skip
+
+# Model classes of `transformers.modeling_layers` that read `config.per_layer_config[layer_idx]` themselves whatever
+# their `model_type` (Transformers 5.23: `MtpModel` builds the multi-token-prediction layers of any architecture from
+# `mtp_per_layer_config` and builds each layer's mask from its layer config). `utils/check_upstream.py` keeps it in sync.
+NATIVE_PER_LAYER_MODEL_CLASSES = frozenset({"MtpModel"})
+
+
+def reads_per_layer_config_natively(model_cls: type[nn.Module], config: PreTrainedConfig) -> bool:
+    """Whether upstream's own code builds `model_cls` per layer from `config`, so that this package must stay out."""
+    if config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
+        return True
+    return any(
+        klass.__module__ == "transformers.modeling_layers" and klass.__name__ in NATIVE_PER_LAYER_MODEL_CLASSES
+        for klass in model_cls.__mro__
+    )
 
 
 @dataclass(frozen=True)
