@@ -74,3 +74,35 @@ def test_kv_cache_bytes_leaves_out_layers_without_attention(model):
         3: 2 * 2 * 8 * 4,
     }
     assert sum(size.bytes_for(10, batch_size=2) for size in sizes) == 2 * 10 * (128 + 256 + 128)
+
+
+def test_exported_program_returns_each_layers_keys_in_place(model):
+    """`torch.export` flattens the cache without its empty layers; the layer without KV (layer 0) must come back as a
+    dummy layer in its place, every other layer with its own keys (as the eager model returns them)."""
+    from transformers.integrations.executorch import export_with_dynamic_cache
+
+    attention_mask = torch.ones_like(PROMPT)
+    exported = export_with_dynamic_cache(model, PROMPT, attention_mask)
+    with torch.no_grad():
+        expected = model(PROMPT, attention_mask=attention_mask, past_key_values=DynamicCache(config=model.config))
+        returned = exported.module()(
+            input_ids=PROMPT,
+            attention_mask=attention_mask,
+            past_key_values=DynamicCache(config=model.config),
+            use_cache=True,
+        )
+    assert torch.equal(returned.logits, expected.logits)
+    cache, expected_cache = returned.past_key_values, expected.past_key_values
+    assert [type(layer) for layer in cache.layers] == [type(layer) for layer in expected_cache.layers]
+    for layer, expected_layer in zip(cache.layers[1:], expected_cache.layers[1:]):
+        assert torch.equal(layer.keys, expected_layer.keys) and torch.equal(layer.values, expected_layer.values)
+
+
+def test_homogeneous_cache_keeps_upstreams_export_layout():
+    from transformers.integrations import executorch
+
+    torch.manual_seed(0)
+    homogeneous = LlamaForCausalLM(LlamaConfig(**TINY)).eval()
+    cache = DynamicCache(config=homogeneous.config)
+    homogeneous(PROMPT, past_key_values=cache)
+    assert executorch._get_dynamic_cache_layout(cache) == executorch._get_dynamic_cache_layout.__wrapped__(cache)

@@ -199,6 +199,43 @@ def patch_generate_masks(generation_utils: ModuleType) -> Callable[[], None]:
     return undo
 
 
+def patch_export_cache_layout(executorch: ModuleType) -> Callable[[], None]:
+    """`_get_dynamic_cache_layout` and `_unflatten_dynamic_cache` of `integrations/executorch.py` (transformers 5.23),
+    the pytree functions that `register_dynamic_cache_export_support` registers for `DynamicCache`.
+
+    Upstream behaviour: flattening leaves out cache layers without data and unflattening refills layers from index
+    0, so a `"dummy"` layer (attention skipped) before a layer holding KV shifts every later layer's keys by one in
+    the cache an exported program returns. Change: such layers are marked in the layout and put back in place
+    (`cache_utils.export_layout_with_dummy_layers`); caches without them keep upstream's layout. Removal: upstream
+    keeps empty layers in place when it flattens a cache.
+    """
+    original_layout = executorch._get_dynamic_cache_layout
+    original_unflatten = executorch._unflatten_dynamic_cache
+    _check_signature(original_layout, ["cache"], "integrations.executorch._get_dynamic_cache_layout")
+    _check_signature(original_unflatten, ["values", "context"], "integrations.executorch._unflatten_dynamic_cache")
+
+    @functools.wraps(original_layout)
+    def _get_dynamic_cache_layout(cache):
+        from .cache_utils import export_layout_with_dummy_layers
+
+        return export_layout_with_dummy_layers(cache, original_layout(cache))  # hetero-patch: dummy layers in place
+
+    @functools.wraps(original_unflatten)
+    def _unflatten_dynamic_cache(values, context):
+        from .cache_utils import unflatten_with_dummy_layers
+
+        return unflatten_with_dummy_layers(values, context, original_unflatten)  # hetero-patch: dummy layers in place
+
+    executorch._get_dynamic_cache_layout = _get_dynamic_cache_layout
+    executorch._unflatten_dynamic_cache = _unflatten_dynamic_cache
+
+    def undo() -> None:
+        executorch._get_dynamic_cache_layout = original_layout
+        executorch._unflatten_dynamic_cache = original_unflatten
+
+    return undo
+
+
 _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
@@ -299,6 +336,7 @@ _CALLBACKS = (
     ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),
     ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
+    ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
 )
 

@@ -149,3 +149,38 @@ def kv_cache_total_bytes(
 ) -> int:
     """Bytes the KV cache of `config` holds after `num_tokens` tokens (windowed layers keep only their window)."""
     return sum(size.bytes_for(num_tokens, batch_size) for size in kv_cache_bytes(config, dtype))
+
+
+# `torch.export` flattens a `DynamicCache` into its layers' tensors, leaving out layers without data, and refills layers
+# from index 0 when it unflattens (`integrations/executorch.py`, transformers 5.23): a layer whose attention is skipped,
+# placed before a layer that holds KV, would receive that layer's keys. The layout (part of the exported spec) marks
+# such layers, and unflattening puts an empty `DummyLayer` back in their place.
+DUMMY_LAYOUT_ENTRY = "dummy"
+
+
+def export_layout_with_dummy_layers(cache, layout: list) -> list:
+    """Upstream's export layout of `cache` (one window or `None` per layer), with every `DummyLayer` that precedes
+    another kind of layer marked `DUMMY_LAYOUT_ENTRY`, whether or not the cache holds data yet (export traces with
+    the cache rebuilt from this layout). Trailing ones keep upstream's entry, which already restores them in place (as
+    empty layers), so a cache without such layers (every homogeneous one) keeps exactly upstream's layout."""
+    from ..cache_utils import DummyLayer
+
+    is_dummy = [isinstance(layer, DummyLayer) for layer in cache.layers]
+    return [
+        DUMMY_LAYOUT_ENTRY if is_dummy[layer_idx] and not all(is_dummy[layer_idx:]) else entry
+        for layer_idx, entry in enumerate(layout)
+    ]
+
+
+def unflatten_with_dummy_layers(values: list, context: list, unflatten):
+    """`unflatten` (upstream's) for the layers holding data, with a `DummyLayer` back at each marked index."""
+    from ..cache_utils import DummyLayer
+
+    dictionary_keys, layout = context
+    dummy_indices = [layer_idx for layer_idx, entry in enumerate(layout) if entry == DUMMY_LAYOUT_ENTRY]
+    if not dummy_indices:
+        return unflatten(values, context)
+    cache = unflatten(values, [dictionary_keys, [entry for entry in layout if entry != DUMMY_LAYOUT_ENTRY]])
+    for layer_idx in dummy_indices:
+        cache.layers.insert(layer_idx, DummyLayer())
+    return cache
