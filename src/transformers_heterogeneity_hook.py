@@ -11,8 +11,8 @@ The activation patches upstream modules through `after_import`, which never hand
 executing: Transformers' modules import each other mid-way (`modeling_utils` imports `configuration_utils` long before
 it defines `PreTrainedModel`), so a module present in `sys.modules` may be half made. Callbacks run right after the
 module executes, while the import system still holds that module's lock, so no thread can use the module before its
-callbacks are done. `after_imports_finish` is for work that needs several modules (registering configs whose parents
-import each other): it runs once the current thread's outermost Transformers import has finished.
+callbacks are done. For the same reason a callback must not import modules that may still be executing in another
+thread (that would wait for their locks while holding one): callbacks patch, and import what they call into lazily.
 
 Upstreaming removes this module: upstream would call the heterogeneity hooks directly.
 """
@@ -32,8 +32,6 @@ _lock = threading.RLock()
 _waiting: dict[str, list] = {}
 # Names of the modules that a `_TrackingLoader` is executing, in any thread.
 _executing: set[str] = set()
-# Per thread: how many tracked modules are executing, and the callbacks waiting for that count to reach zero.
-_thread = threading.local()
 
 
 def auto_activation_enabled() -> bool:
@@ -63,11 +61,9 @@ class _TrackingLoader:
         name = module.__name__
         with _lock:
             _executing.add(name)
-        _thread.depth = getattr(_thread, "depth", 0) + 1
         try:
             self._loader.exec_module(module)
         finally:
-            _thread.depth -= 1
             with _lock:
                 _executing.discard(name)
         # Only a module that executed completely gets its callbacks; after a failed import they wait for a retry.
@@ -75,8 +71,6 @@ class _TrackingLoader:
             callbacks = _waiting.pop(name, [])
         for callback in callbacks:
             callback(module)
-        if _thread.depth == 0:
-            _run_after_imports_finish()
 
 
 class _TrackingFinder:
@@ -141,24 +135,6 @@ def after_import(name: str, callback) -> None:
             _waiting.setdefault(name, []).append(callback)
             return
     callback(module)
-
-
-def after_imports_finish(callback) -> None:
-    """Calls `callback()` once no Transformers module is executing in this thread: at once if none is, else when the
-    thread's outermost Transformers import has finished (each module it imported is then complete)."""
-    if getattr(_thread, "depth", 0) == 0:
-        callback()
-        return
-    if not hasattr(_thread, "after_imports"):
-        _thread.after_imports = []
-    _thread.after_imports.append(callback)
-
-
-def _run_after_imports_finish() -> None:
-    callbacks = getattr(_thread, "after_imports", [])
-    _thread.after_imports = []
-    for callback in callbacks:
-        callback()
 
 
 def forget(callback) -> None:

@@ -60,6 +60,28 @@ def test_processes_that_do_not_build_models_never_import_the_modeling_code():
     assert run_python(code) == "False"
 
 
+def test_checkpoint_families_are_registered_without_importing_their_configs():
+    """The families are known to `AutoConfig` as soon as it is imported, but their config classes (and the upstream
+    configs they subclass) are imported only when a family is looked up."""
+    code = (
+        "import json, sys\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING\n"
+        "loaded = lambda: sorted(name for name in sys.modules if name.endswith(('configuration_llama', "
+        "'configuration_nemotron_nas', 'configuration_gpt_oss')))\n"
+        "before = loaded()\n"
+        "registered = 'nemotron-nas' in CONFIG_MAPPING and 'gpt_oss_puzzle' in CONFIG_MAPPING\n"
+        "config_class = CONFIG_MAPPING['nemotron-nas']\n"
+        "print(json.dumps([before, registered, config_class.__name__, loaded()]))"
+    )
+    before, registered, config_class, after = json.loads(run_python(code))
+    assert (before, registered, config_class) == ([], True, "NemotronNasConfig")
+    assert after == [
+        "transformers.heterogeneity.models.nemotron_nas.configuration_nemotron_nas",
+        "transformers.models.llama.configuration_llama",
+    ]
+
+
 def test_per_layer_attention_heads_pass_config_validation_before_any_modeling_import():
     """LlamaConfig's own validator reads `num_attention_heads`; it must validate each layer, not the global value."""
     code = (
@@ -238,3 +260,83 @@ def test_native_per_layer_models_are_left_to_upstream():
     model = AutoModelForCausalLM.from_config(config)
     assert [layer.self_attn.k_proj.weight.shape[0] for layer in model.model.layers] == [32, 64]
     assert not any(isinstance(module, SkippedModule) for module in model.modules())
+
+
+LATE_EXPLICIT_SCRIPT = """
+import json, sys
+from transformers import LlamaConfig, Trainer, AutoConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+registered_before = "nemotron-nas" in CONFIG_MAPPING
+import transformers.heterogeneity
+from transformers import LlamaForCausalLM
+config = LlamaConfig(**json.loads(sys.argv[1]))
+model = LlamaForCausalLM(config)
+print(json.dumps({"registered_before": registered_before, "registered": "nemotron-nas" in CONFIG_MAPPING,
+                  "shapes": {name: list(p.shape) for name, p in model.named_parameters()}}))
+"""
+
+
+def test_explicit_import_after_other_transformers_imports_activates_everything():
+    config = {**TINY, "per_layer_config": {str(k): v for k, v in HETEROGENEOUS.items()}}
+    result = json.loads(
+        run_python(LATE_EXPLICIT_SCRIPT, json.dumps(config), env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"})
+    )
+    assert (result["registered_before"], result["registered"]) == (False, True)
+    assert result["shapes"]["model.layers.1.mlp.up_proj.weight"] == [32, 64]
+    assert not [name for name in result["shapes"] if name.startswith("model.layers.2.self_attn")]
+
+
+THREADED_FIRST_IMPORTS_SCRIPT = """
+import importlib, json, sys, threading
+config_kwargs = json.loads(sys.argv[1])
+first_imports = ["transformers.modeling_utils", "transformers.cache_utils", "transformers.masking_utils",
+                 "transformers.models.llama.modeling_llama", "transformers.models.auto.configuration_auto",
+                 "transformers.models.mistral.modeling_mistral"]
+barrier = threading.Barrier(len(first_imports))
+results = {}
+
+def work(name):
+    barrier.wait()
+    try:
+        importlib.import_module(name)
+        from transformers.models.llama.configuration_llama import LlamaConfig
+        from transformers.models.llama.modeling_llama import LlamaForCausalLM
+        model = LlamaForCausalLM(LlamaConfig(**config_kwargs))
+        results[name] = [list(layer.mlp.up_proj.weight.shape) for layer in model.model.layers]
+    except BaseException as error:
+        results[name] = f"{type(error).__name__}: {error}"
+
+threads = [threading.Thread(target=work, args=(name,)) for name in first_imports]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(results))
+"""
+
+
+def test_concurrent_first_imports_and_constructions_in_threads():
+    """Threads start importing different parts of Transformers at once, then each builds a heterogeneous model.
+
+    Modules only: upstream's lazy `transformers` namespace (`from transformers import X`) and first imports of
+    `transformers.trainer` / `transformers.generation` are not thread-safe with or without this package (they fail
+    with `ImportError` in threads started together, as measured with the package off)."""
+    config = {**TINY, "per_layer_config": {"1": {"intermediate_size": 32}}}
+    results = json.loads(run_python(THREADED_FIRST_IMPORTS_SCRIPT, json.dumps(config)))
+    assert results == dict.fromkeys(results, [[128, 64], [32, 64], [128, 64]]), results
+    assert len(results) == 6
+
+
+def test_callbacks_never_see_a_half_executed_module():
+    """`after_import` on a module that is still executing defers to the end of its execution."""
+    code = (
+        "import transformers_heterogeneity_hook as hook, sys, json\n"
+        "seen = []\n"
+        "def check(module):\n"
+        "    seen.append(hasattr(module, 'PreTrainedModel'))\n"
+        "hook.after_import('transformers.configuration_utils',\n"
+        "    lambda m: hook.after_import('transformers.modeling_utils', check))\n"
+        "import transformers.modeling_utils\n"
+        "print(json.dumps(seen))"
+    )
+    assert json.loads(run_python(code, env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"})) == [True]

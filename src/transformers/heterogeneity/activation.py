@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Callable
 from types import ModuleType
 
-from transformers_heterogeneity_hook import after_import, after_imports_finish, forget
+from transformers_heterogeneity_hook import after_import, forget
 
 
 __all__ = ["activate", "deactivate", "is_active"]
@@ -320,14 +320,14 @@ def _register_checkpoint_formats(configuration_auto: ModuleType) -> None:
     `nemotron_h_puzzle`) with `AutoConfig`; their model classes follow when such a config is first made
     (`models/__init__.py`).
 
-    Those configs subclass upstream configs (`LlamaConfig`, ...) whose modules import `configuration_auto` while they
-    execute (`LlamaConfig`'s docstring decorator reads the Auto mappings), so registration waits until this thread's
-    imports are done. Not a patch: registration is public API, and `deactivate()` leaves it in place. Upstreaming:
-    entries in `CONFIG_MAPPING_NAMES` and the model mappings.
+    Upstream's `AutoConfig.register` takes the config class itself, which would import it here; instead the families
+    are entries of `CONFIG_MAPPING._extra_content` (where `AutoConfig.register` puts them) that import their class on
+    first look-up (`models.LazyConfigRegistrations`). `deactivate()` leaves them in place, as it would registrations.
+    Upstreaming: entries in `CONFIG_MAPPING_NAMES` and the model mappings.
     """
     from .models import register_configs
 
-    after_imports_finish(register_configs)
+    register_configs(configuration_auto.CONFIG_MAPPING)
 
 
 # (upstream module, what to do once it has been imported completely)

@@ -19,9 +19,10 @@ Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once 
 registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
 never followed and no `trust_remote_code` is asked for.
 
-Configs are registered once `configuration_auto` is imported. Model classes import the modeling code, so they
-are registered when a config of one of these families is first made (always before an Auto class looks its model up):
-processes that never meet such a checkpoint never import the modeling code because of us.
+Configs are registered once `configuration_auto` is imported, and their classes imported when first looked up. Model
+classes import the modeling code, so they are registered when a config of one of these families is first made (always
+before an Auto class looks its model up): processes that never meet such a checkpoint never import the config or
+modeling code of these families because of us.
 """
 
 from __future__ import annotations
@@ -76,20 +77,49 @@ _lock = threading.RLock()
 _registered_models = False
 
 
-def register_configs() -> None:
-    """Registers every family's config with `AutoConfig`, and its layers with the per-layer registry (the spec of the
-    architecture whose stock code builds them). Idempotent.
+class LazyConfigRegistrations(dict):
+    """`CONFIG_MAPPING._extra_content` (the configs registered beside upstream's) where the families' entries import
+    their config class on first look-up.
 
-    Imports the family config modules, hence the upstream configs they subclass: call it only once no upstream
-    module is half-imported (`activation.py` waits for that).
+    Registering the classes themselves would import them, and with them the upstream configs they subclass
+    (`LlamaConfig`, ...), in every process that imports `configuration_auto` (seconds, for processes that only load a
+    tokenizer), and from inside an import, where importing more can deadlock with another thread's imports. A family
+    entry is its `CheckpointFormat` until it is read; reading it (`__getitem__`, `get`, `values`, `items`) imports the
+    class and stores it. Membership (`"nemotron-nas" in CONFIG_MAPPING`, which `AutoConfig.from_pretrained` asks
+    before choosing between local and remote code) needs no import.
     """
-    from ...models.auto.configuration_auto import AutoConfig
+
+    def __getitem__(self, model_type: str) -> type:
+        value = super().__getitem__(model_type)
+        if isinstance(value, CheckpointFormat):
+            value = value.config_class()
+            super().__setitem__(model_type, value)
+        return value
+
+    def get(self, model_type: str, default=None):
+        return self[model_type] if model_type in self else default  # noqa: SIM401 (`self.get` is this method)
+
+    def values(self) -> list[type]:
+        return [self[model_type] for model_type in self]
+
+    def items(self) -> list[tuple[str, type]]:
+        return [(model_type, self[model_type]) for model_type in self]
+
+
+def register_configs(config_mapping) -> None:
+    """Registers every family with `CONFIG_MAPPING` (lazily, see `LazyConfigRegistrations`; configs registered by
+    users are kept and win), and its layers with the per-layer registry (the spec of the architecture whose stock code
+    builds them). Idempotent; imports no config module.
+    """
     from ..supported_models import SUPPORTED_ARCHITECTURES, register_architecture
 
     with _lock:
         for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
-            AutoConfig.register(model_type, checkpoint_format.config_class(), exist_ok=True)
             register_architecture(model_type, SUPPORTED_ARCHITECTURES[checkpoint_format.architecture], overwrite=True)
+        if not isinstance(config_mapping._extra_content, LazyConfigRegistrations):
+            config_mapping._extra_content = LazyConfigRegistrations(
+                {**CHECKPOINT_FORMATS, **config_mapping._extra_content}
+            )
 
 
 def register_models() -> None:
