@@ -111,13 +111,17 @@ class CaseResult:
 
 def _run(statements: list[str], active: bool, timeout: float) -> dict:
     env = {**os.environ, ENV_VARIABLE: "1" if active else "0"}
-    result = subprocess.run(
-        [sys.executable, "-c", CASE_SCRIPT, json.dumps(statements), "1" if active else "0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", CASE_SCRIPT, json.dumps(statements), "1" if active else "0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        hang = f"interpreter still running after {timeout:.0f} s"
+        return {"imports": dict.fromkeys(statements, hang), "model": hang}
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         crash = f"interpreter exited with {result.returncode}: {result.stderr.strip()[-400:]}"
@@ -125,7 +129,7 @@ def _run(statements: list[str], active: bool, timeout: float) -> dict:
     return json.loads(lines[-1])
 
 
-def run_case(statements: list[str], timeout: float = 300) -> CaseResult:
+def run_case(statements: list[str], timeout: float = 600) -> CaseResult:
     """Runs one case with the package active and, only if an import fails, again without it."""
     active = _run(statements, active=True, timeout=timeout)
     result = CaseResult(statements, active["imports"], active.get("model", "not run"))
