@@ -66,7 +66,7 @@ KNOWN_FAILURES: dict[tuple[str, str, str | None], str] = {
         for row, name in _CONFIG_FOR_MODEL_HEADS
         for operation in ("deepcopy", "pickle")
     },
-    ("base_model_config", "mistral", None): MISTRAL_CONFIG_FOR_MODEL,
+    **{("held_configs", row, None): MISTRAL_CONFIG_FOR_MODEL for row, _ in _CONFIG_FOR_MODEL_HEADS},
 }
 
 
@@ -227,19 +227,25 @@ def config_values(config: PreTrainedConfig) -> dict:
 
 
 @pytest.mark.parametrize(
-    "row", [pytest.param(row, marks=known_failure("base_model_config", row)) for row in sorted(TINY_MODELS)]
+    "row", [pytest.param(row, marks=known_failure("held_configs", row)) for row in sorted(TINY_MODELS)]
 )
-def test_config_of_the_base_model_builds_every_head(row):
-    """The config held by a row's base model (which a head class's base model holds too) builds every head class of
-    the row, as the config it was made from does: `AutoModelForCausalLM.from_config(MistralModel(config).config)`."""
+def test_every_config_a_model_holds_builds_every_head(row):
+    """Every config a row's models hold (each head's `config` and its base model's) builds every head class of the
+    row, through its Auto class and directly, as the config they were made from does; e.g.
+    `AutoModelForCausalLM.from_config(MistralModel(config).config)` and `MistralForQuestionAnswering(...)` on it."""
     config = TINY_MODELS[row].make_config("eager")
     heads = head_classes(type(config))
-    base_model = next(model_cls for model_cls, auto_cls in heads.items() if auto_cls.__name__ == "AutoModel")
-    base_config = base_model(config).config
-    for model_cls, auto_cls in heads.items():
-        expected = structure(model_cls(config))
-        assert structure(auto_cls.from_config(base_config)) == expected, model_cls.__name__
-        assert structure(model_cls(base_config)) == expected, model_cls.__name__
+    expected, held = {}, {}
+    for model_cls in heads:
+        built = model_cls(config)
+        expected[model_cls] = structure(built)
+        for held_config in (built.config, built.base_model.config):
+            held.setdefault(type(held_config), (model_cls.__name__, held_config))
+    for config_cls, (holder, held_config) in held.items():
+        for model_cls, auto_cls in heads.items():
+            where = f"{auto_cls.__name__} / {model_cls.__name__} from the {config_cls.__name__} of {holder}"
+            assert structure(auto_cls.from_config(held_config)) == expected[model_cls], where
+            assert structure(model_cls(held_config)) == expected[model_cls], where
 
 
 CONFIG_COPIES = {
