@@ -308,6 +308,8 @@ def test_upstream_omits_attentions_of_layers_without_attention():
 
 
 def training_loss(case: Case, model: PreTrainedModel) -> torch.Tensor:
+    """The loss of one training step, from a fixed seed (token classification heads train with dropout)."""
+    torch.manual_seed(0)
     targets = training_targets(case.auto_cls.__name__, case.input_ids)
     if targets is None:
         return model(case.input_ids, use_cache=False).last_hidden_state.square().mean()
@@ -315,9 +317,8 @@ def training_loss(case: Case, model: PreTrainedModel) -> torch.Tensor:
 
 
 def gradients(case: Case, model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """The gradients of one training step, from a fixed seed (token classification heads train with dropout)."""
+    """The gradients of one training step."""
     model.zero_grad(set_to_none=True)
-    torch.manual_seed(0)
     loss = training_loss(case, model)
     assert torch.isfinite(loss)
     loss.backward()
