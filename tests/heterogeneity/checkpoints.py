@@ -30,6 +30,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from transformers import AutoModelForCausalLM
+from transformers.testing_utils import CaptureLogger, LoggingLevel
+from transformers.utils import logging
+
 from .reference import LayerSpec
 
 
@@ -179,8 +183,20 @@ class RandomWeights:
         return {"model.norm.weight": self.norm(), "lm_head.weight": self.matrix(vocab, self.hidden)}
 
 
-def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3)."""
+# fp8 KV-cache scales, one float32 scalar per attention layer, as FP8 releases carry them (FACTS.md section 3).
+K_SCALE, V_SCALE = 0.0625, 0.03125
+
+
+def kv_scales(prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        f"{prefix}.self_attn.k_scale": torch.tensor(K_SCALE, dtype=torch.float32),
+        f"{prefix}.self_attn.v_scale": torch.tensor(V_SCALE, dtype=torch.float32),
+    }
+
+
+def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0, with_kv_scales: bool = False) -> dict[str, torch.Tensor]:
+    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3); with
+    `with_kv_scales`, each attention layer's fp8 KV-cache scales too (the KV-cache part of an FP8 release)."""
     weights = RandomWeights(HIDDEN, seed)
     tensors = {"model.embed_tokens.weight": weights.embedding(VOCAB)}
     for idx, layer in enumerate(layers):
@@ -190,6 +206,8 @@ def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.T
             tensors[f"{prefix}.self_attn.linear_attn.weight"] = weights.matrix(HIDDEN, HIDDEN)
         elif layer.kv_heads != NO_OP:
             tensors.update(weights.attention(prefix, layer.kv_heads * HEAD_DIM))
+            if with_kv_scales:
+                tensors.update(kv_scales(prefix))
         if layer.ffn_width == LINEAR:
             tensors[f"{prefix}.post_attention_layernorm.weight"] = weights.norm()
             tensors[f"{prefix}.mlp.linear_mlp.weight"] = weights.matrix(HIDDEN, HIDDEN)
@@ -240,8 +258,22 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor],
     return path
 
 
-def write_nemotron_checkpoint(path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3) -> Path:
-    return write_checkpoint(path, nemotron_config(layers), nemotron_tensors(layers), num_shards)
+def write_nemotron_checkpoint(
+    path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3, with_kv_scales: bool = False
+) -> Path:
+    tensors = nemotron_tensors(layers, with_kv_scales=with_kv_scales)
+    return write_checkpoint(path, nemotron_config(layers), tensors, num_shards)
+
+
+def load_logged(path: Path, **kwargs) -> tuple[torch.nn.Module, dict, str]:
+    """`AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)` as a user runs it, plus what the
+    package logged about the checkpoint's unused tensors (at info level)."""
+    with LoggingLevel(logging.INFO), CaptureLogger(logging.get_logger(UNUSED_TENSORS_LOGGER)) as captured:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    return model.eval(), info, captured.out
+
+
+UNUSED_TENSORS_LOGGER = "transformers.heterogeneity.models.loading_utils"
 
 
 # DeciLM-7B's shape in miniature: KV heads per layer, dynamic NTK rope; a short trained length so tests cross it.

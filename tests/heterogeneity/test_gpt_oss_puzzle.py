@@ -28,6 +28,7 @@ from transformers.heterogeneity.conversion import ConversionError, convert_check
 from transformers.heterogeneity.inspection import summarize_config
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
+from .checkpoints import load_logged
 from .gpt_oss_checkpoints import (
     MXFP4_CONFIG,
     PUZZLE_BLOCKS,
@@ -52,10 +53,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    model, info = AutoModelForCausalLM.from_pretrained(
-        checkpoint, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
-    )
-    return model.eval(), info
+    return load_logged(checkpoint, dtype=torch.float32, attn_implementation="eager")
 
 
 def input_ids(seq_len=9, batch_size=2):
@@ -64,8 +62,9 @@ def input_ids(seq_len=9, batch_size=2):
 
 
 def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
-    model, info = loaded
+    model, info, log = loaded
     assert type(model).__name__ == "GptOssPuzzleForCausalLM"
+    assert f"GptOssPuzzleForCausalLM: the checkpoint's {2 * len(PUZZLE_BLOCKS)} fp8 KV-cache scales" in log
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     on_disk = {}
     for shard in sorted(checkpoint.glob("*.safetensors")):
@@ -79,7 +78,7 @@ def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
 
 
 def test_block_configs_become_per_layer_config(loaded):
-    model, _ = loaded
+    model = loaded[0]
     config = model.config
     assert config.layer_types == PUZZLE_LAYER_TYPES
     assert config._heterogeneity_spec.per_layer_overrides == PUZZLE_PER_LAYER
@@ -90,7 +89,7 @@ def test_block_configs_become_per_layer_config(loaded):
 
 
 def test_logits_and_greedy_generation_match_stock_layers(loaded):
-    model, _ = loaded
+    model = loaded[0]
     reference = Reference(model, PUZZLE_PER_LAYER, REFERENCE_GLOBALS)
     prompt = input_ids()
     with torch.no_grad():
@@ -103,7 +102,7 @@ def test_logits_and_greedy_generation_match_stock_layers(loaded):
 
 
 def test_cache_keeps_each_layers_window(loaded):
-    model, _ = loaded
+    model = loaded[0]
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids(seq_len=9), past_key_values=cache, use_cache=True)
@@ -111,7 +110,7 @@ def test_cache_keeps_each_layers_window(loaded):
 
 
 def test_save_pretrained_keeps_the_source_format_and_is_bit_exact(loaded, tmp_path):
-    model, _ = loaded
+    model = loaded[0]
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "gpt_oss_puzzle"

@@ -29,9 +29,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError
 from transformers.models.nemotron_h.configuration_nemotron_h import NemotronHConfig
-from transformers.testing_utils import CaptureLogger
-from transformers.utils import logging
 
+from .checkpoints import load_logged
 from .nemotron_h_models import assert_bit_identical, input_ids, reference_greedy, reference_logits
 from .nemotron_h_puzzle_checkpoint import (
     GLOBALS,
@@ -49,7 +48,6 @@ from .nemotron_h_puzzle_checkpoint import (
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 MAX_NEW_TOKENS = 4
-LOADING_LOGGER = "transformers.heterogeneity.models.loading_utils"
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -64,12 +62,7 @@ def checkpoint(tmp_path_factory, variant):
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    logger = logging.get_logger(LOADING_LOGGER)
-    with CaptureLogger(logger) as captured:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            checkpoint, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
-        )
-    return model.eval(), info, captured.out
+    return load_logged(checkpoint, dtype=torch.float32, attn_implementation="eager")
 
 
 def checkpoint_state(directory) -> dict[str, torch.Tensor]:

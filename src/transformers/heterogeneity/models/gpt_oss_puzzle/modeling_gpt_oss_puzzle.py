@@ -16,26 +16,24 @@
 The checkpoints hold standard GPT-OSS tensor names, and `GptOssPuzzleConfig` expresses every block in
 `per_layer_config`, so the stock GPT-OSS code builds them layer by layer. The checkpoints also carry fp8 KV-cache
 scales, `model.layers.{i}.self_attn.k_scale` / `v_scale` (one scalar each), for engines that store the KV cache in
-fp8. Transformers' caches keep keys and values in the model's dtype, where the scales have no role, so they are read
-and dropped on purpose (`_keys_to_ignore_on_load_unexpected`) rather than reported as unexpected; `save_pretrained`
-does not write them.
+fp8. Transformers' caches keep keys and values in the model's dtype, where the scales have no role: they are read,
+not used, and logged as such (`loading_utils.UnusedTensorsMixin`), as in every family; `save_pretrained` does not
+write them.
 """
 
 from ....models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
+from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
 
 
 __all__ = ["GptOssPuzzleForCausalLM", "GptOssPuzzleModel"]
 
-# fp8 KV-cache scales, per attention layer (see the module docstring).
-KV_SCALE_KEYS = [r"\.self_attn\.[kv]_scale$"]
 
-
-class GptOssPuzzleModel(GptOssModel):
+class GptOssPuzzleModel(UnusedTensorsMixin, GptOssModel):
     config_class = GptOssPuzzleConfig
-    _keys_to_ignore_on_load_unexpected = KV_SCALE_KEYS
+    _unused_tensors = (FP8_KV_SCALES,)
 
 
-class GptOssPuzzleForCausalLM(GptOssForCausalLM):
+class GptOssPuzzleForCausalLM(UnusedTensorsMixin, GptOssForCausalLM):
     config_class = GptOssPuzzleConfig
-    _keys_to_ignore_on_load_unexpected = KV_SCALE_KEYS
+    _unused_tensors = (FP8_KV_SCALES,)
