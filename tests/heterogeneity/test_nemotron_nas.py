@@ -37,9 +37,9 @@ from .checkpoints import (
     VOCAB,
     attention,
     ffn,
+    load_logged,
     nemotron_config,
     nemotron_specs,
-    load_logged,
     write_nemotron_checkpoint,
 )
 from .reference import reference_forward, reference_greedy
