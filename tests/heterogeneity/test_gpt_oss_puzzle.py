@@ -24,7 +24,6 @@ from safetensors.torch import load_file
 
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Mxfp4Config
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
-from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
 from transformers.heterogeneity.inspection import summarize_config
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
@@ -179,12 +178,6 @@ def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
         torch.testing.assert_close(model(prompt).logits, reference.logits(prompt), atol=1e-5, rtol=1e-5)
 
 
-def test_convert_refuses_a_checkpoint_with_kv_scales(checkpoint, tmp_path):
-    with pytest.raises(ConversionError, match=r"unexpected tensors, e.g. \['model.layers.0.self_attn.k_scale'"):
-        convert_checkpoint(checkpoint, tmp_path / "out", progress=lambda line: None)
-    assert not (tmp_path / "out").exists()
-
-
 def test_inspection_shows_each_layers_experts_and_window(checkpoint):
     summary = summarize_config(AutoConfig.from_pretrained(checkpoint), dtype=torch.bfloat16)
     assert [layer.kind("mlp") for layer in summary.layers] == ["moe"] * 4
@@ -196,3 +189,22 @@ def test_inspection_shows_each_layers_experts_and_window(checkpoint):
     expert_flops = 2 * PUZZLE_GLOBALS["num_experts_per_tok"] * (hidden * 2 * width + width * hidden)
     attention_flops = 2 * (2 * hidden * 64 + 2 * hidden * 32)  # q and o: 4 x 16 wide; k and v: 2 x 16
     assert {layer.flops_per_token for layer in summary.layers} == {expert_flops + attention_flops}
+
+
+def test_a_block_without_sliding_window_is_full_attention(loaded, tmp_path):
+    """The release's readers take `sliding_window` with `.get`: an absent field is a full-attention layer."""
+    config = puzzle_config()
+    config["block_configs"][0] = {"num_local_experts": 4}
+    model, info, _ = load_logged(
+        write_puzzle_checkpoint(tmp_path / "no-window", config=config),
+        dtype=torch.float32,
+        attn_implementation="eager",
+    )
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    assert model.config.layer_types == PUZZLE_LAYER_TYPES
+    assert model.model.layers[0].self_attn.sliding_window is None
+    prompt = input_ids()
+    with torch.no_grad():
+        assert torch.equal(model(prompt).logits, loaded[0](prompt).logits)
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["block_configs"][0] == {"num_local_experts": 4}

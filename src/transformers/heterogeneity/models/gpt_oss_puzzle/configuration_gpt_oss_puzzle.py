@@ -20,9 +20,10 @@ Its `config.json` is a GPT-OSS config plus `block_configs`, one entry per layer,
 | block field | per-layer value |
 |---|---|
 | `num_local_experts` | `num_local_experts` (where it differs from the global value) |
-| `sliding_window` | `layer_types[i]`: `"full_attention"` for `None`, else `"sliding_attention"` with that window (a per-layer `sliding_window` where it differs from the global one; a null global one becomes the most common window) |
+| `sliding_window` (optional) | `layer_types[i]`: `"full_attention"` for `None` or absent, else `"sliding_attention"` with that window (a per-layer `sliding_window` where it differs from the global one; a null global one becomes the most common window) |
 
-`layer_types` is derived from the blocks; a `layer_types` in the file that disagrees with them is replaced (the
+A block without `sliding_window` is a full-attention layer: the release's readers take the field with `.get` (vLLM's
+`gpt_oss_puzzle.py`, mlx-lm's port). `layer_types` is derived from the blocks; a `layer_types` in the file that disagrees with them is replaced (the
 blocks describe the trained model) with a warning. Any other block field is refused with an error naming the layer and
 the field.
 """
@@ -54,7 +55,8 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
 
     Args:
         block_configs (`list[dict]`):
-            One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}`.
+            One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}` (`sliding_window` may be
+            absent: full attention).
     """
 
     model_type = "gpt_oss_puzzle"
@@ -68,7 +70,7 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
         blocks = self._one_block_per_layer()
         for layer_idx, block in enumerate(blocks):
             _check_block(layer_idx, block)
-        windows = [block["sliding_window"] for block in blocks]
+        windows = [block.get("sliding_window") for block in blocks]
         layer_types = ["full_attention" if window is None else "sliding_attention" for window in windows]
         if self.layer_types is not None and list(self.layer_types) != layer_types:
             layer_idx = next(i for i, kind in enumerate(layer_types) if self.layer_types[i] != kind)
@@ -106,10 +108,11 @@ def _check_block(layer_idx: int, block: Any) -> None:
             f"unknown to transformers.heterogeneity (it reads {list(_BLOCK_FIELDS)}), and ignoring it could build a "
             "different model than the checkpoint's."
         )
-    missing = [name for name in _BLOCK_FIELDS if name not in block]
-    if missing:
-        raise HeterogeneousConfigError(f"gpt_oss_puzzle layer {layer_idx}: the block config has no `{missing[0]}`.")
-    experts, window = block["num_local_experts"], block["sliding_window"]
+    if "num_local_experts" not in block:
+        raise HeterogeneousConfigError(
+            f"gpt_oss_puzzle layer {layer_idx}: the block config has no `num_local_experts`."
+        )
+    experts, window = block["num_local_experts"], block.get("sliding_window")
     if not isinstance(experts, int) or isinstance(experts, bool) or experts <= 0:
         raise HeterogeneousConfigError(
             f"gpt_oss_puzzle layer {layer_idx}: `num_local_experts`={experts!r} must be a positive integer."
