@@ -217,9 +217,10 @@ def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0, with_kv_scales: bool
     return tensors
 
 
-def nemotron_specs(layers=NEMOTRON_LAYERS) -> list[LayerSpec]:
+def nemotron_specs(layers=NEMOTRON_LAYERS, activations: dict[int, str] | None = None) -> list[LayerSpec]:
     return [
         LayerSpec(
+            activation=(activations or {}).get(idx, "silu"),
             attention=layer.kv_heads > 0,
             mlp=layer.ffn_width > 0,
             linear_attention=layer.kv_heads == LINEAR,
@@ -231,7 +232,7 @@ def nemotron_specs(layers=NEMOTRON_LAYERS) -> list[LayerSpec]:
             rms_eps=RMS_EPS,
             rope_scaling=LLAMA3_SCALING,
         )
-        for layer in layers
+        for idx, layer in enumerate(layers)
     ]
 
 
@@ -256,6 +257,92 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor],
     index = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return path
+
+
+# NVIDIA Model-Optimizer's DeciLM block schemas, written with `dataclasses.asdict` (every field, most null):
+# "nov2025" is `modelopt/torch/_compress/decilm/deci_lm_hf_code/block_config.py`, "jan2026"
+# `modelopt/torch/puzzletron/block_config.py`. Each dataclass's `__post_init__` nulls the fields a no-op, linear,
+# Mamba or MoE sub-block does not use, and these writers do the same.
+MODELOPT_SCHEMAS = ("nov2025", "jan2026")
+
+
+def modelopt_attention(schema: str, kv_heads: int) -> dict:
+    """An `attention` entry for a layer whose KV heads are `kv_heads` (NO_OP / LINEAR for those kinds)."""
+    no_op, linear = kv_heads == NO_OP, kv_heads == LINEAR
+    entry = {"no_op": no_op, "replace_with_linear": linear, "sparsify": None, "weights_precision": "bf16"}
+    if schema == "nov2025":
+        unused = no_op or linear  # `AttentionConfig.__post_init__` nulls these for no-op and linear attention
+        return {
+            **entry,
+            "n_heads_in_group": None if unused else HEADS // kv_heads,
+            "window_length": None,
+            "num_sink_tokens": None,
+            "use_prefill_window_in_sink_attention": None if unused else False,
+            "unshifted_sink": None if unused else False,
+            "mamba": None,
+            "llama4": None,
+        }
+    # Jan 2026 nulls `num_key_value_heads` only for no-op (and Mamba) attention; a linear one still asserts it set.
+    return {
+        **entry,
+        "num_key_value_heads": None if no_op else HEADS if linear else kv_heads,
+        "llama4": None,
+        "mamba": None,
+    }
+
+
+def modelopt_ffn(schema: str, width: int, hidden_act: str = "silu") -> dict:
+    """An `ffn` entry for a layer whose FFN width is `width` (NO_OP / LINEAR for those kinds)."""
+    no_op, linear = width == NO_OP, width == LINEAR
+    entry = {"no_op": no_op, "replace_with_linear": linear, "sparsify": None, "weights_precision": "bf16", "moe": None}
+    if schema == "nov2025":
+        unused = no_op or linear  # `FFNConfig.__post_init__` nulls these for no-op and linear FFNs
+        return {
+            **entry,
+            "gated": None if unused else True,
+            "hidden_act": None if unused else hidden_act,
+            "intermediate_size": None if unused else width,
+        }
+    # Jan 2026 nulls `intermediate_size` only for a no-op FFN; a linear one still asserts it set.
+    return {**entry, "intermediate_size": None if no_op else 256 if linear else width}
+
+
+def modelopt_config(schema: str, layers=NEMOTRON_LAYERS, activations: dict[int, str] | None = None) -> dict:
+    """`config.json` as Model-Optimizer's `DeciLMConfig.to_dict` writes it: Llama fields without the per-layer ones
+    (`intermediate_size`, `num_key_value_heads`, `hidden_act`, `sliding_window` are deleted), plus its own top-level
+    fields at the values its writer gives them."""
+    config = {
+        key: value
+        for key, value in nemotron_config(layers).items()
+        if key not in ("intermediate_size", "num_key_value_heads", "hidden_act")
+    }
+    config["block_configs"] = [
+        {
+            "attention": modelopt_attention(schema, layer.kv_heads),
+            "ffn": modelopt_ffn(schema, layer.ffn_width, (activations or {}).get(idx, "silu")),
+            "parallel_blocks": None,
+        }
+        for idx, layer in enumerate(layers)
+    ]
+    config.update(
+        {
+            "position_embedding_type": "rope",
+            "llama4_attn_implementation": "sdpa",  # set at init to the kernel available, then saved
+            "block_return_only_hidden_states": False,
+            "router_aux_loss_coef": 0.01,
+            "router_z_loss_coef": 0.0,
+            "output_router_logits": False,
+            "head_dim": HEAD_DIM,
+            "o_proj_bias": False,
+            "transformers_version": "4.51.3",
+        }
+    )
+    return config
+
+
+def write_modelopt_checkpoint(path: Path, schema: str, activations: dict[int, str] | None = None) -> Path:
+    config = modelopt_config(schema, activations=activations)
+    return write_checkpoint(path, config, nemotron_tensors(), num_shards=3)
 
 
 def write_nemotron_checkpoint(

@@ -31,6 +31,7 @@ from .checkpoints import (
     VOCAB,
     nemotron_specs,
     write_deci_checkpoint,
+    write_modelopt_checkpoint,
     write_nemotron_checkpoint,
 )
 from .gpt_oss_checkpoints import puzzle_config as gpt_oss_puzzle_config
@@ -193,6 +194,8 @@ FIXTURES = {
         True,
     ),
     "deci": (write_deci_checkpoint, "LlamaForCausalLM", {}, False),
+    "modelopt-nov2025": (lambda path: write_modelopt_checkpoint(path, "nov2025"), "LlamaForCausalLM", {}, False),
+    "modelopt-jan2026": (lambda path: write_modelopt_checkpoint(path, "jan2026"), "LlamaForCausalLM", {}, False),
     "gpt-oss-puzzle-bf16": (write_gpt_oss_puzzle_checkpoint, "GptOssForCausalLM", {}, True),
     "gpt-oss-puzzle-mxfp4": (
         lambda path: write_gpt_oss_puzzle_checkpoint(path, mxfp4=True),

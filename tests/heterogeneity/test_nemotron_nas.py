@@ -224,8 +224,14 @@ def with_block(layer_idx, attention_fields=None, ffn_fields=None, **config_chang
             with_block(0, {"unshifted_sink": True}),
             r"layer 0: `attention.unshifted_sink`=True is refused: sink attention",
         ),
-        (with_block(4, ffn_fields={"moe": {"num_experts": 8}}), r"layer 4: `ffn.moe`=.* mixture-of-experts"),
-        (with_block(3, {"mamba": {"state_dim": 8}}), r"layer 3: `attention.mamba`=.* Mamba mixers are not supported"),
+        (
+            with_block(4, ffn_fields={"moe": {"num_experts": 8}}),
+            r"layer 4: `ffn.moe`=.* mixture-of-experts FFNs are not built",
+        ),
+        (
+            with_block(3, {"mamba": {"state_dim": 8}}),
+            r"layer 3: `attention.mamba`=.* Mamba mixers are not built by stock",
+        ),
         (with_block(2, {"rotary_mode": "xpos"}), r"layer 2: `attention.rotary_mode`='xpos' .* unknown to"),
         (
             with_block(2, {"no_op": True, "replace_with_linear": True}),
