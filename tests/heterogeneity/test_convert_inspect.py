@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Mxfp4Config
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.heterogeneity.commands.cli import app
 from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
 
@@ -182,7 +182,6 @@ def gpt_oss_puzzle_without_a_window(path):
     return write_gpt_oss_puzzle_checkpoint(path, config=config)
 
 
-DEQUANTIZE = {"quantization_config": Mxfp4Config(dequantize=True)}
 # Every fixture of a natively loading family: (writer, stock class of the canonical form, load arguments, tensors the
 # stock model would not accept, so that `convert` needs --drop-unused-tensors).
 FIXTURES = {
@@ -200,7 +199,7 @@ FIXTURES = {
     "gpt-oss-puzzle-mxfp4": (
         lambda path: write_gpt_oss_puzzle_checkpoint(path, mxfp4=True),
         "GptOssForCausalLM",
-        DEQUANTIZE,
+        {},
         True,
     ),
     "gpt-oss-puzzle-no-window": (gpt_oss_puzzle_without_a_window, "GptOssForCausalLM", {}, True),
@@ -214,6 +213,9 @@ FIXTURES = {
 }
 
 
+# Single-threaded, as in the families' own tests: with several threads, GEMM results can depend on the memory
+# alignment of the weights, which differs between a rewritten shard and the original one (last-bit differences).
+@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_convert_gives_a_stock_checkpoint_with_bit_equal_logits(name, tmp_path):
     write, stock_class, load_kwargs, needs_drop = FIXTURES[name]

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Mxfp4Config
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
 from transformers.heterogeneity.inspection import summarize_config
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
@@ -146,24 +146,20 @@ def test_malformed_blocks_are_refused_naming_layer_and_field(config_dict, messag
         AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
 
 
-def test_mxfp4_experts_are_refused_unless_dequantized():
-    """MXFP4 kernels rebuild the experts from the global config. (`from_pretrained` stops earlier on this machine:
-    upstream wants `accelerate` for MXFP4 kernels, so the model is built from the release's config directly.)"""
-    config_dict = {**puzzle_config(), "quantization_config": MXFP4_CONFIG}
+def test_mxfp4_kernels_are_refused_with_per_layer_experts():
+    """MXFP4 kernels rebuild the experts from the global config: a file that asks for them is refused."""
+    config_dict = {**puzzle_config(), "quantization_config": {**MXFP4_CONFIG, "dequantize": False}}
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     with pytest.raises(HeterogeneousConfigError, match=r"Layer 2: `num_local_experts`=2 .* mxfp4-quantized"):
         AutoModelForCausalLM.from_config(config)
 
 
-def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
+def test_mxfp4_experts_load_dequantized_and_save_as_floats(tmp_path):
+    """The release loads as it is (no `quantization_config` argument, no `accelerate`: the dequantizing path does not
+    need it), each layer's experts are upstream's dequantization of its own blocks, and the saved model holds the
+    float parameters under their own names, reloading bit-exact."""
     path = write_puzzle_checkpoint(tmp_path / "mxfp4", mxfp4=True, num_shards=2)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        path,
-        quantization_config=Mxfp4Config(dequantize=True),
-        dtype=torch.float32,
-        attn_implementation="eager",
-        output_loading_info=True,
-    )
+    model, info, _ = load_logged(path, dtype=torch.float32, attn_implementation="eager")
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     on_disk = load_file(next(path.glob("*00001-of-*.safetensors"))) | load_file(next(path.glob("*00002-of-*")))
     for layer_idx, (layer, block) in enumerate(zip(model.model.layers, PUZZLE_BLOCKS)):
@@ -176,6 +172,30 @@ def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
     prompt = input_ids()
     with torch.no_grad():
         torch.testing.assert_close(model(prompt).logits, reference.logits(prompt), atol=1e-5, rtol=1e-5)
+
+    model.save_pretrained(tmp_path / "saved")
+    saved = {}
+    for shard in (tmp_path / "saved").glob("*.safetensors"):
+        saved.update(load_file(shard))
+    assert "model.layers.2.mlp.experts.gate_up_proj" in saved
+    assert not [name for name in saved if name.endswith(("_blocks", "_scales"))]
+    assert "quantization_config" not in json.loads((tmp_path / "saved" / "config.json").read_text())
+    reloaded, info = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "saved", dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    with torch.no_grad():
+        assert torch.equal(reloaded(prompt).logits, model(prompt).logits)
+    assert torch.equal(reloaded.generate(prompt, max_new_tokens=3), model.generate(prompt, max_new_tokens=3))
+
+
+def test_the_released_mxfp4_config_is_saved_as_released(tmp_path):
+    """Dequantizing by default is a loading choice, not written into the source format."""
+    config_dict = {**puzzle_config(), "quantization_config": MXFP4_CONFIG}
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    assert config.quantization_config["dequantize"] is True
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["quantization_config"] == MXFP4_CONFIG
 
 
 def test_inspection_shows_each_layers_experts_and_window(checkpoint):

@@ -95,6 +95,37 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
                 per_layer[layer_idx] = layer
         return per_layer, derived
 
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if "num_local_experts" in self.per_layer_attributes:
+            self._dequantize_mxfp4_on_load()
+
+    def _dequantize_mxfp4_on_load(self) -> None:
+        """MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so
+        with per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise. Also, the
+        kernel path is the only one for which upstream's MXFP4 quantizer needs `accelerate`
+        (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not."""
+        quantization = getattr(self, "quantization_config", None)  # an attribute only when the file has one
+        if not isinstance(quantization, dict) or quantization.get("quant_method") != "mxfp4":
+            return
+        if "dequantize" in quantization:
+            return  # the file decides; `dequantize: false` is refused with the per-layer expert counts
+        self.quantization_config = {**quantization, "dequantize": True}
+        self._added_dequantize = True  # not written back: the file stays as released
+        logger.warning_once(
+            "gpt_oss_puzzle: the MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels "
+            "cannot hold per-layer expert counts."
+        )
+
+    def _to_source_format(self, output: dict[str, Any]) -> dict[str, Any]:
+        output = super()._to_source_format(output)
+        output.pop("_added_dequantize", None)
+        if getattr(self, "_added_dequantize", False) and isinstance(output.get("quantization_config"), dict):
+            output["quantization_config"] = {
+                key: value for key, value in output["quantization_config"].items() if key != "dequantize"
+            }
+        return output
+
 
 def _check_block(layer_idx: int, block: Any) -> None:
     if not isinstance(block, dict):
