@@ -47,32 +47,11 @@ from huggingface_hub.dataclasses import strict
 
 from ....models.llama.configuration_llama import LlamaConfig
 from ...configuration_utils import HeterogeneousConfigError
+from ..decilm_blocks import DeciLMBlocks, ffn_mult_to_intermediate_size
 from ..format_utils import CheckpointFormatConfigMixin, most_common
 
 
 __all__ = ["NemotronNasConfig", "ffn_mult_to_intermediate_size"]
-
-# Block fields this package reads. Every other field must be null, false, empty or at its default (`_DEFAULTS`).
-_ATTENTION_FIELDS = frozenset({"n_heads_in_group", "num_key_value_heads", "no_op", "replace_with_linear"})
-_FFN_FIELDS = frozenset({"ffn_mult", "intermediate_size", "hidden_act", "no_op", "replace_with_linear"})
-# Non-null defaults of Model-Optimizer's block dataclasses (both schemas): `SubblockConfig.weights_precision = "bf16"`,
-# `FFNConfig.gated = True` (Nov 2025). A field at its default is written by `dataclasses.asdict` and changes nothing.
-_DEFAULTS = {"weights_precision": "bf16", "gated": True}
-# Fields of the released formats that change what a block computes, with what they would need.
-_UNSUPPORTED = {
-    "sparsify": "sparsified weights are not supported",
-    "window_length": "windowed attention is not supported",
-    "num_sink_tokens": "sink attention is not supported",
-    "use_prefill_window_in_sink_attention": "sink attention is not supported",
-    "unshifted_sink": "sink attention is not supported",
-    "moe": "mixture-of-experts FFNs are not built by stock Llama layers",
-    "mamba": "Mamba mixers are not built by stock Llama layers",
-    "llama4": "Llama-4 attention (chunked attention, QK norm, temperature tuning) is not built by stock Llama layers",
-    "gated": "non-gated FFNs (up, activation, down) are not built by stock Llama layers, whose MLP is gated",
-    "weights_precision": "only bf16 weights (the default) are read",
-}
-# Block-level fields besides `attention` and `ffn`: null means none.
-_BLOCK_UNSUPPORTED = {"parallel_blocks": "parallel blocks are not built by stock Llama layers"}
 
 # Top-level fields of Model-Optimizer's `DeciLMConfig` (`deci_lm_hf_code/configuration_decilm.py`), which stock
 # LlamaConfig does not know: field -> (the values a stock Llama model honours, why others are refused), or a reason
@@ -87,16 +66,6 @@ _TOP_LEVEL = {
 # `llama4_attn_implementation` (the kernel of Llama-4 attention blocks, which are refused), `block_return_only_hidden_
 # states` (what the remote code's blocks return), `router_aux_loss_coef` / `router_z_loss_coef` (training-loss weights
 # of MoE routers; the model has none). `head_dim` is a LlamaConfig field, honoured.
-
-
-def ffn_mult_to_intermediate_size(ffn_mult: float, hidden_size: int) -> int:
-    """FFN width of a block: `2 * ffn_mult * hidden_size / 3`, truncated, then rounded up to a multiple of 256.
-
-    This is the rule of the released checkpoints (their weights have these shapes): hidden 8192 with `ffn_mult`
-    2.625 gives 14336, with 0.4375 gives 2560.
-    """
-    width = int(2 * ffn_mult * hidden_size / 3)
-    return -(-width // 256) * 256
 
 
 @strict
@@ -133,7 +102,8 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
         blocks = self._one_block_per_layer()
-        per_layer = {idx: self._translate_block(idx, block) for idx, block in enumerate(blocks)}
+        translator = DeciLMBlocks("nemotron-nas", self.num_attention_heads, self.hidden_size)
+        per_layer = {idx: translator.translate(idx, block) for idx, block in enumerate(blocks)}
         derived = {}
         if self.num_key_value_heads is None:
             kv_heads = (layer.get("num_key_value_heads") for layer in per_layer.values())
@@ -143,106 +113,3 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
             # A model whose FFNs are all no-op or linear builds none: any width will do.
             derived["intermediate_size"] = most_common(filter(None, widths), self.hidden_size)
         return {idx: layer for idx, layer in per_layer.items() if layer}, derived
-
-    def _translate_block(self, layer_idx: int, block: dict[str, Any]) -> dict[str, Any]:
-        for name, why in _BLOCK_UNSUPPORTED.items():
-            if block.get(name) not in (None, []):
-                raise HeterogeneousConfigError(
-                    f"nemotron-nas layer {layer_idx}: `{name}`={block[name]!r} is refused: {why}, and ignoring it "
-                    "would build a different model than the checkpoint's."
-                )
-        unknown = sorted(set(block) - {"attention", "ffn", *_BLOCK_UNSUPPORTED})
-        if unknown:
-            raise HeterogeneousConfigError(
-                f"nemotron-nas layer {layer_idx}: unknown block field `{unknown[0]}`; a block holds `attention` and "
-                "`ffn`."
-            )
-        attention = block.get("attention") or {}
-        ffn = block.get("ffn") or {}
-        _refuse_unsupported(layer_idx, "attention", attention, _ATTENTION_FIELDS)
-        _refuse_unsupported(layer_idx, "ffn", ffn, _FFN_FIELDS)
-        layer: dict[str, Any] = {}
-        skips = []
-        attention_kind = _sub_block_kind(layer_idx, "attention", attention)
-        if attention_kind == "dense":
-            layer["num_key_value_heads"] = self._kv_heads(layer_idx, attention)
-        else:
-            skips.append({"no_op": "attention", "linear": "linear_attention"}[attention_kind])
-        ffn_kind = _sub_block_kind(layer_idx, "ffn", ffn)
-        if ffn_kind == "dense":
-            layer["intermediate_size"] = self._ffn_width(layer_idx, ffn)
-            if ffn.get("hidden_act") is not None:
-                layer["hidden_act"] = ffn["hidden_act"]
-        else:
-            skips.append({"no_op": "mlp", "linear": "linear_mlp"}[ffn_kind])
-        if skips:
-            layer["skip"] = skips
-        return layer
-
-    def _kv_heads(self, layer_idx: int, attention: dict[str, Any]) -> int:
-        group, kv_heads = attention.get("n_heads_in_group"), attention.get("num_key_value_heads")
-        if group is not None:
-            if not isinstance(group, int) or group <= 0 or self.num_attention_heads % group:
-                raise HeterogeneousConfigError(
-                    f"nemotron-nas layer {layer_idx}: `attention.n_heads_in_group`={group!r} must be a positive "
-                    f"integer dividing `num_attention_heads`={self.num_attention_heads}."
-                )
-            if kv_heads is not None and kv_heads != self.num_attention_heads // group:
-                raise HeterogeneousConfigError(
-                    f"nemotron-nas layer {layer_idx}: `attention.n_heads_in_group`={group} gives "
-                    f"{self.num_attention_heads // group} KV heads but `attention.num_key_value_heads`={kv_heads}."
-                )
-            return self.num_attention_heads // group
-        if kv_heads is None:
-            raise HeterogeneousConfigError(
-                f"nemotron-nas layer {layer_idx}: a dense attention needs `attention.n_heads_in_group` or "
-                "`attention.num_key_value_heads`."
-            )
-        return kv_heads
-
-    def _ffn_width(self, layer_idx: int, ffn: dict[str, Any]) -> int:
-        ffn_mult, width = ffn.get("ffn_mult"), ffn.get("intermediate_size")
-        if ffn_mult is not None:
-            if not isinstance(ffn_mult, (int, float)) or ffn_mult <= 0:
-                raise HeterogeneousConfigError(
-                    f"nemotron-nas layer {layer_idx}: `ffn.ffn_mult`={ffn_mult!r} must be a positive number."
-                )
-            rounded = ffn_mult_to_intermediate_size(ffn_mult, self.hidden_size)
-            if width is not None and width != rounded:
-                raise HeterogeneousConfigError(
-                    f"nemotron-nas layer {layer_idx}: `ffn.ffn_mult`={ffn_mult} gives an FFN width of {rounded} but "
-                    f"`ffn.intermediate_size`={width}."
-                )
-            return rounded
-        if width is None:
-            raise HeterogeneousConfigError(
-                f"nemotron-nas layer {layer_idx}: a dense FFN needs `ffn.ffn_mult` or `ffn.intermediate_size`."
-            )
-        return width
-
-
-def _sub_block_kind(layer_idx: int, name: str, fields: dict[str, Any]) -> str:
-    """ "dense", "no_op" or "linear"."""
-    no_op, linear = bool(fields.get("no_op")), bool(fields.get("replace_with_linear"))
-    if no_op and linear:
-        raise HeterogeneousConfigError(
-            f"nemotron-nas layer {layer_idx}: `{name}.no_op` and `{name}.replace_with_linear` are both true; a "
-            "sub-block is either removed or replaced by a linear map."
-        )
-    return "no_op" if no_op else "linear" if linear else "dense"
-
-
-def _refuse_unsupported(layer_idx: int, name: str, fields: dict[str, Any], known: frozenset[str]) -> None:
-    for field, value in sorted(fields.items()):
-        if field in known or value is None:
-            continue
-        if field in _DEFAULTS:  # `gated: false` is not a default, though false
-            if value == _DEFAULTS[field]:
-                continue
-        elif value in (False, {}, []):
-            continue
-        what = _UNSUPPORTED.get(field, "this field is unknown to transformers.heterogeneity")
-        raise HeterogeneousConfigError(
-            f"nemotron-nas layer {layer_idx}: `{name}.{field}`={value!r} is refused: {what}, and ignoring it would "
-            "build a different model than the checkpoint's."
-        )
