@@ -345,6 +345,77 @@ def write_modelopt_checkpoint(path: Path, schema: str, activations: dict[int, st
     return write_checkpoint(path, config, nemotron_tensors(), num_shards=3)
 
 
+# AnyModel's weight layout (Model-Optimizer `puzzletron/tools/checkpoint_utils_hf.py`: `SAFETENSORS_SUBBLOCKS_DIR_NAME`,
+# `NON_LAYER_MODULE_TO_FILE_TYPE`, `MODULE_WITHIN_LAYER_TO_FILE_TYPE`): one file per sub-block under
+# `subblocks_safetensors/`, the index at the root naming `subblocks_safetensors/<file>`.
+SUBBLOCK_FILES = {
+    "model.embed_tokens": "embeddings",
+    "model.norm": "lm_head",
+    "lm_head": "lm_head",
+}
+SUBBLOCK_OF_LAYER_MEMBER = {
+    "input_layernorm": "attention",
+    "self_attn": "attention",
+    "post_attention_layernorm": "ffn",
+    "mlp": "ffn",
+}
+
+
+def _subblock_file(name: str) -> str:
+    module = name.rsplit(".", 1)[0]
+    if module in SUBBLOCK_FILES:
+        return SUBBLOCK_FILES[module]
+    _, _, layer_idx, member, *_ = name.split(".")  # model.layers.{i}.{member}...
+    return f"block_{layer_idx}_{SUBBLOCK_OF_LAYER_MEMBER[member]}"
+
+
+def write_subblocks_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """`config.json`, the weights grouped per sub-block under `subblocks_safetensors/`, and the root index."""
+    (path / "subblocks_safetensors").mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        files.setdefault(f"subblocks_safetensors/{_subblock_file(name)}.safetensors", {})[name] = tensor
+    for file_name, file_tensors in files.items():
+        save_file(file_tensors, path / file_name, metadata={"format": "pt"})
+    weight_map = {name: file_name for file_name, file_tensors in files.items() for name in file_tensors}
+    index = {"metadata": {"format": "pt"}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
+def anymodel_llama_config(layers=NEMOTRON_LAYERS) -> dict:
+    """An AnyModel output of a Llama parent: the parent's config as it was (`model_type: llama`, its own global
+    `intermediate_size` / `num_key_value_heads`), plus `block_configs` in the Jan 2026 schema (`converter/base.py`)."""
+    config = {
+        key: value
+        for key, value in nemotron_config(layers).items()
+        if key not in ("auto_map", "block_configs", "intermediate_size", "num_key_value_heads")
+    }
+    config.update(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "intermediate_size": 1024,
+            "num_key_value_heads": HEADS,
+            "head_dim": HEAD_DIM,
+            "block_configs": [
+                {
+                    "attention": modelopt_attention("jan2026", layer.kv_heads),
+                    "ffn": modelopt_ffn("jan2026", layer.ffn_width),
+                    "parallel_blocks": None,
+                }
+                for layer in layers
+            ],
+        }
+    )
+    return config
+
+
+def write_anymodel_llama_checkpoint(path: Path) -> Path:
+    return write_subblocks_checkpoint(path, anymodel_llama_config(), nemotron_tensors())
+
+
 def write_nemotron_checkpoint(
     path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3, with_kv_scales: bool = False
 ) -> Path:

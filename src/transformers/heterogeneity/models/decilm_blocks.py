@@ -25,7 +25,7 @@ from typing import Any
 from ..configuration_utils import HeterogeneousConfigError
 
 
-__all__ = ["DeciLMBlocks", "ffn_mult_to_intermediate_size"]
+__all__ = ["DeciLMBlocks", "ffn_mult_to_intermediate_size", "refuse_non_default_fields", "sub_block_kind"]
 
 # Block fields this package reads. Every other field must be null, false, empty or at its default (`_DEFAULTS`).
 _ATTENTION_FIELDS = frozenset({"n_heads_in_group", "num_key_value_heads", "no_op", "replace_with_linear"})
@@ -84,16 +84,16 @@ class DeciLMBlocks:
             )
         attention = block.get("attention") or {}
         ffn = block.get("ffn") or {}
-        _refuse_unsupported(self.family, layer_idx, "attention", attention, _ATTENTION_FIELDS)
-        _refuse_unsupported(self.family, layer_idx, "ffn", ffn, _FFN_FIELDS)
+        refuse_non_default_fields(self.family, layer_idx, "attention", attention, _ATTENTION_FIELDS)
+        refuse_non_default_fields(self.family, layer_idx, "ffn", ffn, _FFN_FIELDS)
         layer: dict[str, Any] = {}
         skips = []
-        attention_kind = _sub_block_kind(self.family, layer_idx, "attention", attention)
+        attention_kind = sub_block_kind(self.family, layer_idx, "attention", attention)
         if attention_kind == "dense":
             layer["num_key_value_heads"] = self._kv_heads(layer_idx, attention)
         else:
             skips.append({"no_op": "attention", "linear": "linear_attention"}[attention_kind])
-        ffn_kind = _sub_block_kind(self.family, layer_idx, "ffn", ffn)
+        ffn_kind = sub_block_kind(self.family, layer_idx, "ffn", ffn)
         if ffn_kind == "dense":
             layer["intermediate_size"] = self._ffn_width(layer_idx, ffn)
             if ffn.get("hidden_act") is not None:
@@ -146,7 +146,7 @@ class DeciLMBlocks:
         return width
 
 
-def _sub_block_kind(family: str, layer_idx: int, name: str, fields: dict[str, Any]) -> str:
+def sub_block_kind(family: str, layer_idx: int, name: str, fields: dict[str, Any]) -> str:
     """ "dense", "no_op" or "linear"."""
     no_op, linear = bool(fields.get("no_op")), bool(fields.get("replace_with_linear"))
     if no_op and linear:
@@ -157,7 +157,9 @@ def _sub_block_kind(family: str, layer_idx: int, name: str, fields: dict[str, An
     return "no_op" if no_op else "linear" if linear else "dense"
 
 
-def _refuse_unsupported(family: str, layer_idx: int, name: str, fields: dict[str, Any], known: frozenset[str]) -> None:
+def refuse_non_default_fields(
+    family: str, layer_idx: int, name: str, fields: dict[str, Any], known: frozenset[str]
+) -> None:
     for field, value in sorted(fields.items()):
         if field in known or value is None:
             continue
