@@ -30,11 +30,13 @@ from .checkpoints import (
     RMS_EPS,
     VOCAB,
     nemotron_specs,
+    write_anymodel_llama_checkpoint,
     write_deci_checkpoint,
     write_modelopt_checkpoint,
     write_nemotron_checkpoint,
 )
 from .gpt_oss_checkpoints import puzzle_config as gpt_oss_puzzle_config
+from .gpt_oss_checkpoints import write_anymodel_gpt_oss_checkpoint
 from .gpt_oss_checkpoints import write_puzzle_checkpoint as write_gpt_oss_puzzle_checkpoint
 from .nemotron_h_puzzle_checkpoint import write_puzzle_checkpoint as write_nemotron_h_puzzle_checkpoint
 from .reference import reference_forward
@@ -124,7 +126,7 @@ def corrupt_shard(path):
         (drop_a_shard, "model-00002-of-00003.safetensors, which is missing"),
         (
             llama_checkpoint,
-            "holds a 'llama' checkpoint; convert rewrites \\['deci', 'gpt_oss_puzzle', 'nemotron-nas', 'nemotron_h_puzzle'\\]",
+            "holds a 'llama' checkpoint; convert rewrites \\['deci', 'gpt_oss_puzzle', 'nemotron-nas', 'nemotron_h_puzzle'\\] checkpoints and AnyModel",
         ),
         (corrupt_shard, "Cannot read the safetensors header"),
         (lambda path: (path / "config.json").unlink(), "has no config.json"),
@@ -203,6 +205,8 @@ FIXTURES = {
         True,
     ),
     "gpt-oss-puzzle-no-window": (gpt_oss_puzzle_without_a_window, "GptOssForCausalLM", {}, True),
+    "anymodel-llama": (write_anymodel_llama_checkpoint, "LlamaForCausalLM", {}, False),
+    "anymodel-gpt-oss": (write_anymodel_gpt_oss_checkpoint, "GptOssForCausalLM", {}, False),
     "nemotron-h-puzzle": (write_nemotron_h_puzzle_checkpoint, "NemotronHForCausalLM", {}, False),
     "nemotron-h-puzzle-latent-mtp": (
         lambda path: write_nemotron_h_puzzle_checkpoint(path, "latent_mtp"),

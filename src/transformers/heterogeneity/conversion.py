@@ -50,6 +50,7 @@ from ..models.auto import AutoConfig, AutoModelForCausalLM
 from ..models.auto.configuration_auto import CONFIG_MAPPING
 from .inspection import unquantized
 from .models import CHECKPOINT_FORMATS
+from .models.anymodel import ANYMODEL_MODEL_TYPES, anymodel_canonical_dict, is_anymodel_config
 from .models.format_utils import CheckpointFormatConfigMixin
 
 
@@ -88,7 +89,7 @@ def convert_checkpoint(
         raise ConversionError(f"{destination} already exists; give a directory that does not exist yet.")
     config = _read_config(source)
     weight_files = _weight_files(source)
-    canonical_dict = config.to_canonical_dict()
+    canonical_dict = anymodel_canonical_dict(config) if is_anymodel_config(config) else config.to_canonical_dict()
     canonical = CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
     tensors = _tensor_names(source, weight_files)
     dropped = _check_tensor_names(source, config, canonical, tensors, drop_unused, progress)
@@ -110,6 +111,7 @@ def convert_checkpoint(
         )
         files = weight_files + other_files
         for number, name in enumerate(files, start=1):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)  # AnyModel: under subblocks_safetensors/
             if name in rewritten:
                 how = _rewrite_without(source / name, staging / name, dropped)
             elif name == INDEX_FILE and dropped:
@@ -126,17 +128,18 @@ def convert_checkpoint(
     return canonical
 
 
-def _read_config(source: Path) -> CheckpointFormatConfigMixin:
+def _read_config(source: Path) -> PreTrainedConfig:
     if not (source / "config.json").is_file():
         raise ConversionError(f"{source} is not a checkpoint directory: it has no config.json.")
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError, TypeError) as error:
         raise ConversionError(f"Cannot read {source / 'config.json'}: {error}") from error
-    if not isinstance(config, CheckpointFormatConfigMixin):
+    if not isinstance(config, CheckpointFormatConfigMixin) and not is_anymodel_config(config):
         raise ConversionError(
             f"{source} holds a '{config.model_type}' checkpoint; convert rewrites {sorted(CHECKPOINT_FORMATS)} "
-            "checkpoints into the canonical form."
+            f"checkpoints and AnyModel outputs ({sorted(ANYMODEL_MODEL_TYPES)} with `block_configs`) into the "
+            "canonical form."
         )
     return config
 
@@ -173,7 +176,7 @@ def _tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]
 
 def _check_tensor_names(
     source: Path,
-    config: CheckpointFormatConfigMixin,
+    config: PreTrainedConfig,
     canonical: PreTrainedConfig,
     tensors: dict[str, list[str]],
     drop_unused: bool,
@@ -188,7 +191,7 @@ def _check_tensor_names(
     if canonical.tie_word_embeddings:
         expected.discard("lm_head.weight")
     stock_ignores = [re.compile(pattern) for pattern in model._keys_to_ignore_on_load_unexpected or ()]
-    unused_kinds = _family_model_class(config)._unused_tensors
+    unused_kinds = _family_model_class(config)._unused_tensors if config.model_type in CHECKPOINT_FORMATS else ()
     rename = _loading_rename(canonical)
     found, unexpected, kept, dropped, refused = set(), [], [], set(), []
     for name in sorted(name for names in tensors.values() for name in names):
@@ -221,7 +224,7 @@ def _check_tensor_names(
     return dropped
 
 
-def _family_model_class(config: CheckpointFormatConfigMixin) -> type:
+def _family_model_class(config: PreTrainedConfig) -> type:
     checkpoint_format = CHECKPOINT_FORMATS[config.model_type]
     return checkpoint_format.model_class(checkpoint_format.models["AutoModelForCausalLM"])
 

@@ -44,7 +44,7 @@ from ..configuration_utils import HeterogeneousConfigError
 from .decilm_blocks import DeciLMBlocks, refuse_non_default_fields, sub_block_kind
 
 
-__all__ = ["ANYMODEL_MODEL_TYPES", "anymodel_per_layer_config"]
+__all__ = ["ANYMODEL_MODEL_TYPES", "anymodel_canonical_dict", "anymodel_per_layer_config", "is_anymodel_config"]
 
 # `MoEConfig.shared_expert_intermediate_dim`'s default in `block_config.py`; the gpt_oss converter leaves it there.
 _SHARED_EXPERT_DEFAULT = 8192
@@ -173,3 +173,19 @@ def _normalized(per_layer_config: dict[Any, dict[str, Any]]) -> dict[int, dict[s
         for layer_idx, overrides in per_layer_config.items()
         if overrides
     }
+
+
+def is_anymodel_config(config: Any) -> bool:
+    """A config of a model type this module reads that carries AnyModel's `block_configs`."""
+    return config.model_type in ANYMODEL_MODEL_TYPES and getattr(config, "block_configs", None) is not None
+
+
+def anymodel_canonical_dict(config: Any) -> dict[str, Any]:
+    """The same model as a stock config dict: `per_layer_config` without the `block_configs` it came from, and the
+    stock causal-LM class in `architectures` (AnyModel writes its own, e.g. `DeciGptOssForCausalLM`)."""
+    from ...models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    output = config.to_dict()
+    output.pop("block_configs")
+    output["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+    return output
