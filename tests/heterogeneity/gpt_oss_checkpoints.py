@@ -208,7 +208,11 @@ def anymodel_gpt_oss_config() -> dict:
     return config
 
 
-def write_anymodel_gpt_oss_checkpoint(path: Path) -> Path:
+def write_anymodel_gpt_oss_checkpoint(path: Path, mxfp4: bool = False) -> Path:
+    """With `mxfp4`, the experts as gpt-oss releases them (and AnyModel keeps them, with the `quantization_config`)."""
     # The parent, gpt-oss, has no fp8 KV-cache scales.
     tensors = {name: tensor for name, tensor in puzzle_tensors().items() if not name.endswith(("k_scale", "v_scale"))}
-    return write_subblocks_checkpoint(path, anymodel_gpt_oss_config(), tensors)
+    config = anymodel_gpt_oss_config()
+    if mxfp4:
+        tensors, config = to_mxfp4(tensors), {**config, "quantization_config": MXFP4_CONFIG}
+    return write_subblocks_checkpoint(path, config, tensors)

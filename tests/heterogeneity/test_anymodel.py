@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from transformers import AutoConfig, AutoModelForCausalLM, GptOssForCausalLM, LlamaForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule
+from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
 from .checkpoints import (
     HEAD_DIM,
@@ -191,3 +192,19 @@ def test_other_configs_are_untouched():
     assert not AutoConfig.for_model(**config_dict).is_heterogeneous
     config = AutoConfig.for_model("gemma", block_configs=[{"attention": {}}])
     assert not config.is_heterogeneous and config.block_configs == [{"attention": {}}]
+
+
+def test_gpt_oss_mxfp4_experts_load_dequantized_with_no_argument(tmp_path):
+    """AnyModel keeps gpt-oss's MXFP4 experts; with per-layer expert counts they dequantize on load (no kernels, no
+    `accelerate`), each layer's into its own shapes: upstream's dequantization of that layer's blocks."""
+    path = write_anymodel_gpt_oss_checkpoint(tmp_path / "mxfp4", mxfp4=True)
+    model, info, _ = load_logged(path, dtype=torch.float32, attn_implementation="eager")
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    on_disk = {}
+    for shard in (path / "subblocks_safetensors").glob("*.safetensors"):
+        on_disk.update(load_file(shard))
+    for layer_idx, layer in enumerate(model.model.layers):
+        prefix = f"model.layers.{layer_idx}.mlp.experts.gate_up_proj"
+        expected = convert_moe_packed_tensors(on_disk[f"{prefix}_blocks"], on_disk[f"{prefix}_scales"])
+        assert expected.shape[0] == PUZZLE_BLOCKS[layer_idx]["num_local_experts"]
+        assert torch.equal(layer.mlp.experts.gate_up_proj, expected.float()), prefix

@@ -207,6 +207,12 @@ FIXTURES = {
     "gpt-oss-puzzle-no-window": (gpt_oss_puzzle_without_a_window, "GptOssForCausalLM", {}, True),
     "anymodel-llama": (write_anymodel_llama_checkpoint, "LlamaForCausalLM", {}, False),
     "anymodel-gpt-oss": (write_anymodel_gpt_oss_checkpoint, "GptOssForCausalLM", {}, False),
+    "anymodel-gpt-oss-mxfp4": (
+        lambda path: write_anymodel_gpt_oss_checkpoint(path, mxfp4=True),
+        "GptOssForCausalLM",
+        {},
+        False,
+    ),
     "nemotron-h-puzzle": (write_nemotron_h_puzzle_checkpoint, "NemotronHForCausalLM", {}, False),
     "nemotron-h-puzzle-latent-mtp": (
         lambda path: write_nemotron_h_puzzle_checkpoint(path, "latent_mtp"),

@@ -31,7 +31,8 @@ size, so the checkpoint fails with size mismatches. With it:
 | `gpt_oss` | `ffn.moe.num_local_experts`, `num_experts_per_tok`, `expert_intermediate_dim` | `num_local_experts`, `num_experts_per_tok`, `intermediate_size` |
 | `gpt_oss` | `ffn.moe.shared_expert_intermediate_dim` | accepted at the writer's default (8192): GPT-OSS has no shared expert |
 
-GPT-OSS windows come from the global `layer_types`, as in the parent. Anything else (a linear sub-block or a dense FFN
+GPT-OSS windows come from the global `layer_types`, as in the parent; MXFP4 experts with per-layer counts are
+dequantized on load, as for gpt-oss-puzzle. Anything else (a linear sub-block or a dense FFN
 in GPT-OSS, the fields `decilm_blocks.py` refuses) is refused with an error naming the layer and the field.
 """
 
@@ -164,7 +165,14 @@ def anymodel_per_layer_config(config: Any, kwargs: dict[str, Any]) -> dict[str, 
             f"{config.model_type} (AnyModel): `per_layer_config` {given!r:.200} does not say what `block_configs` says "
             f"({per_layer!r:.200}); give one of them."
         )
-    return {**kwargs, "per_layer_config": per_layer}
+    kwargs = {**kwargs, "per_layer_config": per_layer}
+    if any("num_local_experts" in overrides for overrides in per_layer.values()):
+        from .gpt_oss_puzzle.configuration_gpt_oss_puzzle import mxfp4_dequantized_on_load
+
+        quantization = mxfp4_dequantized_on_load(kwargs.get("quantization_config"))
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+    return kwargs
 
 
 def _normalized(per_layer_config: dict[Any, dict[str, Any]]) -> dict[int, dict[str, Any]]:

@@ -42,9 +42,31 @@ from ..format_utils import CheckpointFormatConfigMixin, most_common
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["GptOssPuzzleConfig"]
+__all__ = ["GptOssPuzzleConfig", "mxfp4_dequantized_on_load"]
 
 _BLOCK_FIELDS = ("num_local_experts", "sliding_window")
+
+
+def mxfp4_dequantized_on_load(quantization: Any) -> dict[str, Any] | None:
+    """The MXFP4 `quantization_config` of a model with per-layer expert counts, made to dequantize on load; `None`
+    when there is nothing to change.
+
+    MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so with
+    per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise (`dequantize: false`
+    is then refused). The kernel path is also the only one for which upstream's MXFP4 quantizer needs `accelerate`
+    (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not.
+    """
+    if (
+        not isinstance(quantization, dict)
+        or quantization.get("quant_method") != "mxfp4"
+        or "dequantize" in quantization
+    ):
+        return None
+    logger.warning_once(
+        "The MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels cannot hold per-layer "
+        "expert counts."
+    )
+    return {**quantization, "dequantize": True}
 
 
 @strict
@@ -101,21 +123,12 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
             self._dequantize_mxfp4_on_load()
 
     def _dequantize_mxfp4_on_load(self) -> None:
-        """MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so
-        with per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise. Also, the
-        kernel path is the only one for which upstream's MXFP4 quantizer needs `accelerate`
-        (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not."""
-        quantization = getattr(self, "quantization_config", None)  # an attribute only when the file has one
-        if not isinstance(quantization, dict) or quantization.get("quant_method") != "mxfp4":
-            return
-        if "dequantize" in quantization:
-            return  # the file decides; `dequantize: false` is refused with the per-layer expert counts
-        self.quantization_config = {**quantization, "dequantize": True}
-        self._added_dequantize = True  # not written back: the file stays as released
-        logger.warning_once(
-            "gpt_oss_puzzle: the MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels "
-            "cannot hold per-layer expert counts."
-        )
+        quantization = mxfp4_dequantized_on_load(
+            getattr(self, "quantization_config", None)
+        )  # only if the file has one
+        if quantization is not None:
+            self.quantization_config = quantization
+            self._added_dequantize = True  # not written back: the file stays as released
 
     def _to_source_format(self, output: dict[str, Any]) -> dict[str, Any]:
         output = super()._to_source_format(output)
