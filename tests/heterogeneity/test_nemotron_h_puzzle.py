@@ -30,7 +30,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError
 from transformers.models.nemotron_h.configuration_nemotron_h import NemotronHConfig
 
-from .checkpoints import load_logged
+from .checkpoints import load_logged, write_checkpoint
 from .nemotron_h_models import assert_bit_identical, input_ids, reference_greedy, reference_logits
 from .nemotron_h_puzzle_checkpoint import (
     GLOBALS,
@@ -40,6 +40,7 @@ from .nemotron_h_puzzle_checkpoint import (
     block_values,
     blockwise_members,
     puzzle_config,
+    puzzle_tensors,
     to_model_names,
     write_puzzle_checkpoint,
 )
@@ -236,3 +237,15 @@ def test_refused_config_from_disk_names_the_block(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(with_block(4, ssm_state_size=0)))
     with pytest.raises(HeterogeneousConfigError, match=r"block 4 \(mamba\): `ssm_state_size`=0 must be a positive"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_tensors_under_the_model_prefix_load_too(tmp_path):
+    """Megatron-Bridge's Puzzle bridge writes the tensors under `model.` (its `HF_PREFIX`) rather than `backbone.`;
+    upstream's NemotronH mapping renames only `backbone.`, so both load into the same model."""
+    tensors = {name.replace("backbone.", "model.", 1): tensor for name, tensor in puzzle_tensors("plain").items()}
+    path = write_checkpoint(tmp_path / "model-prefix", puzzle_config("plain"), tensors, num_shards=2)
+    kwargs = {"dtype": torch.float32, "attn_implementation": "eager"}
+    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    released = AutoModelForCausalLM.from_pretrained(write_puzzle_checkpoint(tmp_path / "backbone-prefix"), **kwargs)
+    assert_bit_identical(released.eval(), model.eval(), input_ids())
