@@ -30,6 +30,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from transformers import AutoModelForCausalLM
+from transformers.testing_utils import CaptureLogger, LoggingLevel
+from transformers.utils import logging
+
 from .reference import LayerSpec
 
 
@@ -179,8 +183,20 @@ class RandomWeights:
         return {"model.norm.weight": self.norm(), "lm_head.weight": self.matrix(vocab, self.hidden)}
 
 
-def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3)."""
+# fp8 KV-cache scales, one float32 scalar per attention layer, as FP8 releases carry them (FACTS.md section 3).
+K_SCALE, V_SCALE = 0.0625, 0.03125
+
+
+def kv_scales(prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        f"{prefix}.self_attn.k_scale": torch.tensor(K_SCALE, dtype=torch.float32),
+        f"{prefix}.self_attn.v_scale": torch.tensor(V_SCALE, dtype=torch.float32),
+    }
+
+
+def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0, with_kv_scales: bool = False) -> dict[str, torch.Tensor]:
+    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3); with
+    `with_kv_scales`, each attention layer's fp8 KV-cache scales too (the KV-cache part of an FP8 release)."""
     weights = RandomWeights(HIDDEN, seed)
     tensors = {"model.embed_tokens.weight": weights.embedding(VOCAB)}
     for idx, layer in enumerate(layers):
@@ -190,6 +206,8 @@ def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.T
             tensors[f"{prefix}.self_attn.linear_attn.weight"] = weights.matrix(HIDDEN, HIDDEN)
         elif layer.kv_heads != NO_OP:
             tensors.update(weights.attention(prefix, layer.kv_heads * HEAD_DIM))
+            if with_kv_scales:
+                tensors.update(kv_scales(prefix))
         if layer.ffn_width == LINEAR:
             tensors[f"{prefix}.post_attention_layernorm.weight"] = weights.norm()
             tensors[f"{prefix}.mlp.linear_mlp.weight"] = weights.matrix(HIDDEN, HIDDEN)
@@ -199,9 +217,10 @@ def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0) -> dict[str, torch.T
     return tensors
 
 
-def nemotron_specs(layers=NEMOTRON_LAYERS) -> list[LayerSpec]:
+def nemotron_specs(layers=NEMOTRON_LAYERS, activations: dict[int, str] | None = None) -> list[LayerSpec]:
     return [
         LayerSpec(
+            activation=(activations or {}).get(idx, "silu"),
             attention=layer.kv_heads > 0,
             mlp=layer.ffn_width > 0,
             linear_attention=layer.kv_heads == LINEAR,
@@ -213,7 +232,7 @@ def nemotron_specs(layers=NEMOTRON_LAYERS) -> list[LayerSpec]:
             rms_eps=RMS_EPS,
             rope_scaling=LLAMA3_SCALING,
         )
-        for layer in layers
+        for idx, layer in enumerate(layers)
     ]
 
 
@@ -240,8 +259,179 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor],
     return path
 
 
-def write_nemotron_checkpoint(path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3) -> Path:
-    return write_checkpoint(path, nemotron_config(layers), nemotron_tensors(layers), num_shards)
+# NVIDIA Model-Optimizer's DeciLM block schemas, written with `dataclasses.asdict` (every field, most null):
+# "nov2025" is `modelopt/torch/_compress/decilm/deci_lm_hf_code/block_config.py`, "jan2026"
+# `modelopt/torch/puzzletron/block_config.py`. Each dataclass's `__post_init__` nulls the fields a no-op, linear,
+# Mamba or MoE sub-block does not use, and these writers do the same.
+MODELOPT_SCHEMAS = ("nov2025", "jan2026")
+
+
+def modelopt_attention(schema: str, kv_heads: int) -> dict:
+    """An `attention` entry for a layer whose KV heads are `kv_heads` (NO_OP / LINEAR for those kinds)."""
+    no_op, linear = kv_heads == NO_OP, kv_heads == LINEAR
+    entry = {"no_op": no_op, "replace_with_linear": linear, "sparsify": None, "weights_precision": "bf16"}
+    if schema == "nov2025":
+        unused = no_op or linear  # `AttentionConfig.__post_init__` nulls these for no-op and linear attention
+        return {
+            **entry,
+            "n_heads_in_group": None if unused else HEADS // kv_heads,
+            "window_length": None,
+            "num_sink_tokens": None,
+            "use_prefill_window_in_sink_attention": None if unused else False,
+            "unshifted_sink": None if unused else False,
+            "mamba": None,
+            "llama4": None,
+        }
+    # Jan 2026 nulls `num_key_value_heads` only for no-op (and Mamba) attention; a linear one still asserts it set.
+    return {
+        **entry,
+        "num_key_value_heads": None if no_op else HEADS if linear else kv_heads,
+        "llama4": None,
+        "mamba": None,
+    }
+
+
+def modelopt_ffn(schema: str, width: int, hidden_act: str = "silu") -> dict:
+    """An `ffn` entry for a layer whose FFN width is `width` (NO_OP / LINEAR for those kinds)."""
+    no_op, linear = width == NO_OP, width == LINEAR
+    entry = {"no_op": no_op, "replace_with_linear": linear, "sparsify": None, "weights_precision": "bf16", "moe": None}
+    if schema == "nov2025":
+        unused = no_op or linear  # `FFNConfig.__post_init__` nulls these for no-op and linear FFNs
+        return {
+            **entry,
+            "gated": None if unused else True,
+            "hidden_act": None if unused else hidden_act,
+            "intermediate_size": None if unused else width,
+        }
+    # Jan 2026 nulls `intermediate_size` only for a no-op FFN; a linear one still asserts it set.
+    return {**entry, "intermediate_size": None if no_op else 256 if linear else width}
+
+
+def modelopt_config(schema: str, layers=NEMOTRON_LAYERS, activations: dict[int, str] | None = None) -> dict:
+    """`config.json` as Model-Optimizer's `DeciLMConfig.to_dict` writes it: Llama fields without the per-layer ones
+    (`intermediate_size`, `num_key_value_heads`, `hidden_act`, `sliding_window` are deleted), plus its own top-level
+    fields at the values its writer gives them."""
+    config = {
+        key: value
+        for key, value in nemotron_config(layers).items()
+        if key not in ("intermediate_size", "num_key_value_heads", "hidden_act")
+    }
+    config["block_configs"] = [
+        {
+            "attention": modelopt_attention(schema, layer.kv_heads),
+            "ffn": modelopt_ffn(schema, layer.ffn_width, (activations or {}).get(idx, "silu")),
+            "parallel_blocks": None,
+        }
+        for idx, layer in enumerate(layers)
+    ]
+    config.update(
+        {
+            "position_embedding_type": "rope",
+            "llama4_attn_implementation": "sdpa",  # set at init to the kernel available, then saved
+            "block_return_only_hidden_states": False,
+            "router_aux_loss_coef": 0.01,
+            "router_z_loss_coef": 0.0,
+            "output_router_logits": False,
+            "head_dim": HEAD_DIM,
+            "o_proj_bias": False,
+            "transformers_version": "4.51.3",
+        }
+    )
+    return config
+
+
+def write_modelopt_checkpoint(path: Path, schema: str, activations: dict[int, str] | None = None) -> Path:
+    config = modelopt_config(schema, activations=activations)
+    return write_checkpoint(path, config, nemotron_tensors(), num_shards=3)
+
+
+# AnyModel's weight layout (Model-Optimizer `puzzletron/tools/checkpoint_utils_hf.py`: `SAFETENSORS_SUBBLOCKS_DIR_NAME`,
+# `NON_LAYER_MODULE_TO_FILE_TYPE`, `MODULE_WITHIN_LAYER_TO_FILE_TYPE`): one file per sub-block under
+# `subblocks_safetensors/`, the index at the root naming `subblocks_safetensors/<file>`.
+SUBBLOCK_FILES = {
+    "model.embed_tokens": "embeddings",
+    "model.norm": "lm_head",
+    "lm_head": "lm_head",
+}
+SUBBLOCK_OF_LAYER_MEMBER = {
+    "input_layernorm": "attention",
+    "self_attn": "attention",
+    "post_attention_layernorm": "ffn",
+    "mlp": "ffn",
+}
+
+
+def _subblock_file(name: str) -> str:
+    module = name.rsplit(".", 1)[0]
+    if module in SUBBLOCK_FILES:
+        return SUBBLOCK_FILES[module]
+    _, _, layer_idx, member, *_ = name.split(".")  # model.layers.{i}.{member}...
+    return f"block_{layer_idx}_{SUBBLOCK_OF_LAYER_MEMBER[member]}"
+
+
+def write_subblocks_checkpoint(path: Path, config: dict, tensors: dict[str, torch.Tensor]) -> Path:
+    """`config.json`, the weights grouped per sub-block under `subblocks_safetensors/`, and the root index."""
+    (path / "subblocks_safetensors").mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in tensors.items():
+        files.setdefault(f"subblocks_safetensors/{_subblock_file(name)}.safetensors", {})[name] = tensor
+    for file_name, file_tensors in files.items():
+        save_file(file_tensors, path / file_name, metadata={"format": "pt"})
+    weight_map = {name: file_name for file_name, file_tensors in files.items() for name in file_tensors}
+    index = {"metadata": {"format": "pt"}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
+def anymodel_llama_config(layers=NEMOTRON_LAYERS) -> dict:
+    """An AnyModel output of a Llama parent: the parent's config as it was (`model_type: llama`, its own global
+    `intermediate_size` / `num_key_value_heads`), plus `block_configs` in the Jan 2026 schema (`converter/base.py`)."""
+    config = {
+        key: value
+        for key, value in nemotron_config(layers).items()
+        if key not in ("auto_map", "block_configs", "intermediate_size", "num_key_value_heads")
+    }
+    config.update(
+        {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "intermediate_size": 1024,
+            "num_key_value_heads": HEADS,
+            "head_dim": HEAD_DIM,
+            "block_configs": [
+                {
+                    "attention": modelopt_attention("jan2026", layer.kv_heads),
+                    "ffn": modelopt_ffn("jan2026", layer.ffn_width),
+                    "parallel_blocks": None,
+                }
+                for layer in layers
+            ],
+        }
+    )
+    return config
+
+
+def write_anymodel_llama_checkpoint(path: Path) -> Path:
+    return write_subblocks_checkpoint(path, anymodel_llama_config(), nemotron_tensors())
+
+
+def write_nemotron_checkpoint(
+    path: Path, layers=NEMOTRON_LAYERS, num_shards: int = 3, with_kv_scales: bool = False
+) -> Path:
+    tensors = nemotron_tensors(layers, with_kv_scales=with_kv_scales)
+    return write_checkpoint(path, nemotron_config(layers), tensors, num_shards)
+
+
+def load_logged(path: Path, **kwargs) -> tuple[torch.nn.Module, dict, str]:
+    """`AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)` as a user runs it, plus what the
+    package logged about the checkpoint's unused tensors (at info level)."""
+    with LoggingLevel(logging.INFO), CaptureLogger(logging.get_logger(UNUSED_TENSORS_LOGGER)) as captured:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    return model.eval(), info, captured.out
+
+
+UNUSED_TENSORS_LOGGER = "transformers.heterogeneity.models.loading_utils"
 
 
 # DeciLM-7B's shape in miniature: KV heads per layer, dynamic NTK rope; a short trained length so tests cross it.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import write_checkpoint
+from .checkpoints import write_checkpoint, write_subblocks_checkpoint
 
 
 # The release's pattern in miniature: full, short-window and long-window layers; 4 or 2 experts.
@@ -159,3 +159,60 @@ def write_puzzle_checkpoint(path: Path, config: dict | None = None, num_shards: 
     if mxfp4:
         config = {**(config or puzzle_config()), "quantization_config": MXFP4_CONFIG}
     return write_checkpoint(path, config or puzzle_config(), tensors, num_shards)
+
+
+# An AnyModel output of a GPT-OSS parent (Model-Optimizer `anymodel/models/gpt_oss/gpt_oss_converter.py`): the parent's
+# config (`model_type: gpt_oss`, windows from `layer_types`) plus `block_configs` in the Jan 2026 schema, each FFN a MoE
+# whose `shared_expert_intermediate_dim` stays at the dataclass default; weights under `subblocks_safetensors/`.
+ANYMODEL_PER_LAYER = {2: {"num_local_experts": 2}, 3: {"num_local_experts": 2}}  # by hand from PUZZLE_BLOCKS
+
+
+def anymodel_gpt_oss_config() -> dict:
+    config = {key: value for key, value in puzzle_config().items() if key not in ("auto_map", "block_configs")}
+    config.update(
+        {
+            "architectures": ["DeciGptOssForCausalLM"],
+            "model_type": "gpt_oss",
+            "layer_types": list(PUZZLE_LAYER_TYPES),
+            "experts_per_token": PUZZLE_GLOBALS["num_experts_per_tok"],
+            "block_configs": [
+                {
+                    "attention": {
+                        "no_op": False,
+                        "replace_with_linear": False,
+                        "sparsify": None,
+                        "weights_precision": "bf16",
+                        "num_key_value_heads": PUZZLE_GLOBALS["num_key_value_heads"],
+                        "llama4": None,
+                        "mamba": None,
+                    },
+                    "ffn": {
+                        "no_op": False,
+                        "replace_with_linear": False,
+                        "sparsify": None,
+                        "weights_precision": "bf16",
+                        "moe": {
+                            "num_local_experts": block["num_local_experts"],
+                            "num_experts_per_tok": PUZZLE_GLOBALS["num_experts_per_tok"],
+                            "expert_intermediate_dim": PUZZLE_GLOBALS["intermediate_size"],
+                            "shared_expert_intermediate_dim": 8192,
+                        },
+                        "intermediate_size": None,
+                    },
+                    "parallel_blocks": None,
+                }
+                for block in PUZZLE_BLOCKS
+            ],
+        }
+    )
+    return config
+
+
+def write_anymodel_gpt_oss_checkpoint(path: Path, mxfp4: bool = False) -> Path:
+    """With `mxfp4`, the experts as gpt-oss releases them (and AnyModel keeps them, with the `quantization_config`)."""
+    # The parent, gpt-oss, has no fp8 KV-cache scales.
+    tensors = {name: tensor for name, tensor in puzzle_tensors().items() if not name.endswith(("k_scale", "v_scale"))}
+    config = anymodel_gpt_oss_config()
+    if mxfp4:
+        tensors, config = to_mxfp4(tensors), {**config, "quantization_config": MXFP4_CONFIG}
+    return write_subblocks_checkpoint(path, config, tensors)

@@ -11,161 +11,227 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""A tiny Nemotron-H Puzzle checkpoint in its on-disk format, written without the code under test.
+"""Tiny Nemotron-H Puzzle checkpoints in the released format, written without the code under test.
 
-`config.json` is a NemotronH config (`hybrid_override_pattern`, `auto_map` to remote code, null global
-`moe_intermediate_size` / `num_experts_per_tok`) plus the assumed `block_configs` (see
-`models/nemotron_h_puzzle/configuration_nemotron_h_puzzle.py`). The weights carry NemotronH's released tensor names
-(`backbone.` prefix, one `up_proj` / `down_proj` per expert), written with `safetensors` in two shards with an index.
-Every shape is written out from the literals below, never computed by the package.
+The format (FACTS.md section 3; the release's remote `configuration_nemotron_h_puzzle.py` block dataclasses, vLLM's
+and SGLang's readers): `block_configs` holds one flat entry per block keyed by `block_type`, null fields dropped; every
+field a block sets is deleted from the global config and listed in `blockwise_members`; `hybrid_override_pattern` is
+written, derived from the block types; MTP blocks come in `mtp_block_configs` with `num_nextn_predict_layers` and
+`mtp.*` tensors. Tensors: NemotronH's released names (`backbone.` prefix, one `up_proj` / `down_proj` per expert,
+LatentMoE's `mixer.fc1_latent_proj` / `fc2_latent_proj`), bfloat16, two safetensors shards and an index.
+
+Two variants: `plain` (no LatentMoE, no MTP) and `latent_mtp` (LatentMoE on some MoE blocks, MTP layers). Every shape
+is written out here from the block entries, never computed by the package.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from .checkpoints import write_checkpoint
 
 
 HIDDEN = 64
 HEADS, KV_HEADS, HEAD_DIM = 4, 2, 16
-MAMBA_HEADS, MAMBA_HEAD_DIM, SSM_STATE, GROUPS, CONV_KERNEL = 4, 16, 8, 2, 4
-EXPERTS, SHARED_WIDTH, MLP_WIDTH = 4, 48, 96
+MAMBA_HEADS, MAMBA_HEAD_DIM, GROUPS, CONV_KERNEL = 4, 16, 2, 4
 VOCAB = 64
-PATTERN = "ME*EMEE"
-# One entry per block as the release is assumed to write it.
-BLOCK_CONFIGS = [
-    {"block_type": "mamba"},
-    {"block_type": "moe", "moe_intermediate_size": 16, "num_experts_per_tok": 3},
-    {"block_type": "attention", "num_key_value_heads": 1},
-    {"block_type": "moe", "no_op": True},
-    {"block_type": "mamba"},
-    {"block_type": "moe", "moe_intermediate_size": 24, "num_experts_per_tok": 2},
-    {"block_type": "moe", "moe_intermediate_size": 16, "num_experts_per_tok": 3},
-]
-# What each block must become, by hand: the most common width (16) and top-k (3) are the globals.
-GLOBAL_MOE_WIDTH, GLOBAL_TOP_K = 16, 3
-PER_LAYER = {
-    1: {"moe_intermediate_size": 16, "num_experts_per_tok": 3},
-    2: {"num_key_value_heads": 1},
-    3: {"skip": ["mixer"]},
-    5: {"moe_intermediate_size": 24, "num_experts_per_tok": 2},
-    6: {"moe_intermediate_size": 16, "num_experts_per_tok": 3},
+
+# The NemotronH globals the release keeps (every field of `BLOCKS` is deleted from them).
+GLOBALS = {
+    "vocab_size": VOCAB,
+    "hidden_size": HIDDEN,
+    "num_attention_heads": HEADS,
+    "num_key_value_heads": KV_HEADS,
+    "head_dim": HEAD_DIM,
+    "mamba_num_heads": MAMBA_HEADS,
+    "mamba_head_dim": MAMBA_HEAD_DIM,
+    "n_groups": GROUPS,
+    "conv_kernel": CONV_KERNEL,
+    "chunk_size": 8,
+    "expand": 2,
+    "mamba_hidden_act": "silu",
+    "mlp_hidden_act": "relu2",
+    "n_shared_experts": 1,
+    "moe_shared_expert_overlap": True,
+    "layer_norm_epsilon": 1e-5,
+    "residual_in_fp32": False,
+    "rescale_prenorm_residual": True,
+    "use_mamba_kernels": True,
+    "bos_token_id": None,  # no special tokens: greedy generation runs its full length
+    "eos_token_id": None,
+    "pad_token_id": None,
+    "tie_word_embeddings": False,
 }
-BLOCKS = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "moe", "moe"]
 
 
-def puzzle_config() -> dict:
+def _moe(experts, top_k, width, shared, **optional):
     return {
-        "architectures": ["NemotronHPuzzleForCausalLM"],
-        "auto_map": {
-            "AutoConfig": "configuration_nemotron_h.NemotronHConfig",
-            "AutoModelForCausalLM": "modeling_nemotron_h.NemotronHForCausalLM",
-        },
-        "model_type": "nemotron_h_puzzle",
-        "hybrid_override_pattern": PATTERN,
-        "block_configs": BLOCK_CONFIGS,
-        "vocab_size": VOCAB,
-        "hidden_size": HIDDEN,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "head_dim": HEAD_DIM,
-        "intermediate_size": MLP_WIDTH,
-        "mamba_num_heads": MAMBA_HEADS,
-        "mamba_head_dim": MAMBA_HEAD_DIM,
-        "ssm_state_size": SSM_STATE,
-        "n_groups": GROUPS,
-        "conv_kernel": CONV_KERNEL,
-        "chunk_size": 8,
-        "n_routed_experts": EXPERTS,
-        "moe_intermediate_size": None,
-        "num_experts_per_tok": None,
-        "moe_shared_expert_intermediate_size": SHARED_WIDTH,
-        "mlp_hidden_act": "relu2",
-        "layer_norm_epsilon": 1e-5,
-        "bos_token_id": None,  # no special tokens: greedy generation runs its full length
-        "eos_token_id": None,
-        "pad_token_id": None,
-        "tie_word_embeddings": False,
-        "dtype": "float32",
+        "block_type": "moe",
+        "n_routed_experts": experts,
+        "num_experts_per_tok": top_k,
+        "moe_intermediate_size": width,
+        "moe_shared_expert_intermediate_size": shared,
+        **optional,
     }
 
 
-def _tensor_shapes() -> dict[str, tuple[int, ...]]:
-    conv_dim = MAMBA_HEADS * MAMBA_HEAD_DIM + 2 * GROUPS * SSM_STATE
-    shapes = {"backbone.embeddings.weight": (VOCAB, HIDDEN), "backbone.norm_f.weight": (HIDDEN,)}
+# Every block type and every per-block field the release writes; routing fields on one block only (the others get
+# NemotronH's defaults: the globals are deleted).
+PLAIN_BLOCKS = [
+    {"block_type": "mamba", "ssm_state_size": 8},
+    _moe(4, 2, 16, 48),
+    {"block_type": "attention"},
+    _moe(6, 3, 24, 32, routed_scaling_factor=2.5, n_group=2, topk_group=1, norm_topk_prob=False),
+    {"block_type": "mamba", "ssm_state_size": 16},
+    {"block_type": "mlp", "intermediate_size": 40},
+    _moe(4, 2, 16, 48),
+]
+# LatentMoE on blocks 1 and 6 (widths 32 and 24), none on block 3.
+LATENT_BLOCKS = [
+    {**block, "moe_latent_size": latent} if latent else block
+    for block, latent in zip(PLAIN_BLOCKS, [None, 32, None, None, None, None, 24])
+]
+MTP_BLOCKS = [{"block_type": "attention"}, _moe(4, 2, 16, 48, moe_latent_size=32)]
+PATTERN = "ME*EM-E"
+# NemotronH's names of the block types, by hand from PATTERN.
+LAYER_TYPES = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "mlp", "moe"]
+
+VARIANTS = {
+    "plain": {"blocks": PLAIN_BLOCKS, "mtp_blocks": []},
+    "latent_mtp": {"blocks": LATENT_BLOCKS, "mtp_blocks": MTP_BLOCKS},
+}
+
+
+def blockwise_members(variant: str) -> list[str]:
+    blocks = VARIANTS[variant]["blocks"] + VARIANTS[variant]["mtp_blocks"]
+    return sorted({name for block in blocks for name in block})
+
+
+def puzzle_config(variant: str = "plain") -> dict:
+    blocks, mtp_blocks = VARIANTS[variant]["blocks"], VARIANTS[variant]["mtp_blocks"]
+    config = {
+        "architectures": ["NemotronHPuzzleForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_nemotron_h_puzzle.NemotronHPuzzleConfig",
+            "AutoModelForCausalLM": "modeling_nemotron_h_puzzle.NemotronHPuzzleForCausalLM",
+        },
+        "model_type": "nemotron_h_puzzle",
+        "block_configs": [dict(block) for block in blocks],
+        "mtp_block_configs": [dict(block) for block in mtp_blocks],
+        "blockwise_members": blockwise_members(variant),
+        "hybrid_override_pattern": PATTERN,
+        "num_nextn_predict_layers": 1 if mtp_blocks else 0,
+        **GLOBALS,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.57.1",
+    }
+    if mtp_blocks:
+        config["mtp_hybrid_override_pattern"] = "*E"
+    return config
+
+
+def _block_shapes(prefix: str, block: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors of one block (`{prefix}norm.weight` and `{prefix}mixer.*`), as the release names them."""
+    shapes = {prefix + "norm.weight": (HIDDEN,)}
+    mixer = prefix + "mixer."
+    kind = block["block_type"]
+    if kind == "mamba":
+        inner, state = MAMBA_HEADS * MAMBA_HEAD_DIM, block["ssm_state_size"]
+        conv_dim = inner + 2 * GROUPS * state
+        shapes[mixer + "in_proj.weight"] = (inner + conv_dim + MAMBA_HEADS, HIDDEN)
+        shapes[mixer + "conv1d.weight"] = (conv_dim, 1, CONV_KERNEL)
+        shapes[mixer + "conv1d.bias"] = (conv_dim,)
+        for name in ("dt_bias", "A_log", "D"):
+            shapes[mixer + name] = (MAMBA_HEADS,)
+        shapes[mixer + "norm.weight"] = (inner,)
+        shapes[mixer + "out_proj.weight"] = (HIDDEN, inner)
+    elif kind == "attention":
+        shapes[mixer + "q_proj.weight"] = (HEADS * HEAD_DIM, HIDDEN)
+        shapes[mixer + "k_proj.weight"] = (KV_HEADS * HEAD_DIM, HIDDEN)
+        shapes[mixer + "v_proj.weight"] = (KV_HEADS * HEAD_DIM, HIDDEN)
+        shapes[mixer + "o_proj.weight"] = (HIDDEN, HEADS * HEAD_DIM)
+    elif kind == "mlp":
+        shapes[mixer + "up_proj.weight"] = (block["intermediate_size"], HIDDEN)
+        shapes[mixer + "down_proj.weight"] = (HIDDEN, block["intermediate_size"])
+    else:
+        experts, width, shared = block["n_routed_experts"], block["moe_intermediate_size"], None
+        shared = block["moe_shared_expert_intermediate_size"]
+        expert_dim = block.get("moe_latent_size", HIDDEN)  # LatentMoE: experts run in the latent width
+        shapes[mixer + "gate.weight"] = (experts, HIDDEN)
+        shapes[mixer + "gate.e_score_correction_bias"] = (experts,)
+        for expert in range(experts):
+            shapes[mixer + f"experts.{expert}.up_proj.weight"] = (width, expert_dim)
+            shapes[mixer + f"experts.{expert}.down_proj.weight"] = (expert_dim, width)
+        shapes[mixer + "shared_experts.up_proj.weight"] = (shared, HIDDEN)
+        shapes[mixer + "shared_experts.down_proj.weight"] = (HIDDEN, shared)
+        if "moe_latent_size" in block:
+            shapes[mixer + "fc1_latent_proj.weight"] = (block["moe_latent_size"], HIDDEN)
+            shapes[mixer + "fc2_latent_proj.weight"] = (HIDDEN, block["moe_latent_size"])
+    return shapes
+
+
+def tensor_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    shapes = {"backbone.embeddings.weight": (VOCAB, HIDDEN)}
+    for idx, block in enumerate(VARIANTS[variant]["blocks"]):
+        shapes.update(_block_shapes(f"backbone.layers.{idx}.", block))
+    # MTP layers, modelled on the NemotronH MTP layout read by vLLM / SGLang (`enorm`, `hnorm`, `eh_proj`, then the
+    # blocks, `final_layernorm`); the loader treats every `mtp.*` tensor alike, whatever its name.
+    mtp_blocks = VARIANTS[variant]["mtp_blocks"]
+    if mtp_blocks:
+        shapes["mtp.layers.0.enorm.weight"] = (HIDDEN,)
+        shapes["mtp.layers.0.hnorm.weight"] = (HIDDEN,)
+        shapes["mtp.layers.0.eh_proj.weight"] = (HIDDEN, 2 * HIDDEN)
+        for idx, block in enumerate(mtp_blocks):
+            shapes.update(_block_shapes(f"mtp.layers.{idx}.", block))
+        shapes[f"mtp.layers.{len(mtp_blocks) - 1}.final_layernorm.weight"] = (HIDDEN,)
+    shapes["backbone.norm_f.weight"] = (HIDDEN,)
     shapes["lm_head.weight"] = (VOCAB, HIDDEN)
-    for idx, (kind, block) in enumerate(zip(PATTERN, BLOCK_CONFIGS)):
-        if block.get("no_op"):
-            continue
-        prefix = f"backbone.layers.{idx}."
-        shapes[prefix + "norm.weight"] = (HIDDEN,)
-        mixer = prefix + "mixer."
-        if kind == "M":
-            inner = MAMBA_HEADS * MAMBA_HEAD_DIM
-            shapes[mixer + "in_proj.weight"] = (inner + conv_dim + MAMBA_HEADS, HIDDEN)
-            shapes[mixer + "conv1d.weight"] = (conv_dim, 1, CONV_KERNEL)
-            shapes[mixer + "conv1d.bias"] = (conv_dim,)
-            for name in ("dt_bias", "A_log", "D"):
-                shapes[mixer + name] = (MAMBA_HEADS,)
-            shapes[mixer + "norm.weight"] = (inner,)
-            shapes[mixer + "out_proj.weight"] = (HIDDEN, inner)
-        elif kind == "*":
-            kv = block.get("num_key_value_heads", KV_HEADS)
-            shapes[mixer + "q_proj.weight"] = (HEADS * HEAD_DIM, HIDDEN)
-            shapes[mixer + "k_proj.weight"] = (kv * HEAD_DIM, HIDDEN)
-            shapes[mixer + "v_proj.weight"] = (kv * HEAD_DIM, HIDDEN)
-            shapes[mixer + "o_proj.weight"] = (HIDDEN, HEADS * HEAD_DIM)
-        else:
-            width = block["moe_intermediate_size"]
-            shapes[mixer + "gate.weight"] = (EXPERTS, HIDDEN)
-            shapes[mixer + "gate.e_score_correction_bias"] = (EXPERTS,)
-            for expert in range(EXPERTS):
-                shapes[mixer + f"experts.{expert}.up_proj.weight"] = (width, HIDDEN)
-                shapes[mixer + f"experts.{expert}.down_proj.weight"] = (HIDDEN, width)
-            shapes[mixer + "shared_experts.up_proj.weight"] = (SHARED_WIDTH, HIDDEN)
-            shapes[mixer + "shared_experts.down_proj.weight"] = (HIDDEN, SHARED_WIDTH)
     return shapes
 
 
 def _random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     noise = torch.randn(shape, generator=generator)
     if name.endswith("A_log"):
-        return torch.log(1.0 + 3.0 * torch.rand(shape, generator=generator))
-    if name.endswith(("norm.weight", "norm_f.weight", ".D")):
-        return 1.0 + 0.2 * noise
-    if name.endswith(("bias", "dt_bias")):
-        return 0.2 * noise
-    if len(shape) == 1 or "embeddings" in name:
-        return noise
-    return noise / math.sqrt(shape[-1])
+        value = torch.log(1.0 + 3.0 * torch.rand(shape, generator=generator))
+    elif name.endswith(("norm.weight", "norm_f.weight", ".D")):
+        value = 1.0 + 0.2 * noise
+    elif name.endswith(("bias", "dt_bias")):
+        value = 0.2 * noise
+    elif len(shape) == 1 or "embeddings" in name:
+        value = noise
+    else:
+        value = noise / math.sqrt(shape[-1])
+    return value.to(torch.bfloat16)
 
 
-def write_puzzle_checkpoint(directory: Path, seed: int = 0) -> Path:
-    """Writes `config.json`, two safetensors shards and their index; returns `directory`."""
+def puzzle_tensors(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    tensors = {name: _random_tensor(name, shape, generator) for name, shape in _tensor_shapes().items()}
-    names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2]}
-    shards["model-00002-of-00002.safetensors"] = names[len(names) // 2 :]
-    for shard, shard_names in shards.items():
-        save_file({name: tensors[name].contiguous() for name in shard_names}, directory / shard, {"format": "pt"})
-    index = {
-        "metadata": {"total_size": sum(t.numel() * 4 for t in tensors.values())},
-        "weight_map": {name: shard for shard, shard_names in shards.items() for name in shard_names},
+    return {name: _random_tensor(name, shape, generator) for name, shape in tensor_shapes(variant).items()}
+
+
+def write_puzzle_checkpoint(directory: Path, variant: str = "plain", config: dict | None = None) -> Path:
+    """Writes `config.json`, two safetensors shards and their index; returns `directory`."""
+    return write_checkpoint(directory, config or puzzle_config(variant), puzzle_tensors(variant), num_shards=2)
+
+
+def block_values(variant: str) -> dict[int, dict]:
+    """Each block's own fields (what its homogeneous reference config gets on top of `GLOBALS`)."""
+    return {
+        idx: {name: value for name, value in block.items() if name != "block_type"}
+        for idx, block in enumerate(VARIANTS[variant]["blocks"])
     }
-    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    (directory / "config.json").write_text(json.dumps(puzzle_config(), indent=2))
-    return directory
 
 
 def to_model_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under the model's names, by hand: `backbone.` -> `model.`, experts stacked."""
+    """The checkpoint's backbone tensors under the model's names, by hand: `backbone.` -> `model.`, experts stacked;
+    the MTP tensors left out (upstream NemotronH has no MTP layers)."""
     converted, experts = {}, {}
     for name, tensor in state.items():
+        if name.startswith("mtp."):
+            continue
         name = name.replace("backbone.", "model.", 1)
         head, found, tail = name.partition(".experts.")
         if found:

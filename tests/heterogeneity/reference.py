@@ -51,6 +51,7 @@ class LayerSpec:
     chunk: int | None = None  # chunked attention: a query sees the tokens before it in its own chunk
     linear_attention: bool = False  # attention replaced by `self_attn.linear_attn` (its norm stays)
     linear_mlp: bool = False  # MLP replaced by `mlp.linear_mlp` (its norm stays)
+    activation: str = "silu"  # of the gate: "silu", "gelu" (exact) or "relu"
     # RoPE scaling, as written in the checkpoint's config: {"rope_type": "llama3", "factor", "low_freq_factor",
     # "high_freq_factor", "original_max_position_embeddings"} or {"rope_type": "dynamic", "factor",
     # "max_position_embeddings"}; None for plain RoPE.
@@ -149,9 +150,14 @@ def visible(seq_len: int, spec: LayerSpec) -> torch.Tensor:
     return allowed
 
 
-def swiglu_mlp(x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
-    gate = linear(x, state, f"{prefix}.gate_proj")
-    return linear(torch.nn.functional.silu(gate) * linear(x, state, f"{prefix}.up_proj"), state, f"{prefix}.down_proj")
+ACTIVATIONS = {"silu": torch.nn.functional.silu, "gelu": torch.nn.functional.gelu, "relu": torch.relu}
+
+
+def gated_mlp(
+    x: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str, activation: str = "silu"
+) -> torch.Tensor:
+    gate = ACTIVATIONS[activation](linear(x, state, f"{prefix}.gate_proj"))
+    return linear(gate * linear(x, state, f"{prefix}.up_proj"), state, f"{prefix}.down_proj")
 
 
 @torch.no_grad()
@@ -176,7 +182,7 @@ def reference_forward(
             if spec.linear_mlp:
                 hidden = hidden + linear(normed, state, f"{prefix}.mlp.linear_mlp")
             else:
-                hidden = hidden + swiglu_mlp(normed, state, f"{prefix}.mlp")
+                hidden = hidden + gated_mlp(normed, state, f"{prefix}.mlp", spec.activation)
     hidden = rms_norm(hidden, state["model.norm.weight"], final_rms_eps)
     lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
     return hidden @ lm_head.T

@@ -22,12 +22,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Mxfp4Config
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
-from transformers.heterogeneity.conversion import ConversionError, convert_checkpoint
 from transformers.heterogeneity.inspection import summarize_config
 from transformers.integrations.mxfp4 import convert_moe_packed_tensors
 
+from .checkpoints import load_logged
 from .gpt_oss_checkpoints import (
     MXFP4_CONFIG,
     PUZZLE_BLOCKS,
@@ -52,10 +52,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    model, info = AutoModelForCausalLM.from_pretrained(
-        checkpoint, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
-    )
-    return model.eval(), info
+    return load_logged(checkpoint, dtype=torch.float32, attn_implementation="eager")
 
 
 def input_ids(seq_len=9, batch_size=2):
@@ -64,8 +61,9 @@ def input_ids(seq_len=9, batch_size=2):
 
 
 def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
-    model, info = loaded
+    model, info, log = loaded
     assert type(model).__name__ == "GptOssPuzzleForCausalLM"
+    assert f"GptOssPuzzleForCausalLM: the checkpoint's {2 * len(PUZZLE_BLOCKS)} fp8 KV-cache scales" in log
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     on_disk = {}
     for shard in sorted(checkpoint.glob("*.safetensors")):
@@ -79,7 +77,7 @@ def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
 
 
 def test_block_configs_become_per_layer_config(loaded):
-    model, _ = loaded
+    model = loaded[0]
     config = model.config
     assert config.layer_types == PUZZLE_LAYER_TYPES
     assert config._heterogeneity_spec.per_layer_overrides == PUZZLE_PER_LAYER
@@ -90,7 +88,7 @@ def test_block_configs_become_per_layer_config(loaded):
 
 
 def test_logits_and_greedy_generation_match_stock_layers(loaded):
-    model, _ = loaded
+    model = loaded[0]
     reference = Reference(model, PUZZLE_PER_LAYER, REFERENCE_GLOBALS)
     prompt = input_ids()
     with torch.no_grad():
@@ -103,7 +101,7 @@ def test_logits_and_greedy_generation_match_stock_layers(loaded):
 
 
 def test_cache_keeps_each_layers_window(loaded):
-    model, _ = loaded
+    model = loaded[0]
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids(seq_len=9), past_key_values=cache, use_cache=True)
@@ -111,7 +109,7 @@ def test_cache_keeps_each_layers_window(loaded):
 
 
 def test_save_pretrained_keeps_the_source_format_and_is_bit_exact(loaded, tmp_path):
-    model, _ = loaded
+    model = loaded[0]
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "gpt_oss_puzzle"
@@ -148,24 +146,20 @@ def test_malformed_blocks_are_refused_naming_layer_and_field(config_dict, messag
         AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
 
 
-def test_mxfp4_experts_are_refused_unless_dequantized():
-    """MXFP4 kernels rebuild the experts from the global config. (`from_pretrained` stops earlier on this machine:
-    upstream wants `accelerate` for MXFP4 kernels, so the model is built from the release's config directly.)"""
-    config_dict = {**puzzle_config(), "quantization_config": MXFP4_CONFIG}
+def test_mxfp4_kernels_are_refused_with_per_layer_experts():
+    """MXFP4 kernels rebuild the experts from the global config: a file that asks for them is refused."""
+    config_dict = {**puzzle_config(), "quantization_config": {**MXFP4_CONFIG, "dequantize": False}}
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     with pytest.raises(HeterogeneousConfigError, match=r"Layer 2: `num_local_experts`=2 .* mxfp4-quantized"):
         AutoModelForCausalLM.from_config(config)
 
 
-def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
+def test_mxfp4_experts_load_dequantized_and_save_as_floats(tmp_path):
+    """The release loads as it is (no `quantization_config` argument, no `accelerate`: the dequantizing path does not
+    need it), each layer's experts are upstream's dequantization of its own blocks, and the saved model holds the
+    float parameters under their own names, reloading bit-exact."""
     path = write_puzzle_checkpoint(tmp_path / "mxfp4", mxfp4=True, num_shards=2)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        path,
-        quantization_config=Mxfp4Config(dequantize=True),
-        dtype=torch.float32,
-        attn_implementation="eager",
-        output_loading_info=True,
-    )
+    model, info, _ = load_logged(path, dtype=torch.float32, attn_implementation="eager")
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     on_disk = load_file(next(path.glob("*00001-of-*.safetensors"))) | load_file(next(path.glob("*00002-of-*")))
     for layer_idx, (layer, block) in enumerate(zip(model.model.layers, PUZZLE_BLOCKS)):
@@ -179,11 +173,29 @@ def test_mxfp4_experts_dequantize_into_each_layers_shapes(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(prompt).logits, reference.logits(prompt), atol=1e-5, rtol=1e-5)
 
+    model.save_pretrained(tmp_path / "saved")
+    saved = {}
+    for shard in (tmp_path / "saved").glob("*.safetensors"):
+        saved.update(load_file(shard))
+    assert "model.layers.2.mlp.experts.gate_up_proj" in saved
+    assert not [name for name in saved if name.endswith(("_blocks", "_scales"))]
+    assert "quantization_config" not in json.loads((tmp_path / "saved" / "config.json").read_text())
+    reloaded, info = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "saved", dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    with torch.no_grad():
+        assert torch.equal(reloaded(prompt).logits, model(prompt).logits)
+    assert torch.equal(reloaded.generate(prompt, max_new_tokens=3), model.generate(prompt, max_new_tokens=3))
 
-def test_convert_refuses_a_checkpoint_with_kv_scales(checkpoint, tmp_path):
-    with pytest.raises(ConversionError, match=r"unexpected tensors, e.g. \['model.layers.0.self_attn.k_scale'"):
-        convert_checkpoint(checkpoint, tmp_path / "out", progress=lambda line: None)
-    assert not (tmp_path / "out").exists()
+
+def test_the_released_mxfp4_config_is_saved_as_released(tmp_path):
+    """Dequantizing by default is a loading choice, not written into the source format."""
+    config_dict = {**puzzle_config(), "quantization_config": MXFP4_CONFIG}
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    assert config.quantization_config["dequantize"] is True
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["quantization_config"] == MXFP4_CONFIG
 
 
 def test_inspection_shows_each_layers_experts_and_window(checkpoint):
@@ -197,3 +209,22 @@ def test_inspection_shows_each_layers_experts_and_window(checkpoint):
     expert_flops = 2 * PUZZLE_GLOBALS["num_experts_per_tok"] * (hidden * 2 * width + width * hidden)
     attention_flops = 2 * (2 * hidden * 64 + 2 * hidden * 32)  # q and o: 4 x 16 wide; k and v: 2 x 16
     assert {layer.flops_per_token for layer in summary.layers} == {expert_flops + attention_flops}
+
+
+def test_a_block_without_sliding_window_is_full_attention(loaded, tmp_path):
+    """The release's readers take `sliding_window` with `.get`: an absent field is a full-attention layer."""
+    config = puzzle_config()
+    config["block_configs"][0] = {"num_local_experts": 4}
+    model, info, _ = load_logged(
+        write_puzzle_checkpoint(tmp_path / "no-window", config=config),
+        dtype=torch.float32,
+        attn_implementation="eager",
+    )
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    assert model.config.layer_types == PUZZLE_LAYER_TYPES
+    assert model.model.layers[0].self_attn.sliding_window is None
+    prompt = input_ids()
+    with torch.no_grad():
+        assert torch.equal(model(prompt).logits, loaded[0](prompt).logits)
+    model.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["block_configs"][0] == {"num_local_experts": 4}

@@ -11,30 +11,36 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Nemotron-H Puzzle checkpoints load natively through the Auto classes and compute what their blocks say.
+"""Nemotron-H Puzzle checkpoints in the released format load natively and compute what their blocks say.
 
-The fixture is written in the (assumed) release format by `nemotron_h_puzzle_checkpoint.py`, and the model is compared
-with stock NemotronH blocks run one by one on the checkpoint's own tensors (`nemotron_h_models.py`).
+The fixtures are written by `nemotron_h_puzzle_checkpoint.py` (released format, with and without LatentMoE and MTP),
+and the model is compared with stock NemotronH blocks, each built from a homogeneous config holding the globals plus
+that block's own fields, run one by one on the checkpoint's tensors (`nemotron_h_models.py`).
 """
 
 import copy
 import json
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, kv_cache_bytes
+from transformers.heterogeneity import HeterogeneousConfigError
+from transformers.models.nemotron_h.configuration_nemotron_h import NemotronHConfig
 
-from .nemotron_h_models import BASE, assert_bit_identical, input_ids, reference_greedy, reference_logits
+from .checkpoints import load_logged, write_checkpoint
+from .nemotron_h_models import assert_bit_identical, input_ids, reference_greedy, reference_logits
 from .nemotron_h_puzzle_checkpoint import (
-    BLOCKS,
-    GLOBAL_MOE_WIDTH,
-    GLOBAL_TOP_K,
-    HEAD_DIM,
-    PER_LAYER,
+    GLOBALS,
+    HIDDEN,
+    LAYER_TYPES,
+    VARIANTS,
+    block_values,
+    blockwise_members,
     puzzle_config,
+    puzzle_tensors,
     to_model_names,
     write_puzzle_checkpoint,
 )
@@ -43,129 +49,183 @@ from .nemotron_h_puzzle_checkpoint import (
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 MAX_NEW_TOKENS = 4
-REFERENCE_BASE = {**BASE, "moe_intermediate_size": GLOBAL_MOE_WIDTH, "num_experts_per_tok": GLOBAL_TOP_K}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def variant(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_puzzle_checkpoint(tmp_path_factory.mktemp("nemotron_h_puzzle"))
+def checkpoint(tmp_path_factory, variant):
+    return write_puzzle_checkpoint(tmp_path_factory.mktemp(f"nemotron_h_puzzle_{variant}"), variant)
 
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    model, info = AutoModelForCausalLM.from_pretrained(
-        checkpoint, attn_implementation="eager", output_loading_info=True
-    )
-    return model.eval(), info
+    return load_logged(checkpoint, dtype=torch.float32, attn_implementation="eager")
 
 
 def checkpoint_state(directory) -> dict[str, torch.Tensor]:
     state = {}
     for shard in sorted(directory.glob("*.safetensors")):
         state.update(load_file(shard))
-    return state
+    return {name: tensor.float() for name, tensor in state.items()}
 
 
-def test_loads_natively_with_every_tensor_consumed(checkpoint, loaded):
-    model, info = loaded
+def test_loads_natively_with_every_tensor_consumed(variant, checkpoint, loaded):
+    model, info, log = loaded
     assert type(model).__name__ == "NemotronHPuzzleForCausalLM"
-    assert type(model.config).__name__ == "NemotronHPuzzleConfig"
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
-    expected = {name: tuple(t.shape) for name, t in to_model_names(checkpoint_state(checkpoint)).items()}
-    assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == expected
-    assert isinstance(model.model.layers[3].mixer, SkippedModule)
+    on_disk = checkpoint_state(checkpoint)
+    expected = to_model_names(on_disk)
+    state = model.state_dict()
+    assert {name: tuple(t.shape) for name, t in state.items()} == {
+        name: tuple(t.shape) for name, t in expected.items()
+    }
+    for name, tensor in expected.items():
+        assert torch.equal(state[name], tensor), name
+    mtp = sorted(name for name in on_disk if name.startswith("mtp."))
+    if VARIANTS[variant]["mtp_blocks"]:
+        # Reported, not dropped silently: how many (counted as loaded: one tensor per expert stack), which, and why.
+        stacked = {re.sub(r"\.experts\.\d+\.", ".experts.", name) for name in mtp}
+        assert f"the checkpoint's {len(stacked)} multi-token-prediction tensors" in log
+        assert "builds no MTP layers" in log and mtp[0] in log
+    else:
+        assert not mtp and "multi-token" not in log
 
 
-def test_block_configs_become_per_layer_config(loaded):
-    config = loaded[0].config
-    assert config.layers_block_type == BLOCKS
-    for layer_idx in range(len(BLOCKS)):
-        layer_config = config.per_layer_config[layer_idx]
-        expected = PER_LAYER.get(layer_idx, {})
-        assert layer_config.skip == expected.get("skip", [])
-        if BLOCKS[layer_idx] == "moe" and not layer_config.skip:
-            assert layer_config.moe_intermediate_size == expected.get("moe_intermediate_size", GLOBAL_MOE_WIDTH)
-            assert layer_config.num_experts_per_tok == expected.get("num_experts_per_tok", GLOBAL_TOP_K)
-    assert config.per_layer_config[2].num_key_value_heads == 1
+def test_each_block_is_built_as_its_entry_says(variant, loaded):
+    """Structure against the format's meaning: the block type picks the mixer, its fields size it; a field the block
+    lacks has NemotronH's default (the release deletes blockwise members from the globals)."""
+    model = loaded[0]
+    assert model.config.layers_block_type == LAYER_TYPES
+    defaults = NemotronHConfig()
+    for layer, block in zip(model.model.layers, VARIANTS[variant]["blocks"]):
+        mixer = layer.mixer
+        kind = block["block_type"]
+        assert (
+            type(mixer).__name__
+            == {
+                "mamba": "NemotronHMamba2Mixer",
+                "attention": "NemotronHAttention",
+                "mlp": "NemotronHMLP",
+                "moe": "NemotronHMoE",
+            }[kind]
+        )
+        if kind == "mamba":
+            assert mixer.ssm_state_size == block["ssm_state_size"]
+        elif kind == "mlp":
+            assert mixer.up_proj.out_features == block["intermediate_size"]
+        elif kind == "attention":
+            assert mixer.k_proj.out_features == GLOBALS["num_key_value_heads"] * GLOBALS["head_dim"]
+        else:
+            assert mixer.experts.num_experts == mixer.gate.num_experts == block["n_routed_experts"]
+            assert mixer.gate.top_k == block["num_experts_per_tok"]
+            assert mixer.experts.intermediate_dim == block["moe_intermediate_size"]
+            assert mixer.shared_experts.intermediate_size == block["moe_shared_expert_intermediate_size"]
+            latent = block.get("moe_latent_size")
+            assert mixer.experts.up_proj.shape[-1] == (latent or HIDDEN)
+            if latent is None:
+                assert isinstance(mixer.fc1_latent_proj, torch.nn.Identity)
+            else:
+                assert (mixer.fc1_latent_proj.in_features, mixer.fc1_latent_proj.out_features) == (HIDDEN, latent)
+            for name, attribute in [
+                ("routed_scaling_factor", "routed_scaling_factor"),
+                ("n_group", "num_group"),
+                ("topk_group", "topk_group"),
+                ("norm_topk_prob", "norm_topk_prob"),
+            ]:
+                assert getattr(mixer.gate, attribute) == block.get(name, getattr(defaults, name)), name
 
 
-def test_logits_and_greedy_generation_match_the_reference(checkpoint, loaded):
+def test_logits_and_greedy_generation_match_the_reference(variant, checkpoint, loaded):
     model = loaded[0]
     state = to_model_names(checkpoint_state(checkpoint))
+    per_block = block_values(variant)
     ids = input_ids()
     with torch.no_grad():
         logits = model(ids).logits
-    expected = reference_logits(state, BLOCKS, PER_LAYER, ids, REFERENCE_BASE)
+    expected = reference_logits(state, LAYER_TYPES, per_block, ids, GLOBALS)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     ids = input_ids(seq_len=4, batch_size=1)
-    expected = reference_greedy(state, BLOCKS, PER_LAYER, ids, MAX_NEW_TOKENS, REFERENCE_BASE)
+    expected = reference_greedy(state, LAYER_TYPES, per_block, ids, MAX_NEW_TOKENS, GLOBALS)
     for use_cache in (True, False):
         generated = model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW_TOKENS, use_cache=use_cache)
         assert torch.equal(generated, expected), use_cache
 
 
-def test_cache_state_only_where_a_block_needs_it(loaded):
-    model = loaded[0]
-    with torch.no_grad():
-        cache = model(input_ids(seq_len=5, batch_size=1), use_cache=True).past_key_values
-    assert [type(layer).__name__ for layer in cache.layers] == [
-        "LinearAttentionLayer",
-        "DummyLayer",
-        "DynamicLayer",
-        "DummyLayer",
-        "LinearAttentionLayer",
-        "DummyLayer",
-        "DummyLayer",
-    ]
-    assert cache.layers[2].keys.shape == (1, 1, 5, HEAD_DIM)
-    assert [(size.layer_idx, size.bytes_per_token) for size in kv_cache_bytes(model.config, torch.float32)] == [
-        (2, 2 * 1 * HEAD_DIM * 4)
-    ]
-
-
-def test_save_pretrained_keeps_the_format_and_is_bit_exact(checkpoint, loaded, tmp_path):
+def test_save_pretrained_keeps_the_released_format_and_is_bit_exact(variant, checkpoint, loaded, tmp_path):
     model = loaded[0]
     model.save_pretrained(tmp_path, max_shard_size="100KB")
     saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["model_type"] == "nemotron_h_puzzle"
-    assert saved["block_configs"] == puzzle_config()["block_configs"]
-    assert saved["moe_intermediate_size"] is None and saved["num_experts_per_tok"] is None
-    assert "per_layer_config" not in saved
-    assert checkpoint_state(tmp_path).keys() == checkpoint_state(checkpoint).keys()  # released tensor names
+    released = puzzle_config(variant)
+    for name in ("model_type", "block_configs", "mtp_block_configs", "blockwise_members", "hybrid_override_pattern"):
+        assert saved[name] == released[name], name
+    # Blockwise members stay out of the globals; nothing derived is written.
+    assert not set(blockwise_members(variant)) & set(saved)
+    assert "per_layer_config" not in saved and "layers_block_type" not in saved
+    on_disk = checkpoint_state(checkpoint)
+    assert checkpoint_state(tmp_path).keys() == {name for name in on_disk if not name.startswith("mtp.")}
     reloaded, info = AutoModelForCausalLM.from_pretrained(
         tmp_path, attn_implementation="eager", output_loading_info=True
     )
-    assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     assert_bit_identical(model, reloaded, input_ids())
 
 
-def test_canonical_form_is_a_stock_nemotron_h_config(loaded):
+def test_canonical_form_is_a_stock_nemotron_h_config(variant, loaded):
     canonical = loaded[0].config.to_canonical_dict()
     assert canonical["model_type"] == "nemotron_h" and canonical["architectures"] == ["NemotronHForCausalLM"]
-    assert "block_configs" not in canonical
+    assert not {"block_configs", "mtp_block_configs", "blockwise_members"} & set(canonical)
     config = AutoConfig.for_model(**canonical)
-    assert type(config).__name__ == "NemotronHConfig"
-    assert config.per_layer_config[5].moe_intermediate_size == 24 and config.per_layer_config[3].skip == ["mixer"]
+    assert type(config) is NemotronHConfig and config.layers_block_type == LAYER_TYPES
+    for idx, values in block_values(variant).items():
+        for name, value in values.items():
+            assert getattr(config.per_layer_config[idx], name) == value, (idx, name)
 
 
-def with_block(layer_idx, **fields):
-    config_dict = copy.deepcopy(puzzle_config())
-    config_dict["block_configs"][layer_idx].update(fields)
+def test_the_pattern_is_derived_from_the_blocks():
+    """`hybrid_override_pattern` and `layers_block_type` are not needed; when present they must agree."""
+    config_dict = puzzle_config()
+    del config_dict["hybrid_override_pattern"]
+    assert AutoConfig.for_model(**config_dict).layers_block_type == LAYER_TYPES
+    # Megatron-Bridge writes `layers_block_type` in the release's block names.
+    names = [block["block_type"] for block in config_dict["block_configs"]]
+    assert AutoConfig.for_model(**config_dict, layers_block_type=names).layers_block_type == LAYER_TYPES
+    with pytest.raises(HeterogeneousConfigError, match=r"`hybrid_override_pattern` gives the blocks 'MEEEM-E' but"):
+        AutoConfig.for_model(**{**config_dict, "hybrid_override_pattern": "MEEEM-E"})
+
+
+def with_block(layer_idx, remove=(), mtp=False, **fields):
+    config_dict = copy.deepcopy(puzzle_config("latent_mtp" if mtp else "plain"))
+    block = config_dict["mtp_block_configs" if mtp else "block_configs"][layer_idx]
+    block.update(fields)
+    for name in remove:
+        del block[name]
+    config_dict["blockwise_members"] = sorted(
+        {name for entry in config_dict["block_configs"] + config_dict["mtp_block_configs"] for name in entry}
+    )
     return config_dict
 
 
 @pytest.mark.parametrize(
     ("config_dict", "message"),
     [
-        (with_block(0, moe_intermediate_size=8), r"block 0 \(linear_attention\): `moe_intermediate_size`=8 is refu"),
-        (with_block(2, num_experts_per_tok=2), r"block 2 \(full_attention\): `num_experts_per_tok`=2 .* 'moe' blocks"),
-        (with_block(1, num_key_value_heads=1), r"block 1 \(moe\): `num_key_value_heads`=1 .* 'full_attention' bl"),
-        (with_block(1, moe_latent_size=8), r"block 1 \(moe\): `moe_latent_size`=8 is refused: .* unknown to"),
-        (with_block(1, block_type="mamba"), r"block 1: `block_type`='mamba' but the pattern makes it a 'moe' block"),
-        (with_block(5, moe_intermediate_size=0), r"block 5: `moe_intermediate_size`=0 must be a positive integer"),
-        (with_block(3, num_experts_per_tok=2), r"block 3: `no_op` removes the block, so it takes no other fields"),
-        ({**puzzle_config(), "hybrid_override_pattern": "ME*E"}, r"`block_configs` has 7 entries but the block pat"),
-        ({**puzzle_config(), "per_layer_config": {0: {"skip": ["mixer"]}}}, r"describes its layers with \['block_c"),
+        (with_block(2, sliding_window=128), r"block 2 \(attention\): `sliding_window`=128 is refused: upstream Nem"),
+        (with_block(2, q_indexer_top_k=64), r"block 2 \(attention\): `q_indexer_top_k`=64 is refused: selective"),
+        (with_block(0, moe_intermediate_size=8), r"block 0 \(mamba\): `moe_intermediate_size`=8 .* 'moe' blocks"),
+        (with_block(1, ssm_state_size=8), r"block 1 \(moe\): `ssm_state_size`=8 .* field of 'mamba' blocks"),
+        (with_block(1, no_op=True), r"block 1 \(moe\): `no_op`=True is refused: the field is unknown"),
+        (with_block(1, remove=["n_routed_experts"]), r"block 1 \(moe\): the block has no `n_routed_experts`"),
+        (with_block(5, remove=["intermediate_size"]), r"block 5 \(mlp\): the block has no `intermediate_size`"),
+        (with_block(3, num_experts_per_tok=0), r"block 3 \(moe\): `num_experts_per_tok`=0 must be a positive integ"),
+        (with_block(3, norm_topk_prob="yes"), r"block 3 \(moe\): `norm_topk_prob`='yes' must be true or false"),
+        (with_block(1, block_type="ssm"), r"block 1: `block_type`='ssm'; a block is a mapping whose `block_type`"),
+        (with_block(1, mtp=True, moe_latent_size=-1), r"MTP block 1 \(moe\): `moe_latent_size`=-1 must be a pos"),
+        ({**puzzle_config(), "blockwise_members": ["block_type"]}, r"`blockwise_members`=\['block_type'\] does not"),
+        ({**puzzle_config(), "block_configs": []}, r"`block_configs` must be a non-empty list of blocks"),
+        ({**puzzle_config(), "per_layer_config": {0: {"skip": ["mixer"]}}}, r"does not take `per_layer_config`"),
     ],
 )
 def test_refused_fields_name_the_block_and_field(config_dict, message):
@@ -174,6 +234,18 @@ def test_refused_fields_name_the_block_and_field(config_dict, message):
 
 
 def test_refused_config_from_disk_names_the_block(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(with_block(4, ssm_state_size=16)))
-    with pytest.raises(HeterogeneousConfigError, match=r"block 4 \(linear_attention\): `ssm_state_size`=16"):
+    (tmp_path / "config.json").write_text(json.dumps(with_block(4, ssm_state_size=0)))
+    with pytest.raises(HeterogeneousConfigError, match=r"block 4 \(mamba\): `ssm_state_size`=0 must be a positive"):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_tensors_under_the_model_prefix_load_too(tmp_path):
+    """Megatron-Bridge's Puzzle bridge writes the tensors under `model.` (its `HF_PREFIX`) rather than `backbone.`;
+    upstream's NemotronH mapping renames only `backbone.`, so both load into the same model."""
+    tensors = {name.replace("backbone.", "model.", 1): tensor for name, tensor in puzzle_tensors("plain").items()}
+    path = write_checkpoint(tmp_path / "model-prefix", puzzle_config("plain"), tensors, num_shards=2)
+    kwargs = {"dtype": torch.float32, "attn_implementation": "eager"}
+    model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    released = AutoModelForCausalLM.from_pretrained(write_puzzle_checkpoint(tmp_path / "backbone-prefix"), **kwargs)
+    assert_bit_identical(released.eval(), model.eval(), input_ids())

@@ -37,6 +37,7 @@ from .checkpoints import (
     VOCAB,
     attention,
     ffn,
+    load_logged,
     nemotron_config,
     nemotron_specs,
     write_nemotron_checkpoint,
@@ -223,8 +224,14 @@ def with_block(layer_idx, attention_fields=None, ffn_fields=None, **config_chang
             with_block(0, {"unshifted_sink": True}),
             r"layer 0: `attention.unshifted_sink`=True is refused: sink attention",
         ),
-        (with_block(4, ffn_fields={"moe": {"num_experts": 8}}), r"layer 4: `ffn.moe`=.* mixture-of-experts"),
-        (with_block(3, {"mamba": {"state_dim": 8}}), r"layer 3: `attention.mamba`=.* Mamba mixers are not supported"),
+        (
+            with_block(4, ffn_fields={"moe": {"num_experts": 8}}),
+            r"layer 4: `ffn.moe`=.* mixture-of-experts FFNs are not built",
+        ),
+        (
+            with_block(3, {"mamba": {"state_dim": 8}}),
+            r"layer 3: `attention.mamba`=.* Mamba mixers are not built by stock",
+        ),
         (with_block(2, {"rotary_mode": "xpos"}), r"layer 2: `attention.rotary_mode`='xpos' .* unknown to"),
         (
             with_block(2, {"no_op": True, "replace_with_linear": True}),
@@ -259,3 +266,17 @@ def test_blocks_keep_their_attention_and_ffn_fields_in_the_fixture():
     assert set(attention()) >= {"n_heads_in_group", "window_length", "num_sink_tokens", "sparsify"}
     assert set(ffn()) == {"ffn_mult", "no_op", "replace_with_linear", "sparsify"}
     assert LINEAR < NO_OP
+
+
+def test_fp8_kv_scales_are_read_and_reported_not_unexpected(loaded, tmp_path):
+    """An FP8 release's KV-cache scales (one pair per attention layer) are consumed and logged, as in every family."""
+    path = write_nemotron_checkpoint(tmp_path / "fp8", with_kv_scales=True)
+    model, info, log = load_logged(path, dtype=torch.float32)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+    attention_layers = [idx for idx, layer in enumerate(NEMOTRON_LAYERS) if layer.kv_heads > 0]
+    assert attention_layers == [0, 1, 4, 7]
+    assert "DeciLMForCausalLM: the checkpoint's 8 fp8 KV-cache scales" in log and "model's dtype" in log
+    assert not any(name.endswith(("k_scale", "v_scale")) for name in model.state_dict())
+    ids = input_ids()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded[0](ids).logits)

@@ -171,6 +171,37 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     return undo
 
 
+def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedConfig.__post_init__` (transformers 5.23, `configuration_utils.py`), before upstream applies
+    `per_layer_config`.
+
+    Upstream behaviour: an unknown init argument such as the `block_configs` that NVIDIA Model-Optimizer's AnyModel
+    adds to a stock config (`model_type: llama`, `gpt_oss`, ...) becomes a plain attribute; every layer is built at the
+    global size and the checkpoint fails to load with size mismatches. Change: for the model types of
+    `models/anymodel.py`, `block_configs` is translated into `per_layer_config` first (`anymodel_per_layer_config`);
+    any other config is untouched. Removal: upstream configs read AnyModel's `block_configs`, or AnyModel writes
+    `per_layer_config`.
+    """
+    cls = configuration_utils.PreTrainedConfig
+    original = cls.__post_init__
+    _check_signature(original, ["self", "kwargs"], "PreTrainedConfig.__post_init__")
+
+    @functools.wraps(original)
+    def __post_init__(self, **kwargs):
+        if "block_configs" in kwargs:  # declared as a field by the checkpoint-family configs, so never theirs
+            from .models.anymodel import anymodel_per_layer_config
+
+            kwargs = anymodel_per_layer_config(self, kwargs)  # hetero-patch: AnyModel block_configs
+        original(self, **kwargs)
+
+    cls.__post_init__ = __post_init__
+
+    def undo() -> None:
+        cls.__post_init__ = original
+
+    return undo
+
+
 def patch_generate_masks(generation_utils: ModuleType) -> Callable[[], None]:
     """`create_masks_for_generate` as `generation/utils.py` (transformers 5.23) calls it for compileable caches.
 
@@ -333,6 +364,8 @@ def _register_checkpoint_formats(configuration_auto: ModuleType) -> None:
 # (upstream module, what to do once it has been imported completely)
 _CALLBACKS = (
     ("transformers.configuration_utils", functools.partial(_apply, patch_config_post_init)),
+    # After the validation patch, so that it wraps it: block_configs become per_layer_config before anything else.
+    ("transformers.configuration_utils", functools.partial(_apply, patch_anymodel_block_configs)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),
     ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),

@@ -116,6 +116,16 @@ class ModelSummary:
         return sum(layer.flops_per_token for layer in self.layers) + self.num_non_layer_flops
 
 
+def unquantized(config: PreTrainedConfig) -> PreTrainedConfig:
+    """`config` without its `quantization_config`: the model as it is built when the checkpoint is dequantized on
+    load. Quantizers build their modules only inside `from_pretrained`, and MXFP4 refuses per-layer expert shapes
+    (see `modeling_utils.py`), so a table or a tensor check of a quantized checkpoint describes its dequantized form."""
+    if getattr(config, "quantization_config", None) is None:
+        return config
+    values = {name: value for name, value in config.to_dict().items() if name != "quantization_config"}
+    return type(config).from_dict(values)
+
+
 def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> ModelSummary:
     """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
 

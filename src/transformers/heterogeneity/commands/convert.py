@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`transformers-heterogeneity convert SRC DST`: a Nemotron-NAS / DeciLM checkpoint in the canonical Llama form."""
+"""`transformers-heterogeneity convert SRC DST`: a heterogeneous checkpoint in the canonical stock form."""
 
 from __future__ import annotations
 
@@ -22,21 +22,35 @@ import typer
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="A nemotron-nas or deci checkpoint directory (safetensors).")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A nemotron-nas, deci, gpt_oss_puzzle or nemotron_h_puzzle checkpoint directory (safetensors)."
+        ),
+    ],
     destination: Annotated[Path, typer.Argument(help="Directory to create for the converted checkpoint.")],
     copy: Annotated[
         bool, typer.Option("--copy", help="Copy the weight files instead of hard-linking them to the source's.")
     ] = False,
+    drop_unused_tensors: Annotated[
+        bool,
+        typer.Option(
+            "--drop-unused-tensors",
+            help="Leave out tensors the family does not use and the stock model would not accept (fp8 KV-cache "
+            "scales); the shards holding them are rewritten.",
+        ),
+    ] = False,
 ) -> None:
-    """Rewrite a checkpoint into `model_type: llama` plus `per_layer_config`, loadable as stock LlamaForCausalLM.
+    """Rewrite a checkpoint into its stock model type (llama, gpt_oss, nemotron_h) plus `per_layer_config`.
 
-    Only config.json changes: the weights already have stock names, so their files are hard-linked (or copied),
-    never loaded. On any error nothing is left at DESTINATION.
+    config.json is rewritten; the weights already have the stock names, so their files are hard-linked (or copied),
+    never loaded, except shards that lose unused tensors with --drop-unused-tensors. On any error nothing is left at
+    DESTINATION.
     """
     from ..conversion import ConversionError, convert_checkpoint
 
     try:
-        convert_checkpoint(source, destination, link=not copy, progress=typer.echo)
+        convert_checkpoint(source, destination, link=not copy, progress=typer.echo, drop_unused=drop_unused_tensors)
     except ConversionError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(code=1) from error

@@ -30,16 +30,20 @@ def inspect(
     import torch
 
     from ...models.auto import AutoConfig
-    from ..inspection import format_layer_table, summarize_config
+    from ..inspection import format_layer_table, summarize_config, unquantized
 
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
         typer.echo(f"Error: unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.", err=True)
         raise typer.Exit(code=1)
     try:
         config = AutoConfig.from_pretrained(path)
-        summary = summarize_config(config, dtype=getattr(torch, dtype))
+        summary = summarize_config(unquantized(config), dtype=getattr(torch, dtype))
     except (OSError, ValueError) as error:
         typer.echo(f"Error: cannot inspect {path}: {error}", err=True)
         raise typer.Exit(code=1) from error
     typer.echo(f"{path}: model_type {config.model_type}, {config.num_hidden_layers} layers")
+    quantization = getattr(config, "quantization_config", None)
+    if quantization is not None:
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization.quant_method
+        typer.echo(f"{method}-quantized weights: the table describes the model dequantized, as it loads with them.")
     typer.echo(format_layer_table(summary))

@@ -11,18 +11,25 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""DeciLM models: stock Llama classes bound to `DeciConfig`, named as the checkpoints' `architectures`."""
+"""DeciLM models: stock Llama classes bound to `DeciConfig`, named as the checkpoints' `architectures`.
+
+fp8 KV-cache scales (`self_attn.k_scale` / `v_scale`), where a checkpoint has them, are read, not used and logged, as
+in every family (`loading_utils.UnusedTensorsMixin`).
+"""
 
 from ....models.llama.modeling_llama import LlamaForCausalLM, LlamaModel
+from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from .configuration_deci import DeciConfig
 
 
 __all__ = ["DeciLMForCausalLM", "DeciLMModel"]
 
 
-class DeciLMModel(LlamaModel):
+class DeciLMModel(UnusedTensorsMixin, LlamaModel):
     config_class = DeciConfig
+    _unused_tensors = (FP8_KV_SCALES,)
 
 
-class DeciLMForCausalLM(LlamaForCausalLM):
+class DeciLMForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
     config_class = DeciConfig
+    _unused_tensors = (FP8_KV_SCALES,)

@@ -20,9 +20,10 @@ Its `config.json` is a GPT-OSS config plus `block_configs`, one entry per layer,
 | block field | per-layer value |
 |---|---|
 | `num_local_experts` | `num_local_experts` (where it differs from the global value) |
-| `sliding_window` | `layer_types[i]`: `"full_attention"` for `None`, else `"sliding_attention"` with that window (a per-layer `sliding_window` where it differs from the global one; a null global one becomes the most common window) |
+| `sliding_window` (optional) | `layer_types[i]`: `"full_attention"` for `None` or absent, else `"sliding_attention"` with that window (a per-layer `sliding_window` where it differs from the global one; a null global one becomes the most common window) |
 
-`layer_types` is derived from the blocks; a `layer_types` in the file that disagrees with them is replaced (the
+A block without `sliding_window` is a full-attention layer: the release's readers take the field with `.get` (vLLM's
+`gpt_oss_puzzle.py`, mlx-lm's port). `layer_types` is derived from the blocks; a `layer_types` in the file that disagrees with them is replaced (the
 blocks describe the trained model) with a warning. Any other block field is refused with an error naming the layer and
 the field.
 """
@@ -41,9 +42,31 @@ from ..format_utils import CheckpointFormatConfigMixin, most_common
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["GptOssPuzzleConfig"]
+__all__ = ["GptOssPuzzleConfig", "mxfp4_dequantized_on_load"]
 
 _BLOCK_FIELDS = ("num_local_experts", "sliding_window")
+
+
+def mxfp4_dequantized_on_load(quantization: Any) -> dict[str, Any] | None:
+    """The MXFP4 `quantization_config` of a model with per-layer expert counts, made to dequantize on load; `None`
+    when there is nothing to change.
+
+    MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so with
+    per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise (`dequantize: false`
+    is then refused). The kernel path is also the only one for which upstream's MXFP4 quantizer needs `accelerate`
+    (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not.
+    """
+    if (
+        not isinstance(quantization, dict)
+        or quantization.get("quant_method") != "mxfp4"
+        or "dequantize" in quantization
+    ):
+        return None
+    logger.warning_once(
+        "The MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels cannot hold per-layer "
+        "expert counts."
+    )
+    return {**quantization, "dequantize": True}
 
 
 @strict
@@ -54,7 +77,8 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
 
     Args:
         block_configs (`list[dict]`):
-            One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}`.
+            One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}` (`sliding_window` may be
+            absent: full attention).
     """
 
     model_type = "gpt_oss_puzzle"
@@ -68,7 +92,7 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
         blocks = self._one_block_per_layer()
         for layer_idx, block in enumerate(blocks):
             _check_block(layer_idx, block)
-        windows = [block["sliding_window"] for block in blocks]
+        windows = [block.get("sliding_window") for block in blocks]
         layer_types = ["full_attention" if window is None else "sliding_attention" for window in windows]
         if self.layer_types is not None and list(self.layer_types) != layer_types:
             layer_idx = next(i for i, kind in enumerate(layer_types) if self.layer_types[i] != kind)
@@ -93,6 +117,28 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
                 per_layer[layer_idx] = layer
         return per_layer, derived
 
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if "num_local_experts" in self.per_layer_attributes:
+            self._dequantize_mxfp4_on_load()
+
+    def _dequantize_mxfp4_on_load(self) -> None:
+        quantization = mxfp4_dequantized_on_load(
+            getattr(self, "quantization_config", None)
+        )  # only if the file has one
+        if quantization is not None:
+            self.quantization_config = quantization
+            self._added_dequantize = True  # not written back: the file stays as released
+
+    def _to_source_format(self, output: dict[str, Any]) -> dict[str, Any]:
+        output = super()._to_source_format(output)
+        output.pop("_added_dequantize", None)
+        if getattr(self, "_added_dequantize", False) and isinstance(output.get("quantization_config"), dict):
+            output["quantization_config"] = {
+                key: value for key, value in output["quantization_config"].items() if key != "dequantize"
+            }
+        return output
+
 
 def _check_block(layer_idx: int, block: Any) -> None:
     if not isinstance(block, dict):
@@ -106,10 +152,11 @@ def _check_block(layer_idx: int, block: Any) -> None:
             f"unknown to transformers.heterogeneity (it reads {list(_BLOCK_FIELDS)}), and ignoring it could build a "
             "different model than the checkpoint's."
         )
-    missing = [name for name in _BLOCK_FIELDS if name not in block]
-    if missing:
-        raise HeterogeneousConfigError(f"gpt_oss_puzzle layer {layer_idx}: the block config has no `{missing[0]}`.")
-    experts, window = block["num_local_experts"], block["sliding_window"]
+    if "num_local_experts" not in block:
+        raise HeterogeneousConfigError(
+            f"gpt_oss_puzzle layer {layer_idx}: the block config has no `num_local_experts`."
+        )
+    experts, window = block["num_local_experts"], block.get("sliding_window")
     if not isinstance(experts, int) or isinstance(experts, bool) or experts <= 0:
         raise HeterogeneousConfigError(
             f"gpt_oss_puzzle layer {layer_idx}: `num_local_experts`={experts!r} must be a positive integer."

@@ -13,21 +13,33 @@
 # limitations under the License.
 """Nemotron-H Puzzle models: stock NemotronH classes bound to `NemotronHPuzzleConfig`.
 
-The checkpoints hold NemotronH's tensor names (`backbone.layers.{i}.mixer...`, one tensor per expert, mapped by
-upstream's NemotronH conversion mapping, registered for this model type too), and the config expresses every block in
-`per_layer_config`, so the stock NemotronH code builds them block by block.
+The checkpoints hold NemotronH's tensor names (`backbone.layers.{i}.mixer...`, one tensor per expert, LatentMoE's
+`mixer.fc1_latent_proj` / `fc2_latent_proj`), mapped by upstream's NemotronH conversion mapping (registered for this
+model type too), and the config expresses every block in `per_layer_config`, so the stock NemotronH code builds them
+block by block. The multi-token-prediction tensors (`mtp.*`) are read and reported as unused: upstream NemotronH 5.23
+has no MTP layers to load them into (its `_keys_to_ignore_on_load_unexpected` drops them).
 """
 
 from ....models.nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
+from ..loading_utils import UnusedTensors, UnusedTensorsMixin
 from .configuration_nemotron_h_puzzle import NemotronHPuzzleConfig
 
 
 __all__ = ["NemotronHPuzzleForCausalLM", "NemotronHPuzzleModel"]
 
+MTP_TENSORS = UnusedTensors(
+    r"^mtp\.",
+    "multi-token-prediction tensors (`mtp.*`, described by `mtp_block_configs`)",
+    "upstream NemotronH (Transformers 5.23) builds no MTP layers, so the model predicts one token per step",
+    warn=True,
+)
 
-class NemotronHPuzzleModel(NemotronHModel):
+
+class NemotronHPuzzleModel(UnusedTensorsMixin, NemotronHModel):
     config_class = NemotronHPuzzleConfig
+    _unused_tensors = (MTP_TENSORS,)
 
 
-class NemotronHPuzzleForCausalLM(NemotronHForCausalLM):
+class NemotronHPuzzleForCausalLM(UnusedTensorsMixin, NemotronHForCausalLM):
     config_class = NemotronHPuzzleConfig
+    _unused_tensors = (MTP_TENSORS,)

@@ -16,19 +16,23 @@
 The checkpoints hold standard Llama tensor names (`self_attn.linear_attn` / `mlp.linear_mlp` for linear sub-blocks,
 nothing for no-op ones), and `NemotronNasConfig` expresses every block in `per_layer_config`, so the stock Llama code
 builds them layer by layer; these classes only tie the Auto classes to the config. They keep the name the checkpoints
-give in `architectures`.
+give in `architectures`. FP8 releases also carry KV-cache scales (`self_attn.k_scale` / `v_scale`): read, not used
+(the cache stays in the model's dtype) and logged, as in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
 from ....models.llama.modeling_llama import LlamaForCausalLM, LlamaModel
+from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from .configuration_nemotron_nas import NemotronNasConfig
 
 
 __all__ = ["DeciLMForCausalLM", "DeciLMModel"]
 
 
-class DeciLMModel(LlamaModel):
+class DeciLMModel(UnusedTensorsMixin, LlamaModel):
     config_class = NemotronNasConfig
+    _unused_tensors = (FP8_KV_SCALES,)
 
 
-class DeciLMForCausalLM(LlamaForCausalLM):
+class DeciLMForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
     config_class = NemotronNasConfig
+    _unused_tensors = (FP8_KV_SCALES,)
