@@ -24,7 +24,7 @@ import types
 import torch
 from torch import nn
 
-from transformers import LlamaConfig
+from transformers import LlamaConfig, PreTrainedConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 
@@ -46,39 +46,47 @@ def tiny_llama_config(**overrides: object) -> LlamaConfig:
     return LlamaConfig(**values)
 
 
-def hf_layer(config: LlamaConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> LlamaDecoderLayer:
-    """A stock `LlamaDecoderLayer` with random (not default) weights, norms included."""
+def hf_layer(
+    config: PreTrainedConfig,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    layer_cls: type[nn.Module] = LlamaDecoderLayer,
+) -> nn.Module:
+    """A stock decoder layer (Llama's by default) with random (not default) weights, norms and biases included."""
     torch.manual_seed(seed)
-    layer = LlamaDecoderLayer(config, layer_idx=0)
+    layer = layer_cls(config, layer_idx=0)
     with torch.no_grad():
         for param in layer.parameters():
             param.copy_(torch.randn_like(param) * 0.1 + (1.0 if param.ndim == 1 else 0.0))
     return layer.to(dtype).eval()
 
 
-def te_transformer_layer(te: types.ModuleType, config: LlamaConfig, dtype: torch.dtype, **kwargs: object) -> nn.Module:
+def te_transformer_layer(
+    te: types.ModuleType, config: LlamaConfig, dtype: torch.dtype, **overrides: object
+) -> nn.Module:
     """`te.TransformerLayer` with te_llama's constructor values, plus `kv_channels` and a layer number."""
-    return te.TransformerLayer(
-        hidden_size=config.hidden_size,
-        ffn_hidden_size=config.intermediate_size,
-        num_attention_heads=config.num_attention_heads,
-        num_gqa_groups=config.num_key_value_heads,
-        kv_channels=config.head_dim,
-        bias=False,
-        layernorm_epsilon=config.rms_norm_eps,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        fuse_qkv_params=False,
-        normalization="RMSNorm",
-        activation="swiglu",
-        attn_input_format="bshd",
-        params_dtype=dtype,
-        layer_number=kwargs.pop("layer_number", 1),
-        **kwargs,
-    )
+    values = {
+        "hidden_size": config.hidden_size,
+        "ffn_hidden_size": config.intermediate_size,
+        "num_attention_heads": config.num_attention_heads,
+        "num_gqa_groups": config.num_key_value_heads,
+        "kv_channels": config.head_dim,
+        "bias": False,
+        "layernorm_epsilon": config.rms_norm_eps,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "fuse_qkv_params": False,
+        "normalization": "RMSNorm",
+        "activation": "swiglu",
+        "attn_input_format": "bshd",
+        "params_dtype": dtype,
+        "layer_number": 1,
+    }
+    values.update(overrides)
+    return te.TransformerLayer(**values)
 
 
-def hf_to_te_state_dict(hf: LlamaDecoderLayer) -> dict[str, torch.Tensor]:
+def hf_to_te_state_dict(hf: nn.Module) -> dict[str, torch.Tensor]:
     """The HF layer's weights under TE `TransformerLayer` names (gate rows first in `fc1`: swiglu gates half one)."""
     return {
         "self_attention.layernorm_qkv.layer_norm_weight": hf.input_layernorm.weight,
@@ -101,7 +109,7 @@ def load_te_weights(te_module: nn.Module, weights: dict[str, torch.Tensor]) -> N
             params[name].copy_(value)
 
 
-def rope_tables(config: LlamaConfig, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rope_tables(config: PreTrainedConfig, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """HF's own rope for positions `0..length-1`: `(cos, sin)` for the HF layer, and TE's `[s, 1, 1, d]` angles.
 
     TE is fed HF's `inv_freq` (scaled ropes such as llama3 included) as `cat(freqs, freqs)`, non-interleaved,
@@ -117,18 +125,22 @@ def rope_tables(config: LlamaConfig, length: int) -> tuple[torch.Tensor, torch.T
     return cos, sin, emb
 
 
-def causal_mask(length: int, dtype: torch.dtype) -> torch.Tensor:
-    """HF's additive 4D causal mask for the eager attention."""
-    blocked = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)
+def causal_mask(length: int, dtype: torch.dtype, window: int | None = None) -> torch.Tensor:
+    """HF's additive 4D causal mask for the eager attention; with `window`, each token sees its last `window` tokens
+    (itself included), as HF's sliding-window masks do."""
+    query, key = torch.arange(length)[:, None], torch.arange(length)[None, :]
+    blocked = key > query
+    if window is not None:
+        blocked |= query - key >= window
     return torch.zeros(1, 1, length, length, dtype=dtype).masked_fill(blocked, torch.finfo(dtype).min)
 
 
-def hf_forward(layer: LlamaDecoderLayer, config: LlamaConfig, x: torch.Tensor) -> torch.Tensor:
-    """The stock layer on a full causal sequence."""
+def hf_forward(layer: nn.Module, config: PreTrainedConfig, x: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """The stock layer on a full causal (optionally sliding-window) sequence."""
     cos, sin, _ = rope_tables(config, x.shape[1])
     out = layer(
         x,
-        attention_mask=causal_mask(x.shape[1], x.dtype),
+        attention_mask=causal_mask(x.shape[1], x.dtype, window),
         position_embeddings=(cos.to(x.dtype), sin.to(x.dtype)),
     )
     return out[0] if isinstance(out, tuple) else out

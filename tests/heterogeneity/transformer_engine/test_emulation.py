@@ -26,6 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from . import emulation, extension, triton_standin
@@ -398,3 +399,19 @@ def test_emulation_patches_are_scoped_and_restored(te_runtime):
         torch.ops.te_kv_cache.convert_bshd_to_thd(x, cu_seqlens, 2)
     with pytest.raises(RuntimeError, match="CUDA"):
         linear_cls(8, 8)
+
+
+def test_stock_hf_generate_is_unchanged_inside_the_scope(te_runtime):
+    # Mixed models run stock layers inside `active()` too: the emulation must not change what they compute.
+    config = LlamaConfig(
+        hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+        vocab_size=50,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().to(te_runtime.device)
+    ids = torch.randint(0, 50, (2, 5), device=te_runtime.device)
+    mask = torch.ones_like(ids)
+    outside = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, num_beams=2)
+    with te_runtime.active():
+        inside = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, num_beams=2)
+    assert torch.equal(inside, outside)
