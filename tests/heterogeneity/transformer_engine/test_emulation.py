@@ -424,6 +424,7 @@ def test_emulation_patches_are_scoped_and_restored(te_runtime):
     with te_runtime.active() as te:
         assert torch.cuda.is_available() and torch.cuda.get_device_capability() == (8, 0)
         assert torch.zeros(2, device="cuda").device.type == "cpu" and x.is_cuda and x.cuda() is x
+        assert x.to(0).device.type == "cpu" and x.to("cuda:0", torch.float64).dtype == torch.float64
         assert torch.ops.te_kv_cache.convert_bshd_to_thd(x, cu_seqlens, 2).shape == (2, 1, 1)
         with te_runtime.active():  # re-entrant
             assert torch.cuda.is_available()
