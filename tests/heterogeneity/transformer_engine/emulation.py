@@ -18,7 +18,8 @@
   `get_device_capability()` describe a compute-capability 8.0 device, `is_current_stream_capturing()` False, and
   `synchronize()` a no-op (TE refuses to build modules without CUDA and reads the capability to pick kernels);
 - a `TorchFunctionMode` maps `device="cuda"` / `"cuda:N"` / integer devices to the CPU in every torch call, and in
-  `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor; `Tensor.is_cuda` is True (TE rejects inputs that are not);
+  `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor;
+  `Tensor.is_cuda` is True (TE rejects inputs that are not);
 - TE's five `torch.library.custom_op(..., device_types="cuda")` ops (`attention/custom_ops.py`: the KV-cache copy,
   bshd/thd conversions, FlashAttention QKV packing) get CPU kernels, registered through a `torch.library.Library`
   that is destroyed on exit.
@@ -52,7 +53,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import extension, kernels, triton_standin
+from . import attention_kernels, extension, triton_standin
 
 
 TE_VERSION = "2.20.2"
@@ -175,11 +176,11 @@ def _patch_cuda_runtime(stack: contextlib.ExitStack) -> None:
 
 # TE 2.20.2's `attention/custom_ops.py`: the ops registered with `device_types="cuda"`, and the CPU kernel of each.
 _CUSTOM_OP_KERNELS = {
-    ("te_kv_cache", "copy_to_kv_cache"): kernels.copy_to_kv_cache,
-    ("te_kv_cache", "convert_bshd_to_thd"): kernels.convert_bshd_to_thd,
-    ("te_kv_cache", "convert_thd_to_bshd"): kernels.convert_thd_to_bshd,
-    ("te_attention", "fa_prepare_fwd"): kernels.fa_prepare_fwd,
-    ("te_attention", "fa_prepare_bwd"): kernels.fa_prepare_bwd,
+    ("te_kv_cache", "copy_to_kv_cache"): attention_kernels.copy_to_kv_cache,
+    ("te_kv_cache", "convert_bshd_to_thd"): attention_kernels.convert_bshd_to_thd,
+    ("te_kv_cache", "convert_thd_to_bshd"): attention_kernels.convert_thd_to_bshd,
+    ("te_attention", "fa_prepare_fwd"): attention_kernels.fa_prepare_fwd,
+    ("te_attention", "fa_prepare_bwd"): attention_kernels.fa_prepare_bwd,
 }
 
 
@@ -237,8 +238,8 @@ def _importing_te() -> Iterator[None]:
 
     if "transformer_engine" in sys.modules:
         raise RuntimeError(
-            "transformer_engine was imported before the CPU emulation; import it through `import_transformer_engine()` "
-            "or `te_cpu_emulation()` so that it binds the stand-in extension"
+            "transformer_engine was imported before the CPU emulation; import it through "
+            "`import_transformer_engine()` or `te_cpu_emulation()` so that it binds the stand-in extension"
         )
     with contextlib.ExitStack() as stack:
         _setenv(stack, "NVTE_PROJECT_BUILDING", "1")

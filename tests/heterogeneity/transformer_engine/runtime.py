@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Which TransformerEngine the tests run: the real one where CUDA exists, TE's Python code over the stand-in elsewhere."""
+"""Which TransformerEngine the tests run: the real one where CUDA exists, else TE's Python code over the stand-in."""
 
 from __future__ import annotations
 
