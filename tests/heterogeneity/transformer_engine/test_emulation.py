@@ -21,6 +21,7 @@ Kernel tests call the stand-in directly with TE's positional arguments; referenc
 import math
 import os
 import sys
+import types
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from . import emulation, extension, triton_standin
+from . import emulation, extension, runtime, triton_standin
 from .enums import DType, NVTE_Fused_Attn_Backend, NVTE_QKV_Format
 from .kernels import EmulationUnsupportedError
 
@@ -453,3 +454,14 @@ def test_stock_hf_generate_is_unchanged_inside_the_scope(te_runtime):
     with te_runtime.active():
         inside = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, num_beams=2)
     assert torch.equal(inside, outside)
+
+
+def test_cuda_without_real_te_is_a_clear_error(monkeypatch):
+    # With CUDA the tests run real TE; the pure-Python wheel alone cannot import there (no core library).
+    def import_module(name):
+        raise RuntimeError("Found empty `transformer-engine` meta package installed.")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime, "importlib", types.SimpleNamespace(import_module=import_module))
+    with pytest.raises(RuntimeError, match=r"real TransformerEngine, which failed to import .*CUDA_VISIBLE_DEVICES="):
+        runtime.import_transformer_engine()
