@@ -296,3 +296,40 @@ def test_padding_mask_in_te_convention_matches_hf_mask(te_runtime):
     expected = hf(x, attention_mask=hf_mask, position_embeddings=(cos, sin))
     expected = expected[0] if isinstance(expected, tuple) else expected
     torch.testing.assert_close(out[keep], expected[keep], atol=FP32_ATOL, rtol=0)
+
+
+def test_multihead_attention_matches_llama_norm_and_attention(te_runtime):
+    # The attention block alone (what a layer with a skipped MLP needs): norm + attention, no residual.
+    config = tiny_llama_config()
+    hf = hf_layer(config)
+    norm = _rms_norm(config, hf.input_layernorm.weight)
+    x = torch.randn(2, 9, config.hidden_size)
+    with te_runtime.active():
+        attention = te_runtime.te.MultiheadAttention(
+            config.hidden_size,
+            config.num_attention_heads,
+            kv_channels=config.head_dim,
+            num_gqa_groups=config.num_key_value_heads,
+            attention_dropout=0.0,
+            layernorm_epsilon=config.rms_norm_eps,
+            input_layernorm=True,
+            normalization="RMSNorm",
+            bias=False,
+            qkv_format="bshd",
+            layer_number=2,
+            params_dtype=torch.float32,
+        ).to(te_runtime.device)
+        weights = {
+            name.removeprefix("self_attention."): value
+            for name, value in hf_to_te_state_dict(hf).items()
+            if name.startswith("self_attention.")
+        }
+        load_te_weights(attention, weights)
+    cos, sin, emb = rope_tables(config, x.shape[1])
+
+    out = _te_forward(te_runtime, attention, x, emb, attn_mask_type="causal")
+
+    expected, _ = hf.self_attn(
+        norm(x), attention_mask=causal_mask(x.shape[1], x.dtype), position_embeddings=(cos, sin)
+    )
+    torch.testing.assert_close(out, expected, atol=FP32_ATOL, rtol=0)
