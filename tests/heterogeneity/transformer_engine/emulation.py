@@ -19,7 +19,8 @@
   `synchronize()` a no-op (TE refuses to build modules without CUDA and reads the capability to pick kernels);
 - a `TorchFunctionMode` maps `device="cuda"` / `"cuda:N"` / integer devices to the CPU in every torch call, and in
   `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor;
-  `Tensor.is_cuda` is True (TE rejects inputs that are not);
+  `Tensor.is_cuda` is True (TE rejects inputs that are not); backward passes run under the same mapping (the
+  autograd engine is started inside it), so TE's backward functions and checkpointing recomputation see it too;
 - TE's five `torch.library.custom_op(..., device_types="cuda")` ops (`attention/custom_ops.py`: the KV-cache copy,
   bshd/thd conversions, FlashAttention QKV packing) get CPU kernels, registered through a `torch.library.Library`
   that is destroyed on exit.
@@ -123,6 +124,22 @@ class _CudaOnCpu(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _backward_with_cuda_on_cpu(run_backward: Any) -> Any:
+    """Runs the autograd engine with the device mapping on.
+
+    A torch-function mode is off while it handles a call, and `Tensor.backward` / `torch.autograd.backward` / `grad`
+    are such calls: without this, TE's backward functions, and TE's forward where activation checkpointing recomputes
+    it, would run unmapped. `torch.autograd._engine_run_backward` (torch 2.13, the pinned version) is where those
+    entry points start the engine, which runs CPU graphs on the calling thread, under the mode pushed here.
+    """
+
+    def run(*args: object, **kwargs: object) -> Any:
+        with _CudaOnCpu():
+            return run_backward(*args, **kwargs)
+
+    return run
+
+
 def _range_on_cpu(original: Any) -> Any:
     """`torch.range` bypasses torch-function modes; TE 2.20.2's `InferenceParams` calls it with a CUDA device."""
 
@@ -171,6 +188,14 @@ def _patch_cuda_runtime(stack: contextlib.ExitStack) -> None:
     _setattr(stack, torch.Tensor, "cuda", _cuda_noop)
     _setattr(stack, torch.Tensor, "is_cuda", property(lambda self: True))
     _setenv(stack, "NVTE_TORCH_COMPILE", "0")
+    if not hasattr(torch.autograd, "_engine_run_backward"):
+        raise RuntimeError(
+            f"torch {torch.__version__} has no torch.autograd._engine_run_backward, which the CPU emulation wraps so "
+            "that backward passes run under its device mapping (written against torch 2.13)"
+        )
+    _setattr(
+        stack, torch.autograd, "_engine_run_backward", _backward_with_cuda_on_cpu(torch.autograd._engine_run_backward)
+    )
     stack.enter_context(_CudaOnCpu())
 
 

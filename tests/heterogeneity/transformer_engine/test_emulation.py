@@ -419,7 +419,13 @@ def test_wrong_te_version_is_refused(monkeypatch):
 def test_emulation_patches_are_scoped_and_restored(te_runtime):
     if not te_runtime.emulated:
         pytest.skip("real TE: no emulation to scope")
-    saved = (torch.cuda.is_available, torch.range, torch.Tensor.cuda, os.environ.get("NVTE_TORCH_COMPILE"))
+    saved = (
+        torch.cuda.is_available,
+        torch.range,
+        torch.Tensor.cuda,
+        torch.autograd._engine_run_backward,
+        os.environ.get("NVTE_TORCH_COMPILE"),
+    )
     x = torch.randn(1, 2, 1, 1)
     cu_seqlens = torch.tensor([0, 2], dtype=torch.int32)
     with te_runtime.active() as te:
@@ -431,7 +437,13 @@ def test_emulation_patches_are_scoped_and_restored(te_runtime):
             assert torch.cuda.is_available()
         assert torch.cuda.is_available()
         linear_cls = te.Linear
-    assert (torch.cuda.is_available, torch.range, torch.Tensor.cuda, os.environ.get("NVTE_TORCH_COMPILE")) == saved
+    assert (
+        torch.cuda.is_available,
+        torch.range,
+        torch.Tensor.cuda,
+        torch.autograd._engine_run_backward,
+        os.environ.get("NVTE_TORCH_COMPILE"),
+    ) == saved
     assert not torch.cuda.is_available() and not x.is_cuda
     assert getattr(sys.modules.get("triton"), "jit", None) is not triton_standin._jit
     with pytest.raises(NotImplementedError):
