@@ -30,8 +30,9 @@ The first entry imports TE (`transformer_engine.pytorch`) with `extension.py` re
 without loading `libtransformer_engine.so`, cuDNN, NVRTC or cuRAND: `NVTE_PROJECT_BUILDING=1` during the import makes
 `transformer_engine/common/__init__.py` skip them, and `load_framework_extension` is replaced by a check that the
 stand-in is the registered extension. `NVTE_TORCH_COMPILE=0` keeps TE's JIT fusions from calling `torch.compile`
-under the patched CUDA checks. The `triton` of `triton_standin.py` is in `sys.modules` only while TE's Triton kernel
-modules are imported, after `torch._dynamo` (which probes for Triton once, at its own import). The import is
+under the patched CUDA checks. The `triton` of `triton_standin.py` is in `sys.modules` only during TE's import (its
+`distributed.py` imports TE's Triton kernel modules), after `torch._dynamo` (which probes for Triton at its own
+import), and only where no real Triton is installed. The import is
 permanent for the process, as any import is: TE's modules, and the stand-in under `transformer_engine_torch`, stay
 in `sys.modules`; nothing else does.
 """
