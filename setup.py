@@ -53,6 +53,7 @@ setup(
     package_dir={"": "src"},
     packages=[
         "transformers.heterogeneity",
+        "transformers.heterogeneity.backends",
         "transformers.heterogeneity.commands",
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
