@@ -70,6 +70,8 @@ _LAYER_MEMBERS = frozenset({"input_layernorm", "self_attn", "post_attention_laye
 _SWIGLU_ACTIVATIONS = frozenset({"silu", "swish"})
 # FP8 GEMMs need the token count (product of the leading dimensions) divisible by 8 (TE `assert_dim_for_fp8_exec`).
 _FP8_TOKEN_ALIGNMENT = 8
+# TE's "no sliding window" for an "arbitrary" mask (the mask holds any window); `None` would become `(-1, 0)`.
+_NO_WINDOW = (-1, -1)
 
 
 class TransformerEngineUnavailableError(ImportError):
@@ -404,7 +406,7 @@ def _te_mask(attention_mask: Any, window_size: tuple[int, int] | None, layer_idx
             "; build the model with attn_implementation='sdpa' or 'eager' (flash and flex masks are not TE masks)."
         )
     masked_out = ~attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
-    return masked_out, "arbitrary", None
+    return masked_out, "arbitrary", _NO_WINDOW
 
 
 def _drop_extra_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
