@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+# TransformerEngine's pure-Python wheel, for the TE tests (tests/heterogeneity/transformer_engine/README.md).
+TE_VERSION ?= 2.20.2
 CHECK_DIRS := src tests utils benchmarks setup.py
 
 .PHONY: install demo test bench quality style clean
@@ -15,6 +17,9 @@ $(BIN)/python:
 $(VENV)/.installed: setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install --quiet -e ".[testing]"
+	# --no-deps: TE's own requirements are its CUDA core binaries (-cu12/-cu13, hundreds of MB); the tests run TE's
+	# Python code over a CPU stand-in, and the Python packages it imports come with the `testing` extra.
+	$(BIN)/python -m pip install --quiet --no-deps "transformer-engine==$(TE_VERSION)"
 	touch $@
 
 install: $(VENV)/.installed

@@ -40,6 +40,18 @@ class BuildPyWithPth(build_py):
         return mapping
 
 
+# The Python packages TransformerEngine's PyTorch extension requires (transformer-engine-torch 2.20.2's
+# `build_tools/pytorch.py`), for running TE's Python code on the CPU in tests; the TE wheel itself is installed with
+# `pip install --no-deps transformer-engine==2.20.2` (see the Makefile).
+TE_CPU_TESTS = [
+    "einops==0.8.2",
+    "onnx==1.23.2",
+    "onnxscript==0.7.2",
+    "packaging>=20",
+    "pydantic==2.14.4",
+    "nvdlfw-inspect==0.2.2",
+]
+
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
@@ -67,7 +79,8 @@ setup(
     extras_require={
         # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
         "torch": ["torch>=2.4"],
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"],
+        "te-cpu-tests": TE_CPU_TESTS,
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", *TE_CPU_TESTS],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},
