@@ -18,7 +18,7 @@
   `get_device_capability()` describe a compute-capability 8.0 device, `is_current_stream_capturing()` False, and
   `synchronize()` a no-op (TE refuses to build modules without CUDA and reads the capability to pick kernels);
 - a `TorchFunctionMode` maps `device="cuda"` / `"cuda:N"` / integer devices to the CPU in every torch call, and in
-  `Tensor.to`; `Tensor.cuda()` returns the tensor; `Tensor.is_cuda` is True (TE rejects inputs that are not);
+  `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor; `Tensor.is_cuda` is True (TE rejects inputs that are not);
 - TE's five `torch.library.custom_op(..., device_types="cuda")` ops (`attention/custom_ops.py`: the KV-cache copy,
   bshd/thd conversions, FlashAttention QKV packing) get CPU kernels, registered through a `torch.library.Library`
   that is destroyed on exit.
@@ -44,6 +44,7 @@ import importlib.metadata
 import os
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,19 @@ class _CudaOnCpu(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _range_on_cpu(original: Any) -> Any:
+    """`torch.range` bypasses torch-function modes; TE 2.20.2's `InferenceParams` calls it with a CUDA device."""
+
+    def range_(*args: object, **kwargs: object) -> torch.Tensor:
+        if "device" in kwargs:
+            kwargs["device"] = _cpu_device(kwargs["device"])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.range is deprecated", category=UserWarning)
+            return original(*args, **kwargs)
+
+    return range_
+
+
 def _cuda_noop(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
     return self
 
@@ -155,6 +169,7 @@ def _patch_cuda_runtime(stack: contextlib.ExitStack) -> None:
     _setattr(stack, torch.cuda, "get_device_capability", lambda device=None: COMPUTE_CAPABILITY)
     _setattr(stack, torch.cuda, "is_current_stream_capturing", lambda: False)
     _setattr(stack, torch.cuda, "synchronize", lambda device=None: None)
+    _setattr(stack, torch, "range", _range_on_cpu(torch.range))
     _setattr(stack, torch.Tensor, "cuda", _cuda_noop)
     _setattr(stack, torch.Tensor, "is_cuda", property(lambda self: True))
     _setenv(stack, "NVTE_TORCH_COMPILE", "0")
