@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import pytest
-from transformers import GptOssConfig
 
+from transformers import GptOssConfig
 from transformers.heterogeneity.backends import (
     DecoderBackendError,
     TransformerEngineBackend,
@@ -61,7 +61,12 @@ def test_bad_forms_are_refused(value, message):
 
 def test_plan_by_index_keeps_the_other_layers_stock():
     config = build_config(ARCHS["llama"], None, 4)
-    assert backends(config, {"transformer_engine": [0, 3]}) == ["transformer_engine", "stock", "stock", "transformer_engine"]
+    assert backends(config, {"transformer_engine": [0, 3]}) == [
+        "transformer_engine",
+        "stock",
+        "stock",
+        "transformer_engine",
+    ]
     assert backends(config, "stock") == ["stock"] * 4
 
 

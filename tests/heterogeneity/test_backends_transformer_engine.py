@@ -21,6 +21,7 @@ weights come from, built by the stock class constructor; the TE model is loaded 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -29,8 +30,8 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, DynamicCache
 
+from transformers import AutoModelForCausalLM, DynamicCache
 from transformers.heterogeneity.backends import DecoderBackendError, TransformerEngineBackend
 from transformers.heterogeneity.backends.transformer_engine import (
     TransformerEngineDecoderLayer,
@@ -39,7 +40,10 @@ from transformers.heterogeneity.backends.transformer_engine import (
 )
 
 from .conftest import ARCHS, assert_cached_steps_match, build_model, make_input_ids
-from .transformer_engine import te_runtime  # noqa: F401
+from .transformer_engine import fixtures
+
+
+te_runtime = fixtures.te_runtime  # the TE of this machine (real with CUDA, emulated on the CPU)
 
 
 # A heterogeneous 3-layer model: layer 1 has its own FFN width and KV heads (and stays stock where TE runs [0, 2]).
@@ -238,10 +242,13 @@ def test_trainer_steps_with_gradient_checkpointing(te_runtime, tmp_path):
     input_ids = make_input_ids(batch_size=4, seq_len=8)
     dataset = [{"input_ids": row, "labels": row} for row in input_ids]
     losses = []
+    # SGD: Adam divides by the gradients' own scale, which turns rounding-level differences of near-zero gradients
+    # into full-size updates and says nothing about the backend.
     for name, candidate in (("stock", stock), ("te", model)):
         arguments = TrainingArguments(
             output_dir=str(tmp_path / name), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2,
-            gradient_checkpointing=True, logging_steps=1, report_to=[], save_strategy="no",
+            optim="sgd", gradient_checkpointing=True, gradient_checkpointing_kwargs=recompute_in_emulation(te_runtime),
+            logging_steps=1, report_to=[], save_strategy="no",
             use_cpu=te_runtime.emulated, seed=0, data_seed=0, dataloader_num_workers=0,
         )  # fmt: skip
         trainer = Trainer(model=candidate, args=arguments, train_dataset=dataset)
@@ -254,6 +261,19 @@ def test_trainer_steps_with_gradient_checkpointing(te_runtime, tmp_path):
     trained = [load_file(tmp_path / f"{name}-trained" / "model.safetensors") for name in ("stock", "te")]
     for name, weight in trained[0].items():
         torch.testing.assert_close(trained[1][name], weight, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def recompute_in_emulation(te_runtime) -> dict:
+    """Checkpointing arguments that recompute a layer inside the CUDA emulation.
+
+    The emulation maps CUDA devices through a torch function mode, and a mode is off while it handles a call: the
+    backward pass (`Tensor.backward`, which it handles) would recompute TE's forward without it. Real TE needs nothing.
+    """
+    if not te_runtime.emulated:
+        return {"use_reentrant": False}
+    from .transformer_engine.emulation import _CudaOnCpu
+
+    return {"use_reentrant": False, "context_fn": lambda: (contextlib.nullcontext(), _CudaOnCpu())}
 
 
 @pytest.mark.parametrize("max_shard_size", [None, "20KB"], ids=["single-file", "sharded"])
@@ -323,11 +343,18 @@ def test_unsupported_architecture_is_refused():
     from transformers import GPT2Config
 
     with pytest.raises(DecoderBackendError, match="cannot run model_type 'gpt2'"):
-        AutoModelForCausalLM.from_config(GPT2Config(n_layer=1, n_embd=32, n_head=2), decoder_backend="transformer_engine")
+        AutoModelForCausalLM.from_config(
+            GPT2Config(n_layer=1, n_embd=32, n_head=2), decoder_backend="transformer_engine"
+        )
+
+
+def fp8_available(te_runtime) -> bool:
+    with te_runtime.active():
+        return te_runtime.te.is_fp8_available()
 
 
 def test_fp8_where_the_device_cannot_run_it(te_runtime):
-    if te_runtime.te.is_fp8_available():
+    if fp8_available(te_runtime):
         pytest.skip("this device runs FP8 (see test_fp8_layers for the GPU check)")
     config = build_model(ARCHS["llama"], None, 2).config
     with te_runtime.active(), pytest.raises(DecoderBackendError, match="Layer 0: decoder_backend asks for FP8"):
@@ -336,7 +363,7 @@ def test_fp8_where_the_device_cannot_run_it(te_runtime):
 
 def test_fp8_layers(te_runtime, tmp_path):
     """FP8 per layer, where the device has it: layers with dimensions FP8 cannot run stay unquantized."""
-    if not te_runtime.te.is_fp8_available():
+    if not fp8_available(te_runtime):
         pytest.skip("FP8 needs a GPU with FP8 (compute capability 8.9+)")
     per_layer = {1: {"intermediate_size": 40}}  # fc2 is 64 x 40: not FP8
     stock = build_model(ARCHS["llama"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
@@ -347,7 +374,7 @@ def test_fp8_layers(te_runtime, tmp_path):
         "transformer_engine (fp8)",
     ]
     input_ids = make_input_ids(batch_size=2, seq_len=8).to(te_runtime.device)
-    with torch.no_grad():
+    with te_runtime.active(), torch.no_grad():
         expected = stock(input_ids).logits
         logits = model(input_ids).logits  # 16 tokens: FP8 GEMMs
         model(input_ids[:, :3])  # 6 tokens: runs unquantized, does not crash
