@@ -115,3 +115,25 @@ def test_context_is_scoped():
     with use_decoder_backend("transformer_engine") as choice:
         assert requested_decoder_backend() is choice
     assert requested_decoder_backend() is None
+
+
+def test_inspect_shows_each_layer_backend(tmp_path):
+    """`inspect --decoder-backend` plans from config.json alone: no TransformerEngine, no weights."""
+    from typer.testing import CliRunner
+
+    from transformers.heterogeneity.commands.cli import app
+
+    config = build_config(ARCHS["llama"], {1: {"intermediate_size": 40}, 2: {"skip": ["attention", "mlp"]}}, 4)
+    config.save_pretrained(tmp_path)
+    result = CliRunner().invoke(
+        app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [0, 1, 2]}', "--fp8"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines() if line[:1].isdigit()}
+    assert rows["0"].split()[1:3] == ["transformer_engine", "(fp8)"]
+    assert "transformer_engine (runs unquantized: fc2 weight is 64x40" in rows["1"]
+    assert rows["2"].split()[1] == "identity" and rows["3"].split()[1] == "stock"
+    plain = CliRunner().invoke(app, ["inspect", str(tmp_path)])
+    assert "backend" not in plain.output and "transformer_engine" not in plain.output
+    refused = CliRunner().invoke(app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [9]}'])
+    assert refused.exit_code == 1 and "layer 9 is out of range" in refused.output
