@@ -73,6 +73,21 @@ def padded_batch(device, seq_len=9):
     return input_ids, attention_mask
 
 
+def assert_padded_batch_matches(stock, model, te_runtime, seq_len=9):
+    """Logits of a left-padded batch (where not padded) and greedy continuations equal the stock model's."""
+    input_ids, attention_mask = padded_batch(te_runtime.device, seq_len)
+    with te_runtime.active(), torch.no_grad():
+        expected = stock(input_ids, attention_mask=attention_mask).logits
+        logits = model(input_ids, attention_mask=attention_mask).logits
+        valid = attention_mask.bool()  # padded positions compute nothing anyone reads
+        torch.testing.assert_close(logits[valid], expected[valid], atol=ATOL, rtol=ATOL)
+        generated = [
+            candidate.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5, do_sample=False)
+            for candidate in (stock, model)
+        ]
+    assert torch.equal(*generated)
+
+
 def te_layer_indices(model) -> list[int]:
     return [i for i, layer in enumerate(model.model.layers) if isinstance(layer, TransformerEngineDecoderLayer)]
 
@@ -148,17 +163,7 @@ def test_per_layer_windows(te_runtime, tmp_path):
     per_layer = {0: {"sliding_window": 3}, 2: {"sliding_window": 5}}
     stock = build_model(ARCHS["mistral"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
     model = load_with_te(stock, tmp_path, te_runtime, decoder_backend="transformer_engine")
-    input_ids, attention_mask = padded_batch(te_runtime.device, seq_len=10)
-    with te_runtime.active(), torch.no_grad():
-        expected = stock(input_ids, attention_mask=attention_mask).logits
-        logits = model(input_ids, attention_mask=attention_mask).logits
-        valid = attention_mask.bool()
-        torch.testing.assert_close(logits[valid], expected[valid], atol=ATOL, rtol=ATOL)
-        generated = [
-            candidate.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, do_sample=False)
-            for candidate in (stock, model)
-        ]
-    assert torch.equal(*generated)
+    assert_padded_batch_matches(stock, model, te_runtime, seq_len=10)
 
 
 def test_mixed_model_of_every_layer_kind(te_runtime, tmp_path):
@@ -180,17 +185,7 @@ def test_mixed_model_of_every_layer_kind(te_runtime, tmp_path):
     assert isinstance(layers[2].self_attention, te.LayerNormLinear)
     assert isinstance(layers[3].layernorm_mlp, te.LayerNormLinear)
     assert type(layers[4]) is type(layers[5]) and not list(layers[4].parameters())  # identity stays stock, empty
-    input_ids, attention_mask = padded_batch(te_runtime.device)
-    with te_runtime.active(), torch.no_grad():
-        expected = stock(input_ids, attention_mask=attention_mask).logits
-        logits = model(input_ids, attention_mask=attention_mask).logits
-        valid = attention_mask.bool()
-        torch.testing.assert_close(logits[valid], expected[valid], atol=ATOL, rtol=ATOL)
-        generated = [
-            candidate.generate(input_ids, attention_mask=attention_mask, max_new_tokens=5, do_sample=False)
-            for candidate in (stock, model)
-        ]
-    assert torch.equal(*generated)
+    assert_padded_batch_matches(stock, model, te_runtime)
 
 
 def test_bf16_error_is_hf_own_bf16_error(arch, te_runtime, tmp_path):

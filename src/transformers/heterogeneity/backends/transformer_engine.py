@@ -154,28 +154,26 @@ def _read_layer_shape(stock_layer: nn.Module, layer_config: Any, layer_idx: int)
     unknown = sorted({name for name, _ in stock_layer.named_children()} - _LAYER_MEMBERS)
     if unknown:
         raise _refuse(layer_idx, unknown[0], f"{type(stock_layer).__name__} has a member TE layers do not know")
-    fields: dict[str, Any] = {"hidden_size": layer_config.hidden_size}
-    attention = stock_layer.self_attn
-    if isinstance(attention, LinearSubBlock):
-        fields["attention"] = "linear"
-    elif isinstance(attention, SkippedModule):
-        fields["attention"] = "skipped"
-    else:
-        fields.update(attention="attention", **_read_attention(attention, layer_config, layer_idx))
-    if fields["attention"] != "skipped":
+    attention, mlp = _sub_block_kind(stock_layer.self_attn, "attention"), _sub_block_kind(stock_layer.mlp, "mlp")
+    fields: dict[str, Any] = {"hidden_size": layer_config.hidden_size, "attention": attention, "mlp": mlp}
+    if attention == "attention":
+        fields.update(_read_attention(stock_layer.self_attn, layer_config, layer_idx))
+    if attention != "skipped":
         fields["input_norm_eps"] = _rms_norm_eps(stock_layer.input_layernorm, layer_idx, "input_layernorm")
-    mlp = stock_layer.mlp
-    if isinstance(mlp, LinearSubBlock):
-        fields["mlp"] = "linear"
-    elif isinstance(mlp, SkippedModule):
-        fields["mlp"] = "skipped"
-    else:
-        fields.update(mlp="mlp", **_read_mlp(mlp, layer_config, layer_idx))
-    if fields["mlp"] != "skipped":
+    if mlp == "mlp":
+        fields.update(_read_mlp(stock_layer.mlp, layer_config, layer_idx))
+    if mlp != "skipped":
         fields["post_norm_eps"] = _rms_norm_eps(
             stock_layer.post_attention_layernorm, layer_idx, "post_attention_layernorm"
         )
     return _LayerShape(**fields)
+
+
+def _sub_block_kind(module: nn.Module, kind: str) -> str:
+    """`"linear"` for a linear sub-block, `"skipped"` for a skipped one, else `kind`."""
+    if isinstance(module, LinearSubBlock):  # before SkippedModule: a linear sub-block is a kind of replacement
+        return "linear"
+    return "skipped" if isinstance(module, SkippedModule) else kind
 
 
 def _read_attention(attention: nn.Module, layer_config: Any, layer_idx: int) -> dict[str, Any]:
@@ -283,29 +281,26 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
         self._te = te
         self._apply_rotary_pos_emb = apply_rotary_pos_emb
         self.fp8_recipe = fp8_recipe
-        common = {"params_dtype": dtype, "device": device}
+        common = {"params_dtype": dtype, "device": device, "init_method": init_method}
+
+        def linear_sub_block(eps: float) -> nn.Module:  # `x + W @ norm(x)`
+            return te.LayerNormLinear(
+                shape.hidden_size, shape.hidden_size, eps=eps, bias=False, normalization="RMSNorm", **common
+            )
+
+        self.self_attention = None
         if shape.attention == "attention":
             self.self_attention = TransformerEngineAttention(te, shape, layer_idx, init_method, device, dtype)
         elif shape.attention == "linear":
-            self.self_attention = te.LayerNormLinear(
-                shape.hidden_size, shape.hidden_size, eps=shape.input_norm_eps, bias=False,
-                normalization="RMSNorm", init_method=init_method, **common,
-            )  # fmt: skip
-        else:
-            self.self_attention = None
+            self.self_attention = linear_sub_block(shape.input_norm_eps)
+        self.layernorm_mlp = None
         if shape.mlp == "mlp":
             self.layernorm_mlp = te.LayerNormMLP(
                 shape.hidden_size, shape.intermediate_size, eps=shape.post_norm_eps, bias=shape.mlp_bias,
-                normalization="RMSNorm", activation="swiglu", init_method=init_method,
-                output_layer_init_method=init_method, **common,
+                normalization="RMSNorm", activation="swiglu", output_layer_init_method=init_method, **common,
             )  # fmt: skip
         elif shape.mlp == "linear":
-            self.layernorm_mlp = te.LayerNormLinear(
-                shape.hidden_size, shape.hidden_size, eps=shape.post_norm_eps, bias=False,
-                normalization="RMSNorm", init_method=init_method, **common,
-            )  # fmt: skip
-        else:
-            self.layernorm_mlp = None
+            self.layernorm_mlp = linear_sub_block(shape.post_norm_eps)
         for module in self.modules():
             if type(module).__module__.startswith("transformer_engine."):
                 # HF's `_init_weights` would reset them (it sets `weight` of any "*LayerNorm*" class to 1, which is the
