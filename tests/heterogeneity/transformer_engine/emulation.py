@@ -117,10 +117,7 @@ class _CudaOnCpu(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         if "device" in kwargs:
             kwargs["device"] = _cpu_device(kwargs["device"])
-        if (
-            func in (torch.Tensor.to, torch.Tensor.new_empty, torch.Tensor.new_zeros)
-            or getattr(func, "__name__", "") == "to"
-        ):
+        if func is torch.Tensor.to:  # the one call that takes a device positionally: `t.to(0)`, `t.to("cuda")`
             args = tuple(_cpu_device(arg) if not isinstance(arg, torch.Tensor) else arg for arg in args)
         return func(*args, **kwargs)
 

@@ -277,14 +277,6 @@ IMPLEMENTED = {
         "layernorm_bwd",
         "fused_rope_forward",
         "fused_rope_backward",
-        "scaled_softmax_forward",
-        "scaled_softmax_backward",
-        "scaled_masked_softmax_forward",
-        "scaled_masked_softmax_backward",
-        "scaled_upper_triang_masked_softmax_forward",
-        "scaled_upper_triang_masked_softmax_backward",
-        "scaled_aligned_causal_masked_softmax_forward",
-        "scaled_aligned_causal_masked_softmax_backward",
         "get_fused_attn_backend",
         "get_cudnn_version",
         "get_cublasLt_version",
@@ -298,6 +290,7 @@ IMPLEMENTED = {
     )
 }
 IMPLEMENTED.update(kernels.ACTIVATION_KERNELS)
+IMPLEMENTED.update(kernels.SOFTMAX_KERNELS)
 
 _CLASSES = {cls.__name__: cls for cls in (*ENUMS, FP8TensorMeta, CommOverlapHelper, CommOverlap, CommOverlapP2P)}
 _UNKNOWN = sorted(set(IMPLEMENTED) - set(EXTENSION_FUNCTIONS))

@@ -28,22 +28,25 @@ from transformers import LlamaConfig, PreTrainedConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 
+# One decoder layer with GQA (4 query heads, 2 KV groups) and a head_dim unlike hidden / heads; eager attention, so
+# the tests pass HF's 4D masks explicitly.
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 24,
+    "num_hidden_layers": 1,
+    "rms_norm_eps": 1e-5,
+    "vocab_size": 32,
+    "max_position_embeddings": 64,
+    "attn_implementation": "eager",
+}
+
+
 def tiny_llama_config(**overrides: object) -> LlamaConfig:
-    """A one-layer Llama with GQA (4 query heads, 2 KV groups) and a head_dim unlike hidden / heads."""
-    values = {
-        "hidden_size": 64,
-        "intermediate_size": 96,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "head_dim": 24,
-        "num_hidden_layers": 1,
-        "rms_norm_eps": 1e-5,
-        "vocab_size": 32,
-        "max_position_embeddings": 64,
-        "attn_implementation": "eager",
-    }
-    values.update(overrides)
-    return LlamaConfig(**values)
+    """A `LlamaConfig` of `TINY_SHAPE`."""
+    return LlamaConfig(**{**TINY_SHAPE, **overrides})
 
 
 def hf_layer(

@@ -511,27 +511,23 @@ def fused_rope_backward(
 _MASKED_LOGIT = -10000.0
 
 
-def _softmax_backward(output_grads: torch.Tensor, softmax_results: torch.Tensor, scale: float) -> torch.Tensor:
-    """`dx = scale * y * (dy - sum(dy * y))`, the softmax Jacobian applied to `dy` (then the input scale)."""
+def softmax_backward(output_grads: torch.Tensor, softmax_results: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """Backward of every scaled softmax variant: `dx = scale * y * (dy - sum(dy * y))`, the softmax Jacobian applied
+    to `dy`, then the input scale (masked entries have zero probability, hence zero gradient)."""
     dy = output_grads.float()
     y = softmax_results.float()
-    return (scale * y * (dy - (dy * y).sum(dim=-1, keepdim=True))).to(output_grads.dtype)
-
-
-def scaled_softmax_forward(input: torch.Tensor, scale_factor: float) -> torch.Tensor:
-    """`softmax(scale * x)` over the last dimension, in fp32."""
-    return torch.softmax(input.float() * scale_factor, dim=-1).to(input.dtype)
-
-
-def scaled_softmax_backward(output_grads: torch.Tensor, softmax_results: torch.Tensor, scale: float) -> torch.Tensor:
-    """Backward of `scaled_softmax_forward`."""
-    return _softmax_backward(output_grads, softmax_results, scale)
+    return (scale_factor * y * (dy - (dy * y).sum(dim=-1, keepdim=True))).to(output_grads.dtype)
 
 
 def _masked_softmax(logits: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     logits = logits.masked_fill(masked, _MASKED_LOGIT)
     probs = torch.softmax(logits, dim=-1)
     return probs.masked_fill(masked.all(dim=-1, keepdim=True), 0.0)
+
+
+def scaled_softmax_forward(input: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """`softmax(scale * x)` over the last dimension, in fp32."""
+    return torch.softmax(input.float() * scale_factor, dim=-1).to(input.dtype)
 
 
 def scaled_masked_softmax_forward(input: torch.Tensor, mask: torch.Tensor, scale_factor: float) -> torch.Tensor:
@@ -543,43 +539,26 @@ def scaled_masked_softmax_forward(input: torch.Tensor, mask: torch.Tensor, scale
     return _masked_softmax(input.float() * scale_factor, masked).to(input.dtype)
 
 
-def scaled_masked_softmax_backward(
-    output_grads: torch.Tensor, softmax_results: torch.Tensor, scale_factor: float
-) -> torch.Tensor:
-    """Backward of `scaled_masked_softmax_forward` (masked entries have zero probability, hence zero gradient)."""
-    return _softmax_backward(output_grads, softmax_results, scale_factor)
+def _causal_softmax(bottom_right: bool) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """Causal `softmax(scale * x)`, the diagonal aligned to the top-left corner (`upper_triang`, inputs
+    `[attn_batches, sq, sk]`) or to the bottom-right one (`aligned_causal`, inputs `[b, h, sq, sk]`)."""
+
+    def forward(input: torch.Tensor, scale_factor: float) -> torch.Tensor:
+        sq, sk = input.shape[-2], input.shape[-1]
+        offset = sk - sq + 1 if bottom_right else 1
+        masked = torch.ones(sq, sk, dtype=torch.bool, device=input.device).triu(diagonal=offset).expand_as(input)
+        return _masked_softmax(input.float() * scale_factor, masked).to(input.dtype)
+
+    return forward
 
 
-def _causal_mask(sq: int, sk: int, bottom_right: bool, device: torch.device) -> torch.Tensor:
-    """True above the causal diagonal, aligned to the top-left or (decode-style) bottom-right corner."""
-    offset = sk - sq + 1 if bottom_right else 1
-    return torch.ones(sq, sk, dtype=torch.bool, device=device).triu(diagonal=offset)
-
-
-def scaled_upper_triang_masked_softmax_forward(input: torch.Tensor, scale_factor: float) -> torch.Tensor:
-    """Causal (top-left aligned) `softmax(scale * x)` for `[attn_batches, sq, sk]` inputs."""
-    masked = _causal_mask(input.shape[-2], input.shape[-1], False, input.device).expand_as(input)
-    return _masked_softmax(input.float() * scale_factor, masked).to(input.dtype)
-
-
-def scaled_upper_triang_masked_softmax_backward(
-    output_grads: torch.Tensor, softmax_results: torch.Tensor, scale_factor: float
-) -> torch.Tensor:
-    """Backward of `scaled_upper_triang_masked_softmax_forward`."""
-    return _softmax_backward(output_grads, softmax_results, scale_factor)
-
-
-def scaled_aligned_causal_masked_softmax_forward(input: torch.Tensor, scale_factor: float) -> torch.Tensor:
-    """Causal `softmax(scale * x)` with the diagonal aligned to the bottom-right corner, for `[b, h, sq, sk]`."""
-    masked = _causal_mask(input.shape[-2], input.shape[-1], True, input.device).expand_as(input)
-    return _masked_softmax(input.float() * scale_factor, masked).to(input.dtype)
-
-
-def scaled_aligned_causal_masked_softmax_backward(
-    output_grads: torch.Tensor, softmax_results: torch.Tensor, scale_factor: float
-) -> torch.Tensor:
-    """Backward of `scaled_aligned_causal_masked_softmax_forward`."""
-    return _softmax_backward(output_grads, softmax_results, scale_factor)
+SOFTMAX_KERNELS: dict[str, Callable[..., torch.Tensor]] = {
+    "scaled_softmax_forward": scaled_softmax_forward,
+    "scaled_masked_softmax_forward": scaled_masked_softmax_forward,
+    "scaled_upper_triang_masked_softmax_forward": _causal_softmax(bottom_right=False),
+    "scaled_aligned_causal_masked_softmax_forward": _causal_softmax(bottom_right=True),
+}
+SOFTMAX_KERNELS.update({name.replace("_forward", "_backward"): softmax_backward for name in list(SOFTMAX_KERNELS)})
 
 
 # ---------------------------------------------------------------- attention helpers and KV cache

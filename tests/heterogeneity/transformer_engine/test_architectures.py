@@ -26,6 +26,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
 
 from .hf_reference import (
+    TINY_SHAPE,
     hf_forward,
     hf_layer,
     hf_to_te_state_dict,
@@ -37,18 +38,6 @@ from .hf_reference import (
 
 
 FP32_ATOL = 1e-5
-SHAPE = {
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 24,
-    "num_hidden_layers": 1,
-    "rms_norm_eps": 1e-5,
-    "vocab_size": 32,
-    "max_position_embeddings": 64,
-    "attn_implementation": "eager",
-}
 
 
 def _run(te_runtime, layer, x, emb, **kwargs):
@@ -65,7 +54,7 @@ def _te_layer(te_runtime, config, weights, **overrides):
 
 def test_sliding_window_matches_mistral_layer(te_runtime):
     window = 4
-    config = MistralConfig(**SHAPE, sliding_window=window)
+    config = MistralConfig(**TINY_SHAPE, sliding_window=window)
     hf = hf_layer(config, layer_cls=MistralDecoderLayer)
     x = torch.randn(2, 11, config.hidden_size)
     # TE's window (left, right) counts the tokens besides the query's own; HF's window counts the query too.
@@ -79,7 +68,7 @@ def test_sliding_window_matches_mistral_layer(te_runtime):
 
 
 def test_qkv_biases_match_qwen2_layer(te_runtime):
-    config = Qwen2Config(**SHAPE)
+    config = Qwen2Config(**TINY_SHAPE)
     hf = hf_layer(config, layer_cls=Qwen2DecoderLayer)
     x = torch.randn(2, 7, config.hidden_size)
     weights = hf_to_te_state_dict(hf)
@@ -103,7 +92,7 @@ def test_qkv_biases_match_qwen2_layer(te_runtime):
 
 
 def test_qk_norm_before_rope_matches_qwen3_layer(te_runtime):
-    config = Qwen3Config(**SHAPE)
+    config = Qwen3Config(**TINY_SHAPE)
     hf = hf_layer(config, layer_cls=Qwen3DecoderLayer)
     x = torch.randn(2, 7, config.hidden_size)
     weights = hf_to_te_state_dict(hf)

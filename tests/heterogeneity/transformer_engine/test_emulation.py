@@ -76,6 +76,26 @@ def test_gemm_bias_accumulate_and_bias_gradient():
     torch.testing.assert_close(accumulated, existing + grad_out.T @ inputs)
 
 
+def test_gemm_gelu_epilogues():
+    weight, x = torch.randn(48, 32), torch.randn(6, 32)
+    out, _, pre_gelu, _ = tex.generic_gemm(
+        weight, True, x, False, None, None, None, None, DType.kFloat32, True, None, False, NO_WORKSPACE, 0,
+        False, False,
+    )  # fmt: skip
+    torch.testing.assert_close(pre_gelu, x @ weight.T)
+    torch.testing.assert_close(out, _tanh_gelu(x @ weight.T))
+
+    # dgrad through the GELU: (grad @ W2) * GELU'(pre-activation)
+    w2, grad = torch.randn(16, 48), torch.randn(6, 16)
+    pre = pre_gelu.clone().requires_grad_()
+    _tanh_gelu(pre).backward(grad @ w2)
+    dgrad, _, _, _ = tex.generic_gemm(
+        w2, False, grad, False, None, None, None, None, DType.kFloat32, True, pre_gelu, True, NO_WORKSPACE, 0,
+        False, False,
+    )  # fmt: skip
+    torch.testing.assert_close(dgrad, pre.grad)
+
+
 def test_gemm_bf16_rounds_once_from_fp32():
     weight, x = torch.randn(48, 32).bfloat16(), torch.randn(6, 32).bfloat16()
     out, _, _, _ = _gemm(weight, True, x, False)
@@ -124,18 +144,19 @@ def test_rmsnorm_bf16_multiplies_weight_in_fp32_before_rounding():
     assert torch.equal(y, _rms_reference(x, weight, 1e-6).bfloat16())
 
 
-def test_layernorm_forward_and_backward():
+@pytest.mark.parametrize("zero_centered_gamma", [False, True])
+def test_layernorm_forward_and_backward(zero_centered_gamma):
     x = torch.randn(6, 32, requires_grad=True)
     weight, bias = torch.randn(32, requires_grad=True), torch.randn(32, requires_grad=True)
     y, mu, rsigma = tex.layernorm_fwd(
-        x.detach(), weight.detach(), bias.detach(), 1e-5, None, None, DType.kFloat32, 0, False
+        x.detach(), weight.detach(), bias.detach(), 1e-5, None, None, DType.kFloat32, 0, zero_centered_gamma
     )
-    expected = F.layer_norm(x, (32,), weight, bias, eps=1e-5)
+    expected = F.layer_norm(x, (32,), weight + 1 if zero_centered_gamma else weight, bias, eps=1e-5)
     torch.testing.assert_close(y, expected.detach())
 
     grad = torch.randn_like(x)
     expected.backward(grad)
-    dx, dgamma, dbeta = tex.layernorm_bwd(grad, x.detach(), mu, rsigma, weight.detach(), 0, False)
+    dx, dgamma, dbeta = tex.layernorm_bwd(grad, x.detach(), mu, rsigma, weight.detach(), 0, zero_centered_gamma)
     torch.testing.assert_close(dx, x.grad)
     torch.testing.assert_close(dgamma, weight.grad)
     torch.testing.assert_close(dbeta, bias.grad)
@@ -322,6 +343,22 @@ def test_copy_to_kv_cache_writes_new_tokens_after_cached_ones():
     assert k_cache[0, :2].abs().sum() == 0 and k_cache[1, 3:].abs().sum() == 0
 
 
+def test_copy_to_kv_cache_paged():
+    # Two pages of 3 tokens per sequence; sequence 0 owns pages [2, 0], sequence 1 pages [1, 3].
+    k_cache, v_cache = torch.zeros(4, 3, 1, 2), torch.zeros(4, 3, 1, 2)
+    page_table = torch.tensor([[2, 0], [1, 3]], dtype=torch.int32)
+    new_k = torch.randn(2, 5, 1, 2)
+    cu_new = torch.tensor([0, 5, 7], dtype=torch.int32)
+    cu_cached = torch.tensor([0, 5, 10], dtype=torch.int32)  # sequence 1: 3 cached tokens, then 2 new
+    tex.copy_to_kv_cache(
+        new_k, new_k, k_cache, v_cache, page_table, cu_new, cu_cached, NVTE_QKV_Format.NVTE_BSHD, 2, 5, 6, 2, False
+    )
+    torch.testing.assert_close(k_cache[2], new_k[0, :3])
+    torch.testing.assert_close(k_cache[0, :2], new_k[0, 3:5])
+    torch.testing.assert_close(k_cache[3, :2], new_k[1, :2])
+    assert k_cache[1].abs().sum() == 0
+
+
 def test_copy_to_kv_cache_reindexes_surviving_sequences_first():
     k_cache = torch.arange(3 * 4, dtype=torch.float32).view(3, 4, 1, 1).clone()
     v_cache = k_cache.clone()
@@ -387,6 +424,7 @@ def test_emulation_patches_are_scoped_and_restored(te_runtime):
     with te_runtime.active() as te:
         assert torch.cuda.is_available() and torch.cuda.get_device_capability() == (8, 0)
         assert torch.zeros(2, device="cuda").device.type == "cpu" and x.is_cuda and x.cuda() is x
+        assert x.to(0).device.type == "cpu" and x.to("cuda:0", torch.float64).dtype == torch.float64
         assert torch.ops.te_kv_cache.convert_bshd_to_thd(x, cu_seqlens, 2).shape == (2, 1, 1)
         with te_runtime.active():  # re-entrant
             assert torch.cuda.is_available()
@@ -411,7 +449,7 @@ def test_stock_hf_generate_is_unchanged_inside_the_scope(te_runtime):
     model = LlamaForCausalLM(config).eval().to(te_runtime.device)
     ids = torch.randint(0, 50, (2, 5), device=te_runtime.device)
     mask = torch.ones_like(ids)
-    outside = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, num_beams=2)
+    outside = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, num_beams=2)
     with te_runtime.active():
-        inside = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, num_beams=2)
+        inside = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, num_beams=2)
     assert torch.equal(inside, outside)

@@ -183,14 +183,38 @@ def _rms_norm(config, weight):
     return norm
 
 
+def _check_against_reference(te_runtime, build_te, reference, weights, x, reference_grads=None):
+    """Builds a TE module holding `weights` (TE name -> reference tensor), runs it and `reference` on `x`, and
+    compares outputs, input gradients and the gradient of every TE parameter with the reference's
+    (`reference_grads()` after backward, by default each reference weight's own gradient)."""
+    with te_runtime.active():
+        te_module = build_te(te_runtime.te).to(te_runtime.device)
+        load_te_weights(te_module, weights)
+    x_te = x.clone().to(te_runtime.device).requires_grad_()
+    with te_runtime.active():
+        out = te_module(x_te)
+        out.square().sum().backward()
+    x_ref = x.clone().requires_grad_()
+    expected = reference(x_ref)
+    expected.square().sum().backward()
+
+    torch.testing.assert_close(out.detach().cpu(), expected.detach(), atol=FP32_ATOL, rtol=0)
+    torch.testing.assert_close(x_te.grad.cpu(), x_ref.grad, atol=FP32_ATOL, rtol=1e-5)
+    expected_grads = reference_grads() if reference_grads else {name: w.grad for name, w in weights.items()}
+    te_params = dict(te_module.named_parameters())
+    assert sorted(expected_grads) == sorted(te_params)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(te_params[name].grad.cpu(), grad, atol=5e-5, rtol=1e-5, msg=name)
+
+
 def test_layernorm_mlp_matches_llama_norm_and_mlp(te_runtime):
     config = tiny_llama_config()
     hf = hf_layer(config)
     norm, mlp = _rms_norm(config, hf.post_attention_layernorm.weight), hf.mlp
     assert isinstance(mlp, LlamaMLP)
-    x = torch.randn(3, 4, config.hidden_size)
-    with te_runtime.active():
-        te_mlp = te_runtime.te.LayerNormMLP(
+
+    def build(te):
+        return te.LayerNormMLP(
             config.hidden_size,
             config.intermediate_size,
             eps=config.rms_norm_eps,
@@ -198,27 +222,19 @@ def test_layernorm_mlp_matches_llama_norm_and_mlp(te_runtime):
             normalization="RMSNorm",
             activation="swiglu",
             params_dtype=torch.float32,
-        ).to(te_runtime.device)
-        load_te_weights(
-            te_mlp,
-            {
-                "layer_norm_weight": norm.weight,
-                "fc1_weight": torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight)),
-                "fc2_weight": mlp.down_proj.weight,
-            },
         )
-    x_te = x.clone().to(te_runtime.device).requires_grad_()
-    with te_runtime.active():
-        out = te_mlp(x_te)
-        out.square().sum().backward()
-    x_hf = x.clone().requires_grad_()
-    expected = mlp(norm(x_hf))
-    expected.square().sum().backward()
 
-    torch.testing.assert_close(out.detach().cpu(), expected.detach(), atol=FP32_ATOL, rtol=0)
-    torch.testing.assert_close(x_te.grad.cpu(), x_hf.grad, atol=FP32_ATOL, rtol=1e-5)
-    torch.testing.assert_close(te_mlp.layer_norm_weight.grad.cpu(), norm.weight.grad, atol=5e-5, rtol=1e-5)
-    torch.testing.assert_close(te_mlp.fc2_weight.grad.cpu(), mlp.down_proj.weight.grad, atol=5e-5, rtol=1e-5)
+    def grads():
+        return {
+            "layer_norm_weight": norm.weight.grad,
+            "fc1_weight": torch.cat((mlp.gate_proj.weight.grad, mlp.up_proj.weight.grad)),
+            "fc2_weight": mlp.down_proj.weight.grad,
+        }
+
+    fc1 = torch.cat((mlp.gate_proj.weight, mlp.up_proj.weight))
+    weights = {"layer_norm_weight": norm.weight, "fc1_weight": fc1, "fc2_weight": mlp.down_proj.weight}
+    x = torch.randn(3, 4, config.hidden_size)
+    _check_against_reference(te_runtime, build, lambda x: mlp(norm(x)), weights, x, reference_grads=grads)
 
 
 def test_layernorm_linear_matches_rms_norm_then_linear(te_runtime):
@@ -226,50 +242,32 @@ def test_layernorm_linear_matches_rms_norm_then_linear(te_runtime):
     torch.manual_seed(1)
     norm = _rms_norm(config, torch.rand(config.hidden_size) + 0.5)
     linear = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-    x = torch.randn(2, 5, config.hidden_size)
-    with te_runtime.active():
-        te_linear = te_runtime.te.LayerNormLinear(
+
+    def build(te):
+        return te.LayerNormLinear(
             config.hidden_size,
             config.hidden_size,
             eps=config.rms_norm_eps,
             bias=False,
             normalization="RMSNorm",
             params_dtype=torch.float32,
-        ).to(te_runtime.device)
-        load_te_weights(te_linear, {"layer_norm_weight": norm.weight, "weight": linear.weight})
-    x_te = x.clone().to(te_runtime.device).requires_grad_()
-    with te_runtime.active():
-        out = te_linear(x_te)
-        out.square().sum().backward()
-    x_hf = x.clone().requires_grad_()
-    expected = linear(norm(x_hf))
-    expected.square().sum().backward()
+        )
 
-    torch.testing.assert_close(out.detach().cpu(), expected.detach(), atol=FP32_ATOL, rtol=0)
-    torch.testing.assert_close(x_te.grad.cpu(), x_hf.grad, atol=FP32_ATOL, rtol=1e-5)
-    torch.testing.assert_close(te_linear.weight.grad.cpu(), linear.weight.grad, atol=5e-5, rtol=1e-5)
-    torch.testing.assert_close(te_linear.layer_norm_weight.grad.cpu(), norm.weight.grad, atol=5e-5, rtol=1e-5)
+    weights = {"layer_norm_weight": norm.weight, "weight": linear.weight}
+    _check_against_reference(
+        te_runtime, build, lambda x: linear(norm(x)), weights, torch.randn(2, 5, config.hidden_size)
+    )
 
 
 def test_linear_with_bias_matches_nn_linear(te_runtime):
     torch.manual_seed(2)
     linear = nn.Linear(32, 48)
-    x = torch.randn(3, 7, 32)
-    with te_runtime.active():
-        te_linear = te_runtime.te.Linear(32, 48, bias=True, params_dtype=torch.float32).to(te_runtime.device)
-        load_te_weights(te_linear, {"weight": linear.weight, "bias": linear.bias})
-    x_te = x.clone().to(te_runtime.device).requires_grad_()
-    with te_runtime.active():
-        out = te_linear(x_te)
-        out.square().sum().backward()
-    x_hf = x.clone().requires_grad_()
-    expected = linear(x_hf)
-    expected.square().sum().backward()
 
-    torch.testing.assert_close(out.detach().cpu(), expected.detach(), atol=FP32_ATOL, rtol=0)
-    torch.testing.assert_close(x_te.grad.cpu(), x_hf.grad, atol=FP32_ATOL, rtol=1e-5)
-    torch.testing.assert_close(te_linear.weight.grad.cpu(), linear.weight.grad, atol=5e-5, rtol=1e-5)
-    torch.testing.assert_close(te_linear.bias.grad.cpu(), linear.bias.grad, atol=5e-5, rtol=1e-5)
+    def build(te):
+        return te.Linear(32, 48, bias=True, params_dtype=torch.float32)
+
+    weights = {"weight": linear.weight, "bias": linear.bias}
+    _check_against_reference(te_runtime, build, linear, weights, torch.randn(3, 7, 32))
 
 
 def test_padding_mask_in_te_convention_matches_hf_mask(te_runtime):
