@@ -106,6 +106,16 @@ def test_logits_match_stock_layers(arch, te_runtime, tmp_path):
     torch.testing.assert_close(logits[valid], expected[valid], atol=ATOL, rtol=ATOL)
 
 
+def test_eager_masks_and_own_head_dim(te_runtime, tmp_path):
+    """Eager attention gives additive float masks; layer 0's own `head_dim` (TE's `kv_channels`) comes with its own
+    rotary embedding."""
+    per_layer = {0: {"head_dim": 32}, 1: {"num_key_value_heads": 4}}
+    stock = build_model(ARCHS["llama"], per_layer, 2, attn_implementation="eager").to(te_runtime.device)
+    model = load_with_te(stock, tmp_path, te_runtime, decoder_backend="transformer_engine")
+    assert model.model.layers[0].self_attention.core_attention.hidden_size_per_attention_head_k == 32
+    assert_padded_batch_matches(stock, model, te_runtime)
+
+
 @pytest.mark.parametrize(
     "rope_parameters",
     [
