@@ -387,8 +387,10 @@ def test_fp8_layers(te_runtime, tmp_path):
 
 
 def test_masks_te_cannot_take_are_refused():
-    with pytest.raises(DecoderBackendError, match="Layer 3: a TE layer needs a 4D attention mask or None"):
+    with pytest.raises(DecoderBackendError) as error:
         _te_mask(torch.ones(2, 5), None, 3)
+    assert str(error.value).startswith("Layer 3: a TE layer needs a 4D attention mask or None, got a 2D tensor; ")
+    assert "attn_implementation='sdpa' or 'eager'" in str(error.value)
 
 
 def test_missing_cuda_is_a_clear_error(te_runtime):

@@ -49,6 +49,7 @@ from ...utils import logging
 from ..linear_utils import LinearSubBlock
 from ..skip_utils import SkippedModule
 from .selection import DecoderBackendError, LayerBackend, TransformerEngineBackend
+from .transformer_engine_weights import layer_weight_conversions
 
 
 logger = logging.get_logger(__name__)
@@ -378,8 +379,6 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
     def weight_conversions(self, prefix: str) -> list[Any]:
         """Load-time transforms from HF checkpoint names under `prefix` (`layers.3.`) to this layer's; `save_pretrained`
         applies their reverse (see `transformer_engine_weights.py`)."""
-        from .transformer_engine_weights import layer_weight_conversions
-
         return layer_weight_conversions(self.shape, prefix)
 
 
@@ -395,10 +394,14 @@ def _te_mask(attention_mask: Any, window_size: tuple[int, int] | None, layer_idx
     if attention_mask is None:
         return None, "causal_bottom_right", window_size
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 4:
+        found = (
+            f"a {attention_mask.ndim}D tensor"
+            if isinstance(attention_mask, torch.Tensor)
+            else type(attention_mask).__name__
+        )
         raise DecoderBackendError(
-            f"Layer {layer_idx}: a TE layer needs a 4D attention mask or None, got "
-            f"{type(attention_mask).__name__}{'' if not isinstance(attention_mask, torch.Tensor) else attention_mask.ndim}"
-            "; build the model with attn_implementation='sdpa' or 'eager' (flash and flex masks are not TE masks)."
+            f"Layer {layer_idx}: a TE layer needs a 4D attention mask or None, got {found}; build the model with "
+            "attn_implementation='sdpa' or 'eager' (flash and flex attention masks are not TE masks)."
         )
     masked_out = ~attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
     return masked_out, "arbitrary", _NO_WINDOW
