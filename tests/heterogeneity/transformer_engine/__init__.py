@@ -16,8 +16,8 @@
 TE's modules (`TransformerLayer`, `MultiheadAttention`, `LayerNormMLP`, `LayerNormLinear`, `Linear`,
 `DotProductAttention`, `InferenceParams`, its rope) are pure Python over a compiled extension,
 `transformer_engine_torch`, and CUDA. Here the extension is a pure-PyTorch stand-in (`extension.py`, kernels written
-from their math in `kernels.py`) and CUDA is emulated in a scope (`emulation.py`). Where CUDA exists, none of this
-is installed and the same tests run against real TE. See README.md in this directory.
+from their math in `kernels.py` and `attention_kernels.py`) and CUDA is emulated in a scope (`emulation.py`). Where
+CUDA exists, none of this is installed and the same tests run against real TE. See README.md in this directory.
 
 Stable API (for tests of the TE backend):
 

@@ -18,7 +18,9 @@
   `get_device_capability()` describe a compute-capability 8.0 device, `is_current_stream_capturing()` False, and
   `synchronize()` a no-op (TE refuses to build modules without CUDA and reads the capability to pick kernels);
 - a `TorchFunctionMode` maps `device="cuda"` / `"cuda:N"` / integer devices to the CPU in every torch call, and in
-  `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor; `Tensor.is_cuda` is True (TE rejects inputs that are not);
+  `Tensor.to` (and in `torch.range`, which bypasses such modes); `Tensor.cuda()` returns the tensor;
+  `Tensor.is_cuda` is True (TE rejects inputs that are not); backward passes run under the same mapping (the
+  autograd engine is started inside it), so TE's backward functions and checkpointing recomputation see it too;
 - TE's five `torch.library.custom_op(..., device_types="cuda")` ops (`attention/custom_ops.py`: the KV-cache copy,
   bshd/thd conversions, FlashAttention QKV packing) get CPU kernels, registered through a `torch.library.Library`
   that is destroyed on exit.
@@ -28,8 +30,9 @@ The first entry imports TE (`transformer_engine.pytorch`) with `extension.py` re
 without loading `libtransformer_engine.so`, cuDNN, NVRTC or cuRAND: `NVTE_PROJECT_BUILDING=1` during the import makes
 `transformer_engine/common/__init__.py` skip them, and `load_framework_extension` is replaced by a check that the
 stand-in is the registered extension. `NVTE_TORCH_COMPILE=0` keeps TE's JIT fusions from calling `torch.compile`
-under the patched CUDA checks. The `triton` of `triton_standin.py` is in `sys.modules` only while TE's Triton kernel
-modules are imported, after `torch._dynamo` (which probes for Triton once, at its own import). The import is
+under the patched CUDA checks. The `triton` of `triton_standin.py` is in `sys.modules` only during TE's import (its
+`distributed.py` imports TE's Triton kernel modules), after `torch._dynamo` (which probes for Triton at its own
+import), and only where no real Triton is installed. The import is
 permanent for the process, as any import is: TE's modules, and the stand-in under `transformer_engine_torch`, stay
 in `sys.modules`; nothing else does.
 """
@@ -52,7 +55,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import extension, kernels, triton_standin
+from . import attention_kernels, extension, triton_standin
 
 
 TE_VERSION = "2.20.2"
@@ -122,6 +125,22 @@ class _CudaOnCpu(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _backward_with_cuda_on_cpu(run_backward: Any) -> Any:
+    """Runs the autograd engine with the device mapping on.
+
+    A torch-function mode is off while it handles a call, and `Tensor.backward` / `torch.autograd.backward` / `grad`
+    are such calls: without this, TE's backward functions, and TE's forward where activation checkpointing recomputes
+    it, would run unmapped. `torch.autograd._engine_run_backward` (torch 2.13, the pinned version) is where those
+    entry points start the engine, which runs CPU graphs on the calling thread, under the mode pushed here.
+    """
+
+    def run(*args: object, **kwargs: object) -> Any:
+        with _CudaOnCpu():
+            return run_backward(*args, **kwargs)
+
+    return run
+
+
 def _range_on_cpu(original: Any) -> Any:
     """`torch.range` bypasses torch-function modes; TE 2.20.2's `InferenceParams` calls it with a CUDA device."""
 
@@ -170,16 +189,24 @@ def _patch_cuda_runtime(stack: contextlib.ExitStack) -> None:
     _setattr(stack, torch.Tensor, "cuda", _cuda_noop)
     _setattr(stack, torch.Tensor, "is_cuda", property(lambda self: True))
     _setenv(stack, "NVTE_TORCH_COMPILE", "0")
+    if not hasattr(torch.autograd, "_engine_run_backward"):
+        raise RuntimeError(
+            f"torch {torch.__version__} has no torch.autograd._engine_run_backward, which the CPU emulation wraps so "
+            "that backward passes run under its device mapping (written against torch 2.13)"
+        )
+    _setattr(
+        stack, torch.autograd, "_engine_run_backward", _backward_with_cuda_on_cpu(torch.autograd._engine_run_backward)
+    )
     stack.enter_context(_CudaOnCpu())
 
 
 # TE 2.20.2's `attention/custom_ops.py`: the ops registered with `device_types="cuda"`, and the CPU kernel of each.
 _CUSTOM_OP_KERNELS = {
-    ("te_kv_cache", "copy_to_kv_cache"): kernels.copy_to_kv_cache,
-    ("te_kv_cache", "convert_bshd_to_thd"): kernels.convert_bshd_to_thd,
-    ("te_kv_cache", "convert_thd_to_bshd"): kernels.convert_thd_to_bshd,
-    ("te_attention", "fa_prepare_fwd"): kernels.fa_prepare_fwd,
-    ("te_attention", "fa_prepare_bwd"): kernels.fa_prepare_bwd,
+    ("te_kv_cache", "copy_to_kv_cache"): attention_kernels.copy_to_kv_cache,
+    ("te_kv_cache", "convert_bshd_to_thd"): attention_kernels.convert_bshd_to_thd,
+    ("te_kv_cache", "convert_thd_to_bshd"): attention_kernels.convert_thd_to_bshd,
+    ("te_attention", "fa_prepare_fwd"): attention_kernels.fa_prepare_fwd,
+    ("te_attention", "fa_prepare_bwd"): attention_kernels.fa_prepare_bwd,
 }
 
 
@@ -237,8 +264,8 @@ def _importing_te() -> Iterator[None]:
 
     if "transformer_engine" in sys.modules:
         raise RuntimeError(
-            "transformer_engine was imported before the CPU emulation; import it through `import_transformer_engine()` "
-            "or `te_cpu_emulation()` so that it binds the stand-in extension"
+            "transformer_engine was imported before the CPU emulation; import it through "
+            "`import_transformer_engine()` or `te_cpu_emulation()` so that it binds the stand-in extension"
         )
     with contextlib.ExitStack() as stack:
         _setenv(stack, "NVTE_PROJECT_BUILDING", "1")

@@ -18,7 +18,7 @@ at import time and on the fp32/bf16 Llama path:
 - the enums (`enums.py`), with TE's exact members and values;
 - the data classes TE refers to: `FP8TensorMeta` (a plain holder of its three fields) and the communication-overlap
   classes (`CommOverlap`, `CommOverlapP2P`, `CommOverlapHelper`), which raise when constructed;
-- the kernels of `kernels.py`, written from their math;
+- the kernels of `kernels.py` and `attention_kernels.py`, written from their math;
 - every other function name of TE 2.20.2's binding (`EXTENSION_FUNCTIONS`), because TE does
   `from transformer_engine_torch import *` and builds dicts of them at import time. Those are `UnavailableKernel`
   objects that raise `EmulationUnsupportedError` when called, never a fake result. A name TE 2.20.2 does not have is
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from . import kernels
+from . import attention_kernels, kernels
 from .enums import ENUMS
 from .kernels import EmulationUnsupportedError
 
@@ -229,7 +229,8 @@ class UnavailableKernel:
         raise EmulationUnsupportedError(
             f"transformer_engine_torch.{self.__name__} is not implemented by the CPU emulation (it covers the "
             "fp32/bf16 Llama-family path: GEMM, norms, activations, rope, softmax, KV cache). Run on a GPU with "
-            "real TransformerEngine, or add the kernel to tests/heterogeneity/transformer_engine/kernels.py."
+            "real TransformerEngine, or add the kernel to tests/heterogeneity/transformer_engine/ (kernels.py or "
+            "attention_kernels.py)."
         )
 
     def __repr__(self) -> str:
@@ -268,29 +269,40 @@ class CommOverlapP2P(_CommunicationOverlap):
 
 
 IMPLEMENTED = {
-    name: getattr(kernels, name)
-    for name in (
-        "generic_gemm",
-        "rmsnorm_fwd",
-        "rmsnorm_bwd",
-        "layernorm_fwd",
-        "layernorm_bwd",
-        "fused_rope_forward",
-        "fused_rope_backward",
-        "get_fused_attn_backend",
-        "get_cudnn_version",
-        "get_cublasLt_version",
-        "get_num_cublas_streams",
-        "get_stream_priority_range",
-        "copy_to_kv_cache",
-        "convert_bshd_to_thd",
-        "convert_thd_to_bshd",
-        "fa_prepare_fwd",
-        "fa_prepare_bwd",
+    name: getattr(module, name)
+    for module, names in (
+        (
+            kernels,
+            (
+                "generic_gemm",
+                "rmsnorm_fwd",
+                "rmsnorm_bwd",
+                "layernorm_fwd",
+                "layernorm_bwd",
+                "get_cudnn_version",
+                "get_cublasLt_version",
+                "get_num_cublas_streams",
+                "get_stream_priority_range",
+            ),
+        ),
+        (
+            attention_kernels,
+            (
+                "fused_rope_forward",
+                "fused_rope_backward",
+                "get_fused_attn_backend",
+                "copy_to_kv_cache",
+                "convert_bshd_to_thd",
+                "convert_thd_to_bshd",
+                "fa_prepare_fwd",
+                "fa_prepare_bwd",
+            ),
+        ),
     )
+    for name in names
 }
 IMPLEMENTED.update(kernels.ACTIVATION_KERNELS)
-IMPLEMENTED.update(kernels.SOFTMAX_KERNELS)
+IMPLEMENTED.update(attention_kernels.SOFTMAX_KERNELS)
 
 _CLASSES = {cls.__name__: cls for cls in (*ENUMS, FP8TensorMeta, CommOverlapHelper, CommOverlap, CommOverlapP2P)}
 _UNKNOWN = sorted(set(IMPLEMENTED) - set(EXTENSION_FUNCTIONS))

@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Which TransformerEngine the tests run: the real one where CUDA exists, TE's Python code over the stand-in elsewhere."""
+"""Which TransformerEngine the tests run: the real one where CUDA exists, else TE's Python code over the stand-in."""
 
 from __future__ import annotations
 
@@ -32,7 +32,15 @@ def import_transformer_engine() -> types.ModuleType:
     With CUDA the stand-in is never installed, so the same tests run unchanged against real TE on a GPU.
     """
     if torch.cuda.is_available():
-        return importlib.import_module("transformer_engine.pytorch")
+        try:
+            return importlib.import_module("transformer_engine.pytorch")
+        except (ImportError, RuntimeError, FileNotFoundError) as error:
+            # `make install` brings only TE's pure-Python wheel; real TE also needs its CUDA core and extension.
+            raise RuntimeError(
+                f"CUDA is available, so the TE tests run real TransformerEngine, which failed to import ({error}). "
+                "Install it with `pip install --no-build-isolation 'transformer-engine[pytorch]'`, or hide the GPU "
+                "(`CUDA_VISIBLE_DEVICES=`) to run TE's Python code over the CPU emulation instead."
+            ) from error
     with te_cpu_emulation() as te:
         return te
 

@@ -21,6 +21,7 @@ Kernel tests call the stand-in directly with TE's positional arguments; referenc
 import math
 import os
 import sys
+import types
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from . import emulation, extension, triton_standin
+from . import emulation, extension, runtime, triton_standin
 from .enums import DType, NVTE_Fused_Attn_Backend, NVTE_QKV_Format
 from .kernels import EmulationUnsupportedError
 
@@ -418,7 +419,13 @@ def test_wrong_te_version_is_refused(monkeypatch):
 def test_emulation_patches_are_scoped_and_restored(te_runtime):
     if not te_runtime.emulated:
         pytest.skip("real TE: no emulation to scope")
-    saved = (torch.cuda.is_available, torch.range, torch.Tensor.cuda, os.environ.get("NVTE_TORCH_COMPILE"))
+    saved = (
+        torch.cuda.is_available,
+        torch.range,
+        torch.Tensor.cuda,
+        torch.autograd._engine_run_backward,
+        os.environ.get("NVTE_TORCH_COMPILE"),
+    )
     x = torch.randn(1, 2, 1, 1)
     cu_seqlens = torch.tensor([0, 2], dtype=torch.int32)
     with te_runtime.active() as te:
@@ -430,7 +437,13 @@ def test_emulation_patches_are_scoped_and_restored(te_runtime):
             assert torch.cuda.is_available()
         assert torch.cuda.is_available()
         linear_cls = te.Linear
-    assert (torch.cuda.is_available, torch.range, torch.Tensor.cuda, os.environ.get("NVTE_TORCH_COMPILE")) == saved
+    assert (
+        torch.cuda.is_available,
+        torch.range,
+        torch.Tensor.cuda,
+        torch.autograd._engine_run_backward,
+        os.environ.get("NVTE_TORCH_COMPILE"),
+    ) == saved
     assert not torch.cuda.is_available() and not x.is_cuda
     assert getattr(sys.modules.get("triton"), "jit", None) is not triton_standin._jit
     with pytest.raises(NotImplementedError):
@@ -453,3 +466,14 @@ def test_stock_hf_generate_is_unchanged_inside_the_scope(te_runtime):
     with te_runtime.active():
         inside = model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, num_beams=2)
     assert torch.equal(inside, outside)
+
+
+def test_cuda_without_real_te_is_a_clear_error(monkeypatch):
+    # With CUDA the tests run real TE; the pure-Python wheel alone cannot import there (no core library).
+    def import_module(name):
+        raise RuntimeError("Found empty `transformer-engine` meta package installed.")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runtime, "importlib", types.SimpleNamespace(import_module=import_module))
+    with pytest.raises(RuntimeError, match=r"real TransformerEngine, which failed to import .*CUDA_VISIBLE_DEVICES="):
+        runtime.import_transformer_engine()

@@ -296,3 +296,65 @@ def test_padding_mask_in_te_convention_matches_hf_mask(te_runtime):
     expected = hf(x, attention_mask=hf_mask, position_embeddings=(cos, sin))
     expected = expected[0] if isinstance(expected, tuple) else expected
     torch.testing.assert_close(out[keep], expected[keep], atol=FP32_ATOL, rtol=0)
+
+
+def test_multihead_attention_matches_llama_norm_and_attention(te_runtime):
+    # The attention block alone (what a layer with a skipped MLP needs): norm + attention, no residual.
+    config = tiny_llama_config()
+    hf = hf_layer(config)
+    norm = _rms_norm(config, hf.input_layernorm.weight)
+    x = torch.randn(2, 9, config.hidden_size)
+    with te_runtime.active():
+        attention = te_runtime.te.MultiheadAttention(
+            config.hidden_size,
+            config.num_attention_heads,
+            kv_channels=config.head_dim,
+            num_gqa_groups=config.num_key_value_heads,
+            attention_dropout=0.0,
+            layernorm_epsilon=config.rms_norm_eps,
+            input_layernorm=True,
+            normalization="RMSNorm",
+            bias=False,
+            qkv_format="bshd",
+            layer_number=2,
+            params_dtype=torch.float32,
+        ).to(te_runtime.device)
+        weights = {
+            name.removeprefix("self_attention."): value
+            for name, value in hf_to_te_state_dict(hf).items()
+            if name.startswith("self_attention.")
+        }
+        load_te_weights(attention, weights)
+    cos, sin, emb = rope_tables(config, x.shape[1])
+
+    out = _te_forward(te_runtime, attention, x, emb, attn_mask_type="causal")
+
+    expected, _ = hf.self_attn(
+        norm(x), attention_mask=causal_mask(x.shape[1], x.dtype), position_embeddings=(cos, sin)
+    )
+    torch.testing.assert_close(out, expected, atol=FP32_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True], ids=["non_reentrant", "reentrant"])
+def test_activation_checkpointing_recomputes_te_forward_in_backward(te_runtime, use_reentrant):
+    # Checkpointing reruns TE's forward inside the backward pass, which must see the same (emulated) CUDA.
+    config = tiny_llama_config()
+    hf = hf_layer(config)
+    x = torch.randn(2, 6, config.hidden_size)
+    layer = _build_te_layer(te_runtime, config, hf)
+    _, _, emb = rope_tables(config, x.shape[1])
+    emb = emb.to(te_runtime.device)
+
+    x_te = x.clone().to(te_runtime.device).requires_grad_()
+    with te_runtime.active():
+        out = torch.utils.checkpoint.checkpoint(
+            lambda t: layer(t, self_attn_mask_type="causal", rotary_pos_emb=emb), x_te, use_reentrant=use_reentrant
+        )
+        out.square().sum().backward()
+    x_hf = x.clone().requires_grad_()
+    hf_forward(hf, config, x_hf).square().sum().backward()
+
+    torch.testing.assert_close(x_te.grad.cpu(), x_hf.grad, atol=FP32_ATOL, rtol=1e-5)
+    torch.testing.assert_close(
+        layer.layernorm_mlp.fc2_weight.grad.cpu(), hf.mlp.down_proj.weight.grad, atol=5e-5, rtol=1e-5
+    )
