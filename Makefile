@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TE_VERSION ?= 2.20.2
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench quality style clean
+.PHONY: install demo test bench gpu-check quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m pip install --quiet "matplotlib==$(MATPLOTLIB_VERSION)"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# On a CUDA machine with TransformerEngine installed (`pip install --no-build-isolation
+# "transformer-engine[pytorch]==$(TE_VERSION)"` into $(VENV)): the TE backend tests against real TE (the CPU stand-in
+# is never loaded where CUDA exists), then the per-layer TE / stock benchmark (bf16 and FP8; prefill, decode, training).
+gpu-check: install
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA GPU and a CUDA build of torch')"
+	$(BIN)/python -c "import transformer_engine.pytorch" || (echo 'gpu-check needs real TransformerEngine: $(BIN)/pip install --no-build-isolation "transformer-engine[pytorch]==$(TE_VERSION)"' && exit 1)
+	$(BIN)/python -m pytest tests/heterogeneity/test_backends_transformer_engine.py tests/heterogeneity/test_backends_selection.py tests/heterogeneity/transformer_engine -q
+	$(BIN)/python -m benchmarks.transformer_engine $(BENCH_ARGS)
 
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)

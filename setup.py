@@ -65,6 +65,7 @@ setup(
     package_dir={"": "src"},
     packages=[
         "transformers.heterogeneity",
+        "transformers.heterogeneity.backends",
         "transformers.heterogeneity.commands",
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
@@ -79,7 +80,8 @@ setup(
         # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
         "torch": ["torch>=2.4"],
         "te-cpu-tests": TE_CPU_TESTS,
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", *TE_CPU_TESTS],
+        # accelerate: the Trainer step through TE layers (tests/heterogeneity/test_backends_transformer_engine.py).
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "accelerate==1.13.0", *TE_CPU_TESTS],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

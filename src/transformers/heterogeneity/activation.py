@@ -267,6 +267,64 @@ def patch_export_cache_layout(executorch: ModuleType) -> Callable[[], None]:
     return undo
 
 
+def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedModel.from_pretrained`, `PreTrainedModel._from_config` and `get_model_conversion_mapping`
+    (transformers 5.23, `modeling_utils.py`; the latter also as `conversion_mapping.get_model_conversion_mapping`,
+    which `core_model_loading.revert_weight_conversion` imports when saving).
+
+    Upstream behaviour: there is no `decoder_backend` argument (an unknown keyword reaches the model's `__init__` and
+    raises `TypeError`), and a model's weight transforms come from registries keyed by class name or model type. Change:
+    both entry points take `decoder_backend=...` and build the model inside `backends.use_decoder_backend(...)`, the
+    run-time choice that is never stored in the config (like `attn_implementation`); a model's transforms also include
+    those of its TransformerEngine layers (HF names and shapes <-> TE's), so loading maps each tensor as it streams in
+    and `save_pretrained` maps back. Homogeneous stock models get exactly upstream's result (no TE layer, no
+    transform). Removal: upstream takes `decoder_backend` like `attn_implementation` and asks the model for
+    per-instance weight transforms.
+    """
+    from .. import conversion_mapping
+
+    cls = modeling_utils.PreTrainedModel
+    originals = {name: cls.__dict__[name] for name in ("from_pretrained", "_from_config")}
+    for name, original in originals.items():
+        if not isinstance(original, classmethod):
+            raise _mismatch(f"PreTrainedModel.{name}", "expected a classmethod")
+
+    def with_decoder_backend(function: Callable) -> classmethod:
+        @functools.wraps(function)
+        def wrapper(klass, *args, decoder_backend=None, **kwargs):
+            if decoder_backend is None:
+                return function(klass, *args, **kwargs)
+            from .backends.selection import use_decoder_backend
+
+            with use_decoder_backend(decoder_backend):  # hetero-patch: the run's decoder backend
+                return function(klass, *args, **kwargs)
+
+        return classmethod(wrapper)
+
+    original_mapping = conversion_mapping.get_model_conversion_mapping
+    _check_signature(original_mapping, ["model", "key_mapping", "hf_quantizer"], "get_model_conversion_mapping")
+
+    @functools.wraps(original_mapping)
+    def get_model_conversion_mapping(model, *args, **kwargs):
+        from .backends.transformer_engine_weights import model_weight_conversions
+
+        # hetero-patch: per-instance transforms of the TE layers
+        return original_mapping(model, *args, **kwargs) + model_weight_conversions(model)
+
+    for name, original in originals.items():
+        setattr(cls, name, with_decoder_backend(original.__func__))
+    modeling_utils.get_model_conversion_mapping = get_model_conversion_mapping
+    conversion_mapping.get_model_conversion_mapping = get_model_conversion_mapping
+
+    def undo() -> None:
+        for name, original in originals.items():
+            setattr(cls, name, original)
+        modeling_utils.get_model_conversion_mapping = original_mapping
+        conversion_mapping.get_model_conversion_mapping = original_mapping
+
+    return undo
+
+
 _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
@@ -369,6 +427,7 @@ _CALLBACKS = (
     ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),
     ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
+    ("transformers.modeling_utils", functools.partial(_apply, patch_decoder_backends)),
     ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
 )

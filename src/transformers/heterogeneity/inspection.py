@@ -22,12 +22,14 @@ each layer's config and KV bytes from `kv_cache_bytes`. This module computes and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..models.auto import AutoModelForCausalLM
+from .backends.selection import TRANSFORMER_ENGINE, LayerBackend, parse_decoder_backend, plan_layer_backends
 from .cache_utils import LayerKVCacheSize, kv_cache_bytes
 from .linear_utils import LinearSubBlock
 from .skip_utils import SkippedModule
@@ -79,6 +81,7 @@ class LayerSummary:
     window: int | None = None  # sliding window or chunk size of a layer that holds KV; None: full attention
     num_experts: int | None = None
     experts_per_token: int | None = None
+    backend: str = "stock"  # decoder backend that would run the layer (`backends.plan_layer_backends`)
 
     def kind(self, slot: str) -> str:
         """What the sub-block slot `slot` holds (see the class docstring)."""
@@ -98,6 +101,7 @@ class ModelSummary:
     layers: tuple[LayerSummary, ...]
     num_non_layer_parameters: int
     num_non_layer_flops: int = 0  # the LM head
+    decoder_backend: Any = None  # the backend choice the summary was made for (None: stock layers only)
 
     @property
     def num_layer_parameters(self) -> int:
@@ -126,21 +130,26 @@ def unquantized(config: PreTrainedConfig) -> PreTrainedConfig:
     return type(config).from_dict(values)
 
 
-def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16) -> ModelSummary:
+def summarize_config(
+    config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16, decoder_backend: Any = None
+) -> ModelSummary:
     """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
 
     The model is built on the meta device, so its own construction refuses what it would refuse anyway (unknown
     skips, model-level attributes, KV heads that do not divide the attention heads) and no table describes a model
-    that cannot exist.
+    that cannot exist. Counts are those of the stock layers (the checkpoint's); `decoder_backend` adds which backend
+    would run each layer, planned from the config alone, so it needs no TransformerEngine.
 
     Args:
         config (`PreTrainedConfig`): a homogeneous or heterogeneous config of a supported architecture.
         dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): element type of the KV cache.
+        decoder_backend (*optional*): a `decoder_backend` value (`backends/selection.py`).
 
     Raises:
         ValueError: the architecture is not supported.
-        HeterogeneousConfigError: a layer's overrides cannot be honoured.
+        HeterogeneousConfigError: a layer's overrides cannot be honoured, or the backend choice cannot be.
     """
+    backends = plan_layer_backends(config, parse_decoder_backend(decoder_backend))
     spec = get_config_spec(config)
     if spec is None:
         raise ValueError(
@@ -153,7 +162,7 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
     kv_sizes = {size.layer_idx: size for size in kv_cache_bytes(config, dtype)}
     slots = _sub_block_slots(spec.skip_descriptors)
     layers = tuple(
-        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_sizes.get(layer_idx), slots)
+        _summarize_layer(layer_idx, layer_config, decoder_layer, kv_sizes.get(layer_idx), slots, backends[layer_idx])
         for layer_idx, (layer_config, decoder_layer) in enumerate(zip(config.per_layer_config, decoder_layers))
     )
     num_parameters = sum(parameter.numel() for parameter in model.parameters())  # tied weights count once
@@ -163,6 +172,7 @@ def summarize_config(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat
         layers=layers,
         num_non_layer_parameters=num_parameters - sum(layer.num_parameters for layer in layers),
         num_non_layer_flops=_matmul_flops(model) - sum(_matmul_flops(layer) for layer in decoder_layers),
+        decoder_backend=decoder_backend,
     )
 
 
@@ -215,6 +225,7 @@ def _summarize_layer(
     decoder_layer: nn.Module,
     kv_size: LayerKVCacheSize | None,
     slots: dict[str, str],
+    backend: LayerBackend,
 ) -> LayerSummary:
     blocks = tuple((slot, _slot_kind(decoder_layer.get_submodule(path))) for slot, path in slots.items())
     intermediate_size = num_experts = experts_per_token = None
@@ -237,7 +248,17 @@ def _summarize_layer(
         window=None if kv_size is None else kv_size.window,
         num_experts=num_experts,
         experts_per_token=experts_per_token,
+        backend=_format_backend(backend),
     )
+
+
+def _format_backend(backend: LayerBackend) -> str:
+    """`transformer_engine`, `transformer_engine (fp8)`, or the backend with why FP8 does not run it."""
+    if backend.fp8:
+        return f"{backend.backend} (fp8)"
+    if backend.backend == TRANSFORMER_ENGINE and backend.note:
+        return f"{backend.backend} ({backend.note})"
+    return backend.backend
 
 
 def _sub_block_slots(skip_descriptors) -> dict[str, str]:
@@ -288,8 +309,10 @@ def format_layer_table(summary: ModelSummary) -> str:
     A skipped sub-block shows `-` for its dimensions; a layer without KV shows 0 KV bytes.
     """
     slots = [slot for slot, _ in summary.layers[0].blocks]
+    backend_column = summary.decoder_backend is not None
     header = [
         "layer",
+        *(["backend"] if backend_column else []),
         *slots,
         "heads",
         "kv_heads",
@@ -301,7 +324,7 @@ def format_layer_table(summary: ModelSummary) -> str:
         "FLOPs/token",
     ]
     rows = [
-        [str(layer.layer_idx), *(kind for _, kind in layer.blocks)]
+        [str(layer.layer_idx), *([layer.backend] if backend_column else []), *(kind for _, kind in layer.blocks)]
         + [_format_number(value) for value in (layer.num_attention_heads, layer.num_key_value_heads, layer.head_dim)]
         + [_format_window(layer), _format_feed_forward(layer)]
         + [
@@ -320,7 +343,7 @@ def format_layer_table(summary: ModelSummary) -> str:
         _format_number(summary.flops_per_token - summary.num_non_layer_flops),
     ]
     rows.append(["total"] + [""] * (len(header) - 4) + totals)
-    table = _format_table(header, rows, left_aligned=1 + len(slots))
+    table = _format_table(header, rows, left_aligned=1 + backend_column + len(slots))
     return (
         f"{table}\n"
         f"Embeddings, final norm and LM head: {_format_number(summary.num_non_layer_parameters)} parameters, "

@@ -36,6 +36,13 @@ from transformers_heterogeneity_hook import after_import, forget
 
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
+from .backends.modeling import apply_decoder_backend
+from .backends.selection import (
+    TRANSFORMER_ENGINE_MODEL_TYPES,
+    DecoderBackendError,
+    plan_layer_backends,
+    requested_decoder_backend,
+)
 from .configuration_utils import (
     HeterogeneousConfigError,
     get_layer_overrides,
@@ -185,9 +192,12 @@ def _refuse_feature(reads: ModelInitReads, differing: tuple, model: nn.Module, a
 
 
 def finish_model_init(model: nn.Module) -> None:
-    """Called at the end of `PreTrainedModel.__init__`: gives the layers of a base model with per-layer windows or
-    chunk sizes their own masks (`masking_utils.py`)."""
+    """Called at the end of `PreTrainedModel.__init__`: runs a base model's layers on the decoder backend the run asked
+    for (`backends/`), then gives the layers of a base model with per-layer windows or chunk sizes their own masks
+    (`masking_utils.py`), so that the layers that end up in the model are the ones that get them."""
     config = model.config
+    if requested_decoder_backend() is not None:
+        _apply_decoder_backend(model, config)
     if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
         return
     spec = get_model_spec(type(model), config)
@@ -196,6 +206,20 @@ def finish_model_init(model: nn.Module) -> None:
     attach_per_layer_masks(model, model.layers, config)
     if spec.base_model_forward_reads.intersection(config.per_layer_attributes):
         model.config = model_level_config(config, spec.base_model_forward_reads)
+
+
+def _apply_decoder_backend(model: nn.Module, config: Any) -> None:
+    """Swaps the layers of a base model for the requested backend; a model of an architecture without a base model in
+    the registry is refused (by `plan_layer_backends`) rather than silently built stock."""
+    spec = get_model_spec(type(model), config) if isinstance(config, PreTrainedConfig) else None
+    if spec is None or spec.base_model_cls is None:
+        plan_layer_backends(config, requested_decoder_backend())  # raises for an architecture TE cannot run
+        raise DecoderBackendError(
+            f"{type(model).__name__}: decoder_backend needs an architecture whose layers are in the registry "
+            f"(supported: {sorted(TRANSFORMER_ENGINE_MODEL_TYPES)})."
+        )
+    if isinstance(model, spec.base_model_cls):
+        apply_decoder_backend(model)
 
 
 def _check_quantization(config: PreTrainedConfig, spec: HeterogeneousModelSpec) -> None:

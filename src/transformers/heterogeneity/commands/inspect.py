@@ -24,20 +24,38 @@ import typer
 def inspect(
     path: Annotated[Path, typer.Argument(help="Checkpoint directory (with config.json) or a config.json file.")],
     dtype: Annotated[str, typer.Option(help="Element type of the KV cache, for the KV bytes.")] = "bfloat16",
+    decoder_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Show which backend would run each layer: 'transformer_engine', 'stock', or JSON such as "
+            '\'{"transformer_engine": [0, 2]}\' or \'{"transformer_engine": "fp8_compatible"}\'. Needs no TE.'
+        ),
+    ] = None,
+    fp8: Annotated[bool, typer.Option(help="With --decoder-backend: show which TE layers FP8 can run.")] = False,
 ) -> None:
     """Print each layer's sub-blocks (attention / linear / skipped), dimensions, parameters, KV bytes and FLOPs per
     token, and the model's totals. Works for any supported checkpoint, including nemotron-nas and deci."""
+    import json
+
     import torch
 
     from ...models.auto import AutoConfig
+    from ..backends.selection import TransformerEngineBackend, parse_decoder_backend
     from ..inspection import format_layer_table, summarize_config, unquantized
 
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
         typer.echo(f"Error: unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.", err=True)
         raise typer.Exit(code=1)
     try:
+        choice = None
+        if decoder_backend is not None:
+            choice = parse_decoder_backend(
+                json.loads(decoder_backend) if decoder_backend[:1] == "{" else decoder_backend
+            )
+            if fp8 and choice is not None:
+                choice = TransformerEngineBackend(layers=choice.layers, fp8=True)
         config = AutoConfig.from_pretrained(path)
-        summary = summarize_config(unquantized(config), dtype=getattr(torch, dtype))
+        summary = summarize_config(unquantized(config), dtype=getattr(torch, dtype), decoder_backend=choice)
     except (OSError, ValueError) as error:
         typer.echo(f"Error: cannot inspect {path}: {error}", err=True)
         raise typer.Exit(code=1) from error

@@ -1,0 +1,37 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Per-layer decoder backends: stock PyTorch layers, or NVIDIA TransformerEngine (`transformer_engine.py`).
+
+The choice is made per run with `decoder_backend=...` (see `selection.py` for its forms). Importing this package
+imports neither torch modules of TE nor TE itself.
+"""
+
+from .selection import (
+    DecoderBackendError,
+    LayerBackend,
+    TransformerEngineBackend,
+    parse_decoder_backend,
+    plan_layer_backends,
+    use_decoder_backend,
+)
+
+
+__all__ = [
+    "DecoderBackendError",
+    "LayerBackend",
+    "TransformerEngineBackend",
+    "parse_decoder_backend",
+    "plan_layer_backends",
+    "use_decoder_backend",
+]

@@ -1,0 +1,66 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Swaps a base model's decoder layers for the backend the run asked for, once the model is built.
+
+The stock layers are built first (each from its own `config.per_layer_config[i]`, skips applied), then each layer
+chosen for TE is replaced by a TE layer read from it: the stock layer is the specification, so the TE layer has its
+shapes, biases, norms and skips exactly. Every chosen layer is checked and built before the first swap, so a refusal
+leaves no half-converted model. Under `from_pretrained` the stock layers live on the meta device and cost nothing.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ...utils import logging
+from .selection import TRANSFORMER_ENGINE, plan_layer_backends, requested_decoder_backend
+
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["apply_decoder_backend"]
+
+
+def apply_decoder_backend(base_model: nn.Module) -> None:
+    """Replaces the layers of `base_model.layers` that the requested backend runs (a no-op without a request)."""
+    choice = requested_decoder_backend()
+    if choice is None:
+        return
+    from .transformer_engine import build_transformer_engine_layer
+
+    config = base_model.config
+    plan = plan_layer_backends(config, choice)
+    replacements = {}
+    for entry in plan:
+        if entry.backend == TRANSFORMER_ENGINE:
+            stock_layer = base_model.layers[entry.layer_idx]
+            layer = build_transformer_engine_layer(
+                stock_layer, config.per_layer_config[entry.layer_idx], entry, choice
+            )
+            _keep_layer_rotary_embedding(stock_layer, layer)
+            replacements[entry.layer_idx] = layer
+    for layer_idx, layer in replacements.items():
+        base_model.layers[layer_idx] = layer
+    logger.info(f"Decoder layers on TransformerEngine: {sorted(replacements)} of {config.num_hidden_layers}.")
+
+
+def _keep_layer_rotary_embedding(stock_layer: nn.Module, layer: nn.Module) -> None:
+    """A layer with its own rope (e.g. its own `head_dim`, `modeling_utils._attach_layer_rotary_embedding`) keeps it."""
+    rotary = getattr(stock_layer, "rotary_emb", None)
+    if rotary is None:
+        return
+    from ..modeling_utils import _use_layer_rotary_embedding
+
+    layer.rotary_emb = rotary
+    layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
