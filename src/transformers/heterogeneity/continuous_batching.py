@@ -34,6 +34,7 @@ block table) is not used: it needs one page shape for all layers of a group; dec
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from math import lcm
 from typing import Any
@@ -69,6 +70,7 @@ __all__ = [
     "check_servable",
     "make_paged_attention_cache",
     "plan_serving",
+    "serving_inputs",
 ]
 
 
@@ -122,12 +124,17 @@ def plan_serving(config: PreTrainedConfig, tp_size: int = 1, kv_heads_sharded: b
     from .. import cache_utils
 
     layer_types, _ = cache_utils.get_layer_types_and_kwargs(config)
-    for layer_idx, layer_type in enumerate(layer_types):
-        if layer_type not in _PAGED_LAYER_TYPES and layer_type != "dummy":
-            raise UnservableLayerError(
-                f"Layer {layer_idx}: continuous batching cannot serve a {layer_type!r} layer (transformers' paged "
-                f"cache has allocators for {sorted(_PAGED_LAYER_TYPES)} only). Use `generate()` for this model."
-            )
+    # Upstream's continuous batching also reads `config.layer_types` itself (`group_layers_by_attn_type`), so a type
+    # there that it has no allocator for (Llama4's "chunked_attention", NemotronH's "moe" and Mamba
+    # "linear_attention") stops it even for homogeneous models; a skipped attention's "dummy" only here needs no pages.
+    declared = getattr(config, "layer_types", None) or [None] * len(layer_types)
+    for layer_idx, (layer_type, declared_type) in enumerate(zip(layer_types, declared)):
+        for name, value in (("config.layer_types", declared_type), ("its cache layer type", layer_type)):
+            if value not in _PAGED_LAYER_TYPES and value not in (None, "dummy"):
+                raise UnservableLayerError(
+                    f"Layer {layer_idx}: continuous batching cannot serve a {value!r} layer ({name}): transformers' "
+                    f"paged cache has allocators for {sorted(_PAGED_LAYER_TYPES)} only. Use `generate()` instead."
+                )
     groups: dict[str, list[LayerPages]] = {}
     windows: dict[int, int] = {}
     # `kv_cache_bytes` holds each layer's KV heads, head_dim and window, and leaves out the layers without KV.
@@ -413,6 +420,23 @@ def make_paged_attention_cache(config: PreTrainedConfig, *args: Any, **kwargs: A
     return cache_cls(config, *args, **kwargs)
 
 
+def serving_inputs(
+    config: PreTrainedConfig, cb_config: ContinuousBatchingConfig
+) -> tuple[PreTrainedConfig | _ServingConfig, ContinuousBatchingConfig]:
+    """What upstream's `resolve_continuous_batching_config(config, cb_config)` reads for `config`: unchanged, or for a
+    per-layer config its serving view (planned here, so that a model continuous batching cannot page is refused in
+    the caller's thread) and a copy of `cb_config` without the decode fast path, which per-layer pages do not have.
+
+    Raises:
+        UnservableLayerError: see `plan_serving`.
+    """
+    if not pages_per_layer_needed(config):
+        return config, cb_config
+    cb_config = copy.deepcopy(cb_config)
+    cb_config.max_blocks_per_request = 0
+    return serving_config(config, plan_serving(config)), cb_config
+
+
 def batch_processor_class(processor_cls: type) -> type:
     """A subclass of upstream's `ContinuousBatchProcessor` that hands its IO tensors and masks the per-layer cache's
     serving config (`_ServingConfig`) instead of the model's, which would raise on per-layer reads such as
@@ -430,9 +454,9 @@ def batch_processor_class(processor_cls: type) -> type:
 
 
 def check_servable(manager: Any) -> None:
-    """Plans the per-layer pages of a `ContinuousBatchingManager`'s model in the caller's thread, so that a model
-    continuous batching cannot serve is refused when the manager is made: upstream builds the cache in its generation
-    thread, where an error only fails the requests (logged, with empty generations).
+    """Plans the per-layer pages of a `ContinuousBatchingManager`'s model with its tensor-parallel size, in the
+    caller's thread, so that a layer continuous batching cannot page is refused when the manager is made: upstream
+    builds the cache in its generation thread, where an error only fails the requests (logged, empty generations).
 
     Raises:
         UnservableLayerError: see `plan_serving`.
