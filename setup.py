@@ -40,6 +40,19 @@ class BuildPyWithPth(build_py):
         return mapping
 
 
+# What `transformers serve` needs (transformers 5.23's `serving` extra: openai, pydantic, uvicorn, fastapi, starlette,
+# rich, accelerate), pinned; psutil lets continuous batching size its cache from the free memory on a CPU.
+SERVING = [
+    "openai==3.57.0",
+    "pydantic==2.14.4",
+    "uvicorn==0.54.0",
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "rich==15.0.0",
+    "accelerate==1.15.0",
+    "psutil==7.2.2",
+]
+
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
@@ -66,7 +79,9 @@ setup(
     extras_require={
         # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
         "torch": ["torch>=2.4"],
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"],
+        # `transformers serve` (continuous batching included): transformers' own `serving` extra, pinned.
+        "serving": SERVING,
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", *SERVING],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},
