@@ -8,6 +8,8 @@ MLPs skipped in some layers; `common.nemotron_nas_style`), built on the parent's
   predicted by the FLOPs of the whole workload (every prefill and every decode step, `common.forward_flops`);
   measured / predicted above 1 means the heterogeneous model is slower than the work it does justifies. The
   prediction from bytes read (weights and KV, once per step) is reported beside it.
+- Overhead: the parent's own pages served through the per-layer cache (a config made heterogeneous by one slightly
+  narrower FFN) against the parent through upstream's cache: what per-layer paging itself costs.
 - Capacity: both models get the same KV budget in bytes; the number of sequences of a given length that their paged
   caches admit at once (upstream's own admission count, `PagedAttentionCache.count_storable_requests`) must equal the
   arithmetic written here from each layer's config: a sequence holds `ceil(length / page_size)` pages of
@@ -54,9 +56,13 @@ def configs(quick: bool) -> dict[str, PreTrainedConfig]:
     else:
         sizes = {"hidden_size": 512, "num_layers": 8, "num_heads": 8, "num_kv_heads": 8, "intermediate_size": 2048}
     parent = llama_config(**sizes, vocab_size=4000)
+    # The parent's pages, through the per-layer cache (one FFN 64 narrower makes the config heterogeneous): what the
+    # per-layer paging itself costs.
+    same_pages = {0: {"intermediate_size": sizes["intermediate_size"] - 64}}
     return {
         "parent": parent,
         "heterogeneous": llama_config(**sizes, vocab_size=4000, per_layer_config=nemotron_nas_style(parent)),
+        "same pages": llama_config(**sizes, vocab_size=4000, per_layer_config=same_pages),
     }
 
 
@@ -146,7 +152,8 @@ def capacity(config: PreTrainedConfig, budget: int, length: int, dtype: torch.dt
 def run(ctx: Context) -> BenchResult:
     cases = configs(ctx.quick)
     parent = build_model(cases["parent"], ctx.dtype, ctx.device)
-    models = {"parent": parent, "heterogeneous": build_sharing_weights(cases["heterogeneous"], parent)}
+    models = {"parent": parent}
+    models.update({name: build_sharing_weights(cases[name], parent) for name in cases if name != "parent"})
     prompts, new_tokens = workload(ctx.quick, cases["parent"].vocab_size)
     cb_config = ContinuousBatchingConfig(
         page_size=PAGE_SIZE, num_blocks=4 * len(prompts), max_batch_tokens=512, use_cuda_graph=False
@@ -161,6 +168,8 @@ def run(ctx: Context) -> BenchResult:
     predicted_flops = costs["heterogeneous"][0] / costs["parent"][0]
     predicted_bytes = costs["heterogeneous"][1] / costs["parent"][1]
     time_ratios = paired_ratios(times["heterogeneous"], times["parent"])
+    same_pages_predicted = costs["same pages"][0] / costs["parent"][0]
+    same_pages_ratios = paired_ratios(times["same pages"], times["parent"], same_pages_predicted)
     generated = len(prompts) * new_tokens
     throughput = {name: Stats.of([generated / t for t in values]) for name, values in times.items()}
 
@@ -180,6 +189,13 @@ def run(ctx: Context) -> BenchResult:
         ),
         Check.info(
             "6", "continuous batching tokens/s, heterogeneous / parent", Stats.of([1 / r for r in time_ratios])
+        ),
+        Check.at_most(
+            "6",
+            "continuous batching time, parent's pages through the per-layer cache / parent, measured / predicted",
+            TARGET,
+            Stats.of(same_pages_ratios),
+            f"one FFN 64 narrower (predicted {same_pages_predicted:.4f}): the cost of per-layer paging itself",
         ),
     ]
     for name, (admitted, expected, cache_bytes) in capacities.items():

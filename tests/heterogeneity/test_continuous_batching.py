@@ -136,6 +136,18 @@ def test_generate_batch_equals_generate_sdpa():
     assert_batch_equals_generate(model, model.config.vocab_size)
 
 
+def test_shared_prefixes_and_a_cache_too_small_for_all_requests():
+    """Prompts sharing a prefix of whole pages (upstream shares those blocks between requests), and a cache that holds
+    only a few requests at once (the others wait, or are offloaded and restored)."""
+    per_layer = with_head_dim("llama", LLAMA_FAMILY_CASES["kv_heads_and_skips"])
+    model = build_model(ARCHS["llama"], per_layer, 4)
+    prefix = prompts(model.config.vocab_size, (3 * PAGE_SIZE,), seed=7)[0]
+    batch = [prefix + tail for tail in prompts(model.config.vocab_size, (1, 5, 2, 7), seed=8)]
+    for config in ({}, {"num_blocks": 6, "max_batch_tokens": 16}):
+        served = batch_tokens(model, batch, **config)
+        assert served == [generate_tokens(model, prompt) for prompt in batch], config
+
+
 def test_homogeneous_models_keep_upstreams_cache():
     """No `per_layer_config`: upstream's own cache class and the model's own config, and the same tokens."""
     model = build_model(ARCHS["mistral"], None, 3, sliding_window=WINDOW)
