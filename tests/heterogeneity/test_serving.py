@@ -14,12 +14,13 @@
 """`transformers serve --continuous-batching` end to end on a heterogeneous checkpoint made here.
 
 The real server runs in its own process (started the way a user starts it, with the package activated by its `.pth`
-file), on loopback and a free port, and is always stopped. The `openai` client sends concurrent completions,
+file), on loopback and a free port, and is always stopped; requests name the local checkpoint folder to serve. The `openai` client sends concurrent completions,
 streamed and not; every completion must be the greedy `generate` of the same checkpoint loaded in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,12 +54,12 @@ def word(token_id: int) -> str:
     return f"w{token_id}"
 
 
-def write_checkpoint(path: Path) -> Path:
+def write_checkpoint(path: Path, per_layer: dict) -> Path:
     """A heterogeneous Mistral (`save_pretrained`: per_layer_config in config.json) and a word-level tokenizer whose
     every token is one whitespace-separated word, built with the `tokenizers` library (nothing from the Hub)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    model = build_model(ARCHS["mistral"], PER_LAYER, 4, "sdpa", sliding_window=5)
+    model = build_model(ARCHS["mistral"], per_layer, 4, "sdpa", sliding_window=5)
     model.save_pretrained(path)
     vocab = {word(i): i for i in range(model.config.vocab_size)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=word(0)))
@@ -78,14 +80,13 @@ def transformers_cli() -> str:
     return shutil.which("transformers", path=os.path.dirname(sys.executable)) or "transformers"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`transformers serve PATH --continuous-batching` in a subprocess; yields (base_url, checkpoint, log path)."""
-    checkpoint = write_checkpoint(tmp_path_factory.mktemp("served") / "checkpoint")
-    log_path = checkpoint.parent / "server.log"
+@contextlib.contextmanager
+def running_server(log_path: Path) -> Iterator[str]:
+    """`transformers serve --continuous-batching` in a subprocess, stopped on exit whatever happens; yields its base
+    URL. No model is pinned: each request names the checkpoint folder to serve, which the server loads on first use."""
     port = free_port()
     command = [
-        transformers_cli(), "serve", str(checkpoint), "--continuous-batching", "--host", "127.0.0.1",
+        transformers_cli(), "serve", "--continuous-batching", "--host", "127.0.0.1",
         "--port", str(port), "--device", "cpu", "--cb-num-blocks", "256", "--cb-max-batch-tokens", "48",
         "--log-level", "info",
     ]  # fmt: skip
@@ -107,7 +108,7 @@ def server(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not start in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield base_url, checkpoint, log_path
+        yield base_url
     finally:
         process.terminate()
         try:
@@ -115,6 +116,15 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the module; yields (base_url, folder of the checkpoints, log path)."""
+    folder = tmp_path_factory.mktemp("served")
+    log_path = folder / "server.log"
+    with running_server(log_path) as base_url:
+        yield base_url, folder, log_path
 
 
 def prompt_words(num_requests: int, vocab_size: int) -> list[list[int]]:
@@ -132,7 +142,8 @@ def complete(client, checkpoint: Path, prompt: list[int], stream: bool) -> str:
 
 
 def test_concurrent_completions_equal_generate(server):
-    base_url, checkpoint, log_path = server
+    base_url, folder, log_path = server
+    checkpoint = write_checkpoint(folder / "checkpoint", PER_LAYER)
     model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(checkpoint)
     batch = prompt_words(NUM_REQUESTS, model.config.vocab_size)
@@ -149,3 +160,18 @@ def test_concurrent_completions_equal_generate(server):
         assert served == expected, f"request {i} ({'streamed' if i % 2 == 0 else 'whole'}): {text!r}"
     log = log_path.read_text()
     assert "CB: True" in log and "Per-layer paged cache" in log, log[-3000:]
+
+
+def test_an_unservable_checkpoint_gets_an_error_never_an_empty_completion(server):
+    """Layers with different windows cannot be paged: the request fails with the refusal, naming the layers."""
+    base_url, folder, log_path = server
+    checkpoint = write_checkpoint(folder / "different-windows", {1: {"sliding_window": 3}})
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as error:
+        client.completions.create(model=str(checkpoint), prompt="w1 w2 w3", max_tokens=MAX_TOKENS, temperature=0)
+    assert error.value.status_code >= 500
+    # The server logs the traceback after it has answered.
+    deadline = time.monotonic() + 30
+    while "UnservableLayerError: Layers have different sliding windows" not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.2)

@@ -397,16 +397,6 @@ class HeterogeneousPagedAttentionCache(PagedAttentionCache):
         self.max_decode_fast_path_length = 0
         self.max_tokens_read = max(a.tokens_per_page * a.num_blocks for a in self.cache_allocators.values())
 
-    def pages_per_layer(self) -> dict[int, tuple[int, int, int]]:
-        """`{layer_idx: (num_blocks, page_size, bytes_per_page)}` for every layer holding pages: what its views span."""
-        pages = {}
-        for allocator in self.cache_allocators.values():
-            for layer_idx, (keys, _) in allocator._layer_views.items():
-                layer = allocator.layer_pages[layer_idx]
-                bytes_per_page = allocator.tokens_per_page * layer.bytes_per_token(self.dtype)
-                pages[layer_idx] = (keys.shape[0], keys.shape[1], bytes_per_page)
-        return pages
-
 
 def pages_per_layer_needed(config: PreTrainedConfig) -> bool:
     """Whether continuous batching must page `config` per layer: a heterogeneous config of an architecture this
