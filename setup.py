@@ -52,6 +52,19 @@ TE_CPU_TESTS = [
     "nvdlfw-inspect==0.2.2",
 ]
 
+# What `transformers serve` needs (transformers 5.23's `serving` extra: openai, pydantic, uvicorn, fastapi, starlette,
+# rich, accelerate), pinned; psutil lets continuous batching size its cache from the free memory on a CPU.
+SERVING = [
+    "openai==3.57.0",
+    "pydantic==2.14.4",
+    "uvicorn==0.54.0",
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "rich==15.0.0",
+    "accelerate==1.15.0",
+    "psutil==7.2.2",
+]
+
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
@@ -80,8 +93,10 @@ setup(
         # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
         "torch": ["torch>=2.4"],
         "te-cpu-tests": TE_CPU_TESTS,
-        # accelerate: the Trainer step through TE layers (tests/heterogeneity/test_backends_transformer_engine.py).
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "accelerate==1.13.0", *TE_CPU_TESTS],
+        # `transformers serve` (continuous batching included): transformers' own `serving` extra, pinned.
+        "serving": SERVING,
+        # accelerate (in SERVING): also the Trainer step through TE layers (test_backends_transformer_engine.py).
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", *TE_CPU_TESTS, *SERVING],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

@@ -307,6 +307,30 @@ def test_caller_4d_mask_is_used_as_given():
     )
 
 
+def test_caller_mapping_by_layer_type_gives_each_layer_the_mask_of_its_kind():
+    """A mapping keyed by layer type (as continuous batching prepares it) is routed by each layer's own kind: here the
+    sliding layers (windows 3 and 5) all receive the given window-2 mask, the full layers the causal one."""
+    model, specs = setup_case(ARCHS["mistral"], "windows")
+    input_ids = make_input_ids(batch_size=1, seq_len=PROMPT_LEN)
+    positions = torch.arange(PROMPT_LEN)
+    distance = positions[:, None] - positions[None, :]
+    min_value = torch.finfo(torch.float32).min
+    masks = {
+        kind: torch.zeros(1, 1, PROMPT_LEN, PROMPT_LEN).masked_fill(~allowed, min_value)
+        for kind, allowed in (
+            ("full_attention", distance >= 0),
+            ("sliding_attention", (distance >= 0) & (distance < 2)),
+        )
+    }
+    expected = [type(spec)(**{**spec.__dict__, "window": None if spec.window is None else 2}) for spec in specs]
+    torch.testing.assert_close(
+        logits_of(model, input_ids, attention_mask=masks),
+        reference_forward(model.state_dict(), expected, input_ids),
+        atol=ATOL,
+        rtol=RTOL,
+    )
+
+
 def test_save_load_round_trip_keeps_windows(arch, tmp_path):
     model, specs = setup_case(arch, "windows")
     model.save_pretrained(tmp_path)

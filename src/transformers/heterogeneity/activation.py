@@ -325,6 +325,61 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
     return undo
 
 
+def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
+    """`PagedAttentionCache`, `ContinuousBatchProcessor` and `resolve_continuous_batching_config` as
+    `generation/continuous_batching/continuous_api.py` (transformers 5.23) names them, and
+    `ContinuousBatchingManager.__init__`.
+
+    Upstream behaviour: the paged cache sizes every page from the global `num_key_value_heads` / `head_dim` and the
+    global `sliding_window`; on a heterogeneous config it raises in the generation thread, so `generate_batch` returns
+    empty generations and raises nothing (and the config resolution raises on a per-layer `sliding_window`). Change:
+    for a heterogeneous config of an architecture this package builds, the cache pages each layer in its own shape
+    and window and nothing for layers without KV, planned from the real per-layer sizes (`continuous_batching.py`);
+    the config resolution and the batch processor read the model's config through that plan; a model that cannot be
+    paged (also for its tensor-parallel size) is refused by layer when the manager is made. Homogeneous and native
+    per-layer models get upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from
+    per-layer page shapes.
+    """
+    from .continuous_batching import batch_processor_class, check_servable, make_paged_attention_cache, serving_inputs
+
+    manager_cls = continuous_api.ContinuousBatchingManager
+    original_init = manager_cls.__init__
+    _check_signature(original_init, ["self", "model", "generation_config"], "ContinuousBatchingManager.__init__")
+    original_cache, original_processor = continuous_api.PagedAttentionCache, continuous_api.ContinuousBatchProcessor
+    original_resolve = continuous_api.resolve_continuous_batching_config
+    _check_signature(original_cache.__init__, ["self", "config"], "PagedAttentionCache.__init__")
+    _check_signature(original_processor.__init__, ["self", "cache", "config"], "ContinuousBatchProcessor.__init__")
+    _check_signature(original_resolve, ["config", "cb_config"], "resolve_continuous_batching_config")
+
+    @functools.wraps(original_resolve)
+    def resolve_continuous_batching_config(config, cb_config, *args, **kwargs):
+        config, cb_config = serving_inputs(config, cb_config)  # hetero-patch: per-layer plan
+        return original_resolve(config, cb_config, *args, **kwargs)
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        try:
+            original_init(self, *args, **kwargs)
+            check_servable(self)  # hetero-patch: refuse in the caller's thread, by layer
+        except Exception:
+            if getattr(self, "_original_attn_impl", None) is not None:  # switched by the manager: switch back
+                self.model.set_attn_implementation(self._original_attn_impl)
+            raise
+
+    manager_cls.__init__ = __init__
+    continuous_api.resolve_continuous_batching_config = resolve_continuous_batching_config
+    continuous_api.PagedAttentionCache = make_paged_attention_cache  # hetero-patch: per-layer pages
+    continuous_api.ContinuousBatchProcessor = batch_processor_class(original_processor)  # hetero-patch: its config
+
+    def undo() -> None:
+        manager_cls.__init__ = original_init
+        continuous_api.resolve_continuous_batching_config = original_resolve
+        continuous_api.PagedAttentionCache = original_cache
+        continuous_api.ContinuousBatchProcessor = original_processor
+
+    return undo
+
+
 _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
@@ -430,6 +485,10 @@ _CALLBACKS = (
     ("transformers.modeling_utils", functools.partial(_apply, patch_decoder_backends)),
     ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
+    (
+        "transformers.generation.continuous_batching.continuous_api",
+        functools.partial(_apply, patch_continuous_batching),
+    ),
 )
 
 

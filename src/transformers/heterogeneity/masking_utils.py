@@ -26,14 +26,15 @@ right for every layer. So for such a model:
 
 So each distinct mask is built once per forward, sized against a cache layer of its own kind (windows and chunks come
 from the same `get_layer_types_and_kwargs` as the cache layers). Nothing is stored on modules between forwards, which
-keeps `torch.compile` graphs free of Python state. A 4D mask or a mapping given by the caller is used as given.
+keeps `torch.compile` graphs free of Python state. A 4D mask given by the caller is used as given; a mapping keyed by
+layer type (continuous batching prepares one per kind) gives each layer the mask of its kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,10 +157,13 @@ class _LayerMask:
 
 
 class PerLayerMasks:
-    """The padding mask of one forward, and the masks built from it so far (one per distinct setting)."""
+    """The padding mask of one forward, and the masks built from it so far (one per distinct setting); or masks
+    prepared by the caller per layer type (`by_kind`, as continuous batching gives them: `{"full_attention": ...,
+    "sliding_attention": ...}`), each layer taking that of its own kind."""
 
-    def __init__(self, attention_mask: torch.Tensor | None) -> None:
+    def __init__(self, attention_mask: torch.Tensor | None, by_kind: Mapping[str, Any] | None = None) -> None:
         self.attention_mask = attention_mask
+        self.by_kind = by_kind
         self.built: dict[MaskSetting, Any] = {}
 
     def for_layer(
@@ -170,6 +174,13 @@ class PerLayerMasks:
         position_ids: torch.Tensor | None,
     ) -> Any:
         setting = layer_mask.setting
+        if self.by_kind is not None:
+            if setting.kind not in self.by_kind:
+                raise HeterogeneousConfigError(
+                    f"Layer {layer_mask.layer_idx}: the attention mask mapping has no {setting.kind!r} mask "
+                    f"(it has {sorted(self.by_kind)})."
+                )
+            return self.by_kind[setting.kind]
         if setting not in self.built:
             create_mask = getattr(masking_utils, _MASK_FUNCTION_NAMES[setting.kind])
             self.built[setting] = create_mask(
@@ -203,14 +214,20 @@ def _defer_masks_to_layers(position: int | None) -> Callable:
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         positional = "attention_mask" not in kwargs and position is not None and position < len(args)
         attention_mask = args[position] if positional else kwargs.get("attention_mask")
-        if attention_mask is not None and not (isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2):
-            return None  # prepared by the caller (4D mask, BlockMask, mapping): every layer uses it as given
+        if isinstance(attention_mask, Mapping) and set(attention_mask) <= set(_MASK_FUNCTION_NAMES):
+            masks = PerLayerMasks(None, by_kind=attention_mask)  # prepared per layer type (continuous batching)
+        elif attention_mask is not None and not (
+            isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2
+        ):
+            return None  # prepared by the caller (4D mask, BlockMask, other mapping): every layer uses it as given
+        else:
+            masks = PerLayerMasks(attention_mask)
         placeholder = torch.ones((1, 1, 1, 1), dtype=torch.bool)
         if positional:
             args = (*args[:position], placeholder, *args[position + 1 :])
         else:
             kwargs["attention_mask"] = placeholder
-        kwargs[MASKS_KWARG] = PerLayerMasks(attention_mask)
+        kwargs[MASKS_KWARG] = masks
         return args, kwargs
 
     return hook
