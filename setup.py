@@ -66,7 +66,9 @@ setup(
     extras_require={
         # torch is deliberately not pinned here: install `torch` first (CPU or CUDA build of your choice).
         "torch": ["torch>=2.4"],
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6"],
+        # peft and accelerate: the ecosystem tests (tests/heterogeneity/test_integrations.py); versions that work with
+        # transformers 5.23 and torch 2.13 and do not pull another torch.
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "peft==0.21.0", "accelerate==1.15.0"],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

@@ -58,6 +58,7 @@ from .supported_models import (
     get_config_spec,
     get_model_spec,
 )
+from .tensor_parallel import check_tensor_parallel
 
 
 logger = logging.get_logger(__name__)
@@ -109,6 +110,7 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
                 "`config.allow_global_per_layer_attribute_access = True` to let them use the global value."
             )
     _check_quantization(config, spec)
+    check_tensor_parallel(config)
     check_mask_overrides(config, mask_attributes_handled(config, spec.base_model_cls is not None))
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
