@@ -14,6 +14,7 @@
 """`transformers-heterogeneity convert` and `inspect` on checkpoints in the real formats."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,13 +157,66 @@ def test_inspect_shows_every_layer_kind_of_a_nemotron_checkpoint(nemotron):
     assert "model_type nemotron-nas, 8 layers" in result.output
 
 
-@pytest.mark.parametrize(
-    ("argument", "message"), [("missing-dir", "cannot inspect"), ("--dtype=float5x", "unknown dtype")]
-)
-def test_inspect_errors(tmp_path, nemotron, argument, message):
-    arguments = [str(nemotron), argument] if argument.startswith("--") else [str(tmp_path / argument)]
-    result = runner.invoke(app, ["inspect", *arguments])
-    assert result.exit_code == 1 and message in result.output
+def test_inspect_refuses_an_unknown_dtype(nemotron):
+    result = runner.invoke(app, ["inspect", str(nemotron), "--dtype=float5x"])
+    assert result.exit_code == 1 and "unknown dtype 'float5x'" in result.output
+
+
+@pytest.mark.parametrize("name", ["my-modell", "./my-modell", "org/my-modell"])
+def test_inspect_of_a_missing_path_fails_at_once_without_the_hub(tmp_path, monkeypatch, name):
+    from transformers.utils import hub
+
+    def no_hub(*args, **kwargs):
+        pytest.fail(f"inspect asked the Hub for {args}")
+
+    monkeypatch.setattr(hub, "cached_files", no_hub)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["inspect", name])
+    assert result.exit_code == 1
+    assert f"Error: {Path(name)} does not exist. `inspect` reads a local checkpoint directory" in result.output
+
+
+def test_inspect_of_a_folder_without_config_json_says_so(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path} has no config.json" in result.output.replace("\n", "")
+
+
+def kv_column(output: str) -> list[str]:
+    return [line.split()[-2] for line in output.splitlines() if line[:1].isdigit()]
+
+
+def test_inspect_reports_kv_bytes_in_the_checkpoint_dtype(tmp_path):
+    config = LlamaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=10,
+        per_layer_config={1: {"num_key_value_heads": 1}},
+    )
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    head_dim = 64 // 4
+
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "KV cache in bfloat16 (the dtype in config.json" in result.output
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1)]  # 2 bytes per element
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["dtype"]  # older checkpoints: upstream then takes the dtype of the weights
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "config.json")])
+    assert result.exit_code == 0, result.output
+    assert "KV cache in bfloat16 (the dtype of the weights in model.safetensors" in result.output
+    (tmp_path / "model.safetensors").unlink()
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert "KV cache in float32 (torch's default dtype" in result.output
+
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--dtype", "float16"])
+    assert "KV cache in float16 (--dtype" in result.output
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1)]
 
 
 def test_help_lists_the_commands():
