@@ -36,6 +36,8 @@ from transformers_heterogeneity_hook import after_import, forget
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
 from .configuration_utils import (
+    LAYER_TABLE_ATTRIBUTES,
+    MODEL_LEVEL_ATTRIBUTES,
     HeterogeneousConfigError,
     get_layer_overrides,
     global_view,
@@ -322,10 +324,16 @@ def _build_layer(
     ignored = sorted(set(overrides) - honoured - {"skip"})
     if ignored:
         name = ignored[0]
+        # Only what may be set per layer: not the model-level attributes it reads, nor those that the model's own
+        # modules read too (refused up front in `prepare_model_init`).
+        refused = MODEL_LEVEL_ATTRIBUTES | LAYER_TABLE_ATTRIBUTES
+        if not config.allow_global_per_layer_attribute_access:
+            refused |= spec.model_reads
+        settable = sorted(a for a in honoured - refused if not a.startswith("_"))
         raise HeterogeneousConfigError(
             f"Layer {layer_idx}: `{name}`={overrides[name]!r} is not read by {type(layer).__name__}, so it cannot be set "
             f"per layer for {config.model_type} (the layer would silently ignore it). Per-layer attributes it reads "
-            f"include: {sorted(a for a in honoured if not a.startswith('_'))[:25]}."
+            f"include: {settable[:25]}."
         )
     for skip_name in skips:
         _apply_skip(layer, layer_config, layer_idx, skip_name, spec.skip_descriptors[skip_name])
