@@ -223,3 +223,12 @@ def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert all(command in result.output for command in ("demo", "inspect", "convert"))
     assert "--copy" in runner.invoke(app, ["convert", "--help"]).output
+
+
+def test_the_guide_shows_the_real_inspect_output(nemotron):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "source" / "en" / "heterogeneity.md").read_text()
+    sample = guide.split("`transformers-heterogeneity inspect path/to/nemotron` prints:\n\n```text\n", 1)[1]
+    sample = sample.split("\n```", 1)[0]
+    result = runner.invoke(app, ["inspect", str(nemotron)])
+    assert result.exit_code == 0, result.output
+    assert result.output.replace(str(nemotron), "path/to/nemotron").rstrip("\n") == sample

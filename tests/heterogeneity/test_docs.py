@@ -30,6 +30,7 @@ import ast
 import contextlib
 import io
 import re
+import textwrap
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,8 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PAGES = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs" / "source" / "en").glob("*.md"))]
-SKIP_MARKER = re.compile(r"<!-- doc-test: skip (?P<reason>\S.*?) -->\s*$")
-FENCE = re.compile(r"^```(?P<language>[\w-]*)\s*$")
+SKIP_MARKER = re.compile(r"^<!-- doc-test: skip (?P<reason>\S.*?) -->$")
+FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[\w-]*)\s*$")  # indented: a block inside a list item
 
 
 @dataclass
@@ -61,8 +62,9 @@ def snippets(page: Path) -> list[Snippet]:
         if opening is None:
             index += 1
             continue
-        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
-        blocks.append((opening["language"], index, "\n".join(lines[index + 1 : end]), end + 1))
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].lstrip().startswith("```"))
+        body = textwrap.dedent("\n".join(lines[index + 1 : end]))
+        blocks.append((opening["language"], index, body, end + 1))
         index = end + 1
     found = []
     for position, (language, start, body, after) in enumerate(blocks):
@@ -74,7 +76,7 @@ def snippets(page: Path) -> list[Snippet]:
             and following[0] == "text"
             and all(not line.strip() for line in lines[after : following[1]])
         )
-        marker = SKIP_MARKER.match(lines[start - 1]) if start else None
+        marker = SKIP_MARKER.match(lines[start - 1].strip()) if start else None
         found.append(
             Snippet(start + 1, body, following[2] if is_output else None, marker["reason"] if marker else None)
         )
