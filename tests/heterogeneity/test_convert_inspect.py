@@ -33,6 +33,7 @@ from .checkpoints import (
     write_deci_checkpoint,
     write_nemotron_checkpoint,
 )
+from .conftest import TINY
 from .reference import reference_forward
 
 
@@ -188,21 +189,14 @@ def kv_column(output: str) -> list[str]:
 
 
 def test_inspect_reports_kv_bytes_in_the_checkpoint_dtype(tmp_path):
-    config = LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=10,
-        per_layer_config={1: {"num_key_value_heads": 1}},
-    )
+    config = LlamaConfig(**TINY, per_layer_config={1: {"num_key_value_heads": 1}})  # 3 layers: 2, 1, 2 KV heads
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
-    head_dim = 64 // 4
+    head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
 
     result = runner.invoke(app, ["inspect", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "KV cache in bfloat16 (the dtype in config.json" in result.output
-    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1)]  # 2 bytes per element
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1, 2)]  # 2 bytes per element
 
     saved = json.loads((tmp_path / "config.json").read_text())
     del saved["dtype"]  # older checkpoints: upstream then takes the dtype of the weights
@@ -216,7 +210,7 @@ def test_inspect_reports_kv_bytes_in_the_checkpoint_dtype(tmp_path):
 
     result = runner.invoke(app, ["inspect", str(tmp_path), "--dtype", "float16"])
     assert "KV cache in float16 (--dtype" in result.output
-    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1)]
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1, 2)]
 
 
 def test_help_lists_the_commands():
