@@ -16,7 +16,8 @@
 Each tool runs as its users run it, on a tiny Llama (per-layer FFN width, KV heads, a skipped attention and a
 skipped MLP) or Mistral (the same plus per-layer windows). Token and logit references come from
 `tests/heterogeneity/reference.py`, which does not import Transformers, or from the same weights run without the tool
-(one process, no offload). The optional packages are pinned in the `testing` extra of setup.py.
+(one process, no offload). peft and accelerate are pinned in the `testing` extra of setup.py; they are not optional
+here, so a test that needs one fails without it.
 """
 
 from __future__ import annotations
@@ -34,9 +35,6 @@ from .conftest import ARCHS, build_config, build_model, layer_specs, make_input_
 from .distributed_workers import fsdp_worker, run_on_two_ranks, tensor_parallel_worker, train_steps
 from .reference import reference_forward, reference_greedy
 
-
-peft = pytest.importorskip("peft", reason="the `testing` extra pins peft")
-pytest.importorskip("accelerate", reason="the `testing` extra pins accelerate")
 
 NUM_LAYERS = 4
 # Every layer differs from the global values (FFN 96, 2 KV heads): an odd FFN width (tensor parallelism splits it

@@ -54,7 +54,8 @@ def check_tensor_parallel(config: PreTrainedConfig) -> None:
 
     `from_pretrained(..., tp_plan=..., tp_size=...)` (or `distributed_config=`) sets `config.distributed_config`
     before the model is built, which is when this runs. Only layers that hold attention are checked (a skipped or
-    linear attention has no heads), and only the head counts that the effective plan shards column-wise.
+    linear attention has no heads), and only the head counts that the effective plan shards column-wise; a plan rule
+    is taken to apply to every layer, as upstream's plans name the layers with `*`.
 
     Raises:
         TensorParallelError: naming the first such layer, the attribute, its value and the TP size.
@@ -77,7 +78,7 @@ def check_tensor_parallel(config: PreTrainedConfig) -> None:
                 raise TensorParallelError(
                     f"Layer {size.layer_idx}: `{name}`={value} does not divide by the tensor-parallel size "
                     f"{tp_size}: each rank holds `{name} / tp_size` whole heads of that layer. Use a tp_size that "
-                    f"divides every layer's heads, or leave that layer's attention out of `tp_plan`."
+                    "divides the heads of every layer that has attention."
                 )
 
 
