@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 # TransformerEngine's pure-Python wheel, for the TE tests (tests/heterogeneity/transformer_engine/README.md).
 TE_VERSION ?= 2.20.2
+# Where torch comes from: empty for pip's configured indexes (on plain PyPI, the Linux wheel of torch is the CUDA
+# build); `make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` for the CPU build.
+TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
 .PHONY: install demo test bench gpu-check quality style clean
@@ -13,9 +16,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# torch is installed first and pinned, so that pip never resolves a newer (multi-GB CUDA) build.
+# torch is installed first and pinned, so that no dependency makes pip resolve another (multi-GB) torch.
 $(VENV)/.installed: setup.py | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet -e ".[testing]"
 	# --no-deps: TE's own requirements are its CUDA core binaries (-cu12/-cu13, hundreds of MB); the tests run TE's
 	# Python code over a CPU stand-in, and the Python packages it imports come with the `testing` extra.

@@ -95,8 +95,9 @@ setup(
         "te-cpu-tests": TE_CPU_TESTS,
         # `transformers serve` (continuous batching included): transformers' own `serving` extra, pinned.
         "serving": SERVING,
-        # accelerate (in SERVING): also the Trainer step through TE layers (test_backends_transformer_engine.py).
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", *TE_CPU_TESTS, *SERVING],
+        # peft and accelerate (in SERVING): the ecosystem tests (test_integrations.py) and the Trainer step through TE
+        # layers; versions that work with transformers 5.23 and torch 2.13 and do not pull another torch.
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "peft==0.21.0", *TE_CPU_TESTS, *SERVING],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

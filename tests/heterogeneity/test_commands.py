@@ -116,6 +116,12 @@ def test_demo_output_dir_holds_a_sharded_heterogeneous_checkpoint(tmp_path):
     assert type(reloaded.model.layers[3].self_attn).__name__ == "SkippedLlamaAttention"
     assert "model.layers.3.self_attn.q_proj.weight" not in index["weight_map"]
 
+    # `inspect` of the saved checkpoint shows the demo's own table: same dtype (the checkpoint's), same KV bytes
+    inspected = runner.invoke(app, ["inspect", str(output_dir)])
+    assert inspected.exit_code == 0, inspected.output
+    demo_table = result.output[result.output.index("Per-layer table") :].splitlines()[1:13]
+    assert demo_table == inspected.output.splitlines()[2:14]
+
 
 def test_no_arguments_shows_the_commands():
     result = runner.invoke(app, [])

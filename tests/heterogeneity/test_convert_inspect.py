@@ -14,6 +14,7 @@
 """`transformers-heterogeneity convert` and `inspect` on checkpoints in the real formats."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,6 +40,7 @@ from .gpt_oss_checkpoints import puzzle_config as gpt_oss_puzzle_config
 from .gpt_oss_checkpoints import write_anymodel_gpt_oss_checkpoint
 from .gpt_oss_checkpoints import write_puzzle_checkpoint as write_gpt_oss_puzzle_checkpoint
 from .nemotron_h_puzzle_checkpoint import write_puzzle_checkpoint as write_nemotron_h_puzzle_checkpoint
+from .conftest import TINY
 from .reference import reference_forward
 
 
@@ -163,13 +165,59 @@ def test_inspect_shows_every_layer_kind_of_a_nemotron_checkpoint(nemotron):
     assert "model_type nemotron-nas, 8 layers" in result.output
 
 
-@pytest.mark.parametrize(
-    ("argument", "message"), [("missing-dir", "cannot inspect"), ("--dtype=float5x", "unknown dtype")]
-)
-def test_inspect_errors(tmp_path, nemotron, argument, message):
-    arguments = [str(nemotron), argument] if argument.startswith("--") else [str(tmp_path / argument)]
-    result = runner.invoke(app, ["inspect", *arguments])
-    assert result.exit_code == 1 and message in result.output
+def test_inspect_refuses_an_unknown_dtype(nemotron):
+    result = runner.invoke(app, ["inspect", str(nemotron), "--dtype=float5x"])
+    assert result.exit_code == 1 and "unknown dtype 'float5x'" in result.output
+
+
+@pytest.mark.parametrize("name", ["my-modell", "./my-modell", "org/my-modell"])
+def test_inspect_of_a_missing_path_fails_at_once_without_the_hub(tmp_path, monkeypatch, name):
+    from transformers.utils import hub
+
+    def no_hub(*args, **kwargs):
+        pytest.fail(f"inspect asked the Hub for {args}")
+
+    monkeypatch.setattr(hub, "cached_files", no_hub)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["inspect", name])
+    assert result.exit_code == 1
+    assert f"Error: {Path(name)} does not exist. `inspect` reads a local checkpoint directory" in result.output
+
+
+def test_inspect_of_a_folder_without_config_json_says_so(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path} has no config.json" in result.output.replace("\n", "")
+
+
+def kv_column(output: str) -> list[str]:
+    return [line.split()[-2] for line in output.splitlines() if line[:1].isdigit()]
+
+
+def test_inspect_reports_kv_bytes_in_the_checkpoint_dtype(tmp_path):
+    config = LlamaConfig(**TINY, per_layer_config={1: {"num_key_value_heads": 1}})  # 3 layers: 2, 1, 2 KV heads
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    head_dim = TINY["hidden_size"] // TINY["num_attention_heads"]
+
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "KV cache in bfloat16 (the dtype in config.json" in result.output
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1, 2)]  # 2 bytes per element
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["dtype"]  # older checkpoints: upstream then takes the dtype of the weights
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "config.json")])
+    assert result.exit_code == 0, result.output
+    assert "KV cache in bfloat16 (the dtype of the weights in model.safetensors" in result.output
+    (tmp_path / "model.safetensors").unlink()
+    result = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert "KV cache in float32 (torch's default dtype" in result.output
+
+    result = runner.invoke(app, ["inspect", str(tmp_path), "--dtype", "float16"])
+    assert "KV cache in float16 (--dtype" in result.output
+    assert kv_column(result.output) == [f"{2 * kv * head_dim * 2:,}" for kv in (2, 1, 2)]
 
 
 def test_help_lists_the_commands():
@@ -255,3 +303,10 @@ def test_inspect_runs_on_every_fixture(name, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"model_type {config['model_type']}, {num_layers} layers" in result.output
     assert len([line for line in result.output.splitlines() if line[:1].isdigit()]) == num_layers
+def test_the_guide_shows_the_real_inspect_output(nemotron):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "source" / "en" / "heterogeneity.md").read_text()
+    sample = guide.split("`transformers-heterogeneity inspect path/to/nemotron` prints:\n\n```text\n", 1)[1]
+    sample = sample.split("\n```", 1)[0]
+    result = runner.invoke(app, ["inspect", str(nemotron)])
+    assert result.exit_code == 0, result.output
+    assert result.output.replace(str(nemotron), "path/to/nemotron").rstrip("\n") == sample

@@ -1,5 +1,6 @@
 """The generic per-layer mechanism: custom models opting in, and every construction error with its message."""
 
+import ast
 import json
 
 import pytest
@@ -73,6 +74,31 @@ def test_config_validation_runs_per_layer_and_names_the_layer(per_layer_config, 
     with pytest.raises(StrictDataclassClassValidationError, match=f"(?s){message}") as error:
         LlamaConfig(**TINY, per_layer_config=per_layer_config)
     assert isinstance(error.value.__cause__, HeterogeneousConfigError)
+
+
+# A value each attribute may take on one layer of TINY (hidden 64, 4 heads, 2 KV heads).
+VALID_LAYER_VALUES = {
+    "attention_bias": True,
+    "attention_dropout": 0.1,
+    "head_dim": 8,
+    "hidden_act": "gelu",
+    "intermediate_size": 32,
+    "mlp_bias": True,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 1,
+}
+
+
+def test_the_attributes_an_ignored_override_error_offers_can_all_be_set_per_layer():
+    with pytest.raises(HeterogeneousConfigError, match="Per-layer attributes it reads include") as error:
+        build_llama({1: {"initializer_range": 0.5}})
+    offered = ast.literal_eval(
+        str(error.value).rsplit("include: ", 1)[1].rstrip(".")
+    )  # the list as the message renders it
+    assert "hidden_size" not in offered and "rms_norm_eps" not in offered  # model-level, and read by the final norm
+    assert sorted(offered) == sorted(VALID_LAYER_VALUES)
+    for name in offered:
+        build_llama({1: {name: VALID_LAYER_VALUES[name]}})
 
 
 def test_refusals_are_value_errors_that_getattr_defaults_cannot_swallow():

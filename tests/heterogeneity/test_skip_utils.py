@@ -64,3 +64,43 @@ def test_missing_argument_at_call_time_is_a_clear_error():
     skipped = get_skip_replacement(Attention, ReturnEntry("attention_mask"))()
     with pytest.raises(TypeError, match="returns its argument `attention_mask`, which this call did not pass"):
         skipped(torch.randn(1, 3, 4))
+
+
+@pytest.mark.parametrize("arch_name", ["llama", "mistral"])
+def test_output_attentions_has_one_map_per_layer_that_holds_attention_in_layer_order(arch_name):
+    """The documented mapping: `attentions[k]` belongs to the k-th layer that holds attention, i.e. to
+    `[size.layer_idx for size in kv_cache_bytes(config)][k]`; skipped and linear attentions have no map."""
+    from transformers.heterogeneity import kv_cache_bytes
+
+    from .conftest import ARCHS, build_model, layer_specs, make_input_ids
+    from .reference import apply_rope, rms_norm, rope_cos_sin, visible
+
+    per_layer = {
+        1: {"skip": ["attention"]},
+        2: {"num_attention_heads": 2},
+        3: {"skip": ["linear_attention"]},
+        4: {"num_attention_heads": 8, "sliding_window": 3} if arch_name == "mistral" else {"num_attention_heads": 8},
+    }
+    model = build_model(ARCHS[arch_name], per_layer, 5)
+    input_ids = make_input_ids(batch_size=1, seq_len=6)
+    with torch.no_grad():
+        output = model(input_ids, output_attentions=True, output_hidden_states=True)
+    attention_layers = [size.layer_idx for size in kv_cache_bytes(model.config)]
+    assert attention_layers == [0, 2, 4]
+    assert len(output.attentions) == len(attention_layers)
+
+    # Each map against the attention probabilities computed by hand from that layer's input (hidden_states[i])
+    state, specs = model.state_dict(), layer_specs(ARCHS[arch_name], per_layer, 5)
+    for attention, layer_idx in zip(output.attentions, attention_layers):
+        spec = specs[layer_idx]
+        prefix = f"model.layers.{layer_idx}"
+        x = rms_norm(output.hidden_states[layer_idx], state[f"{prefix}.input_layernorm.weight"], spec.rms_eps)
+        seq_len = x.shape[1]
+        q = (x @ state[f"{prefix}.self_attn.q_proj.weight"].T).view(1, seq_len, spec.num_heads, spec.head_dim)
+        k = (x @ state[f"{prefix}.self_attn.k_proj.weight"].T).view(1, seq_len, spec.num_kv_heads, spec.head_dim)
+        cos, sin = rope_cos_sin(torch.arange(seq_len), spec.head_dim, spec.rope_theta)
+        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
+        k = k.repeat_interleave(spec.num_heads // spec.num_kv_heads, dim=1)
+        scores = (q @ k.transpose(-1, -2)) * spec.head_dim**-0.5
+        expected = scores.masked_fill(~visible(seq_len, spec), float("-inf")).softmax(dim=-1)
+        torch.testing.assert_close(attention, expected, atol=1e-5, rtol=1e-5)

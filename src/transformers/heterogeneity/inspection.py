@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
@@ -39,6 +41,7 @@ from .supported_models import SUPPORTED_ARCHITECTURES, get_config_spec
 __all__ = [
     "LayerSummary",
     "ModelSummary",
+    "checkpoint_dtype",
     "format_comparison",
     "format_layer_table",
     "summarize_config",
@@ -174,6 +177,32 @@ def summarize_config(
         num_non_layer_flops=_matmul_flops(model) - sum(_matmul_flops(layer) for layer in decoder_layers),
         decoder_backend=decoder_backend,
     )
+
+
+# safetensors' names of the floating-point element types (its header format), as torch dtypes.
+_SAFETENSORS_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def checkpoint_dtype(config: PreTrainedConfig, checkpoint_dir: Path | None = None) -> tuple[torch.dtype, str]:
+    """The dtype `from_pretrained` loads the checkpoint in by default, and where it comes from.
+
+    Upstream's default (`dtype="auto"`, transformers 5.23 `modeling_utils._get_dtype`) is the config's `dtype`, else
+    the type of the first floating-point tensor of the first weight file, which is read here from the safetensors
+    header alone; a config without weights falls back to torch's default dtype. A KV cache is kept in the model's
+    dtype, so this is also the dtype of its bytes.
+    """
+    dtype = getattr(config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if isinstance(dtype, torch.dtype):
+        return dtype, "the dtype in config.json"
+    for weight_file in sorted(checkpoint_dir.glob("*.safetensors")) if checkpoint_dir is not None else []:
+        with safe_open(weight_file, "pt") as weights:
+            for name in weights.keys():  # noqa: SIM118 (safe_open handles are not iterable)
+                tensor_dtype = _SAFETENSORS_FLOAT_DTYPES.get(weights.get_slice(name).get_dtype())
+                if tensor_dtype is not None:
+                    return tensor_dtype, f"the dtype of the weights in {weight_file.name}"
+    return torch.get_default_dtype(), "torch's default dtype: neither config.json nor the weights give one"
 
 
 def _matmul_flops(module: nn.Module, experts_per_token: int | None = None) -> int:

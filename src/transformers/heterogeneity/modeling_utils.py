@@ -44,6 +44,8 @@ from .backends.selection import (
     requested_decoder_backend,
 )
 from .configuration_utils import (
+    LAYER_TABLE_ATTRIBUTES,
+    MODEL_LEVEL_ATTRIBUTES,
     HeterogeneousConfigError,
     get_layer_overrides,
     global_view,
@@ -67,6 +69,7 @@ from .supported_models import (
     reads_per_layer_config_natively,
     spec_from_model_class,
 )
+from .tensor_parallel import check_tensor_parallel
 
 
 logger = logging.get_logger(__name__)
@@ -118,6 +121,7 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
                 "`config.allow_global_per_layer_attribute_access = True` to let them use the global value."
             )
     _check_quantization(config, spec)
+    check_tensor_parallel(config)
     check_mask_overrides(config, mask_attributes_handled(config, spec.base_model_cls is not None))
     _wrap_layer_classes(spec)
 
@@ -362,10 +366,16 @@ def _build_layer(
     ignored = sorted(set(overrides) - honoured - {"skip"})
     if ignored:
         name = ignored[0]
+        # Only what may be set per layer: not the model-level attributes it reads, nor those that the model's own
+        # modules read too (refused up front in `prepare_model_init`).
+        refused = MODEL_LEVEL_ATTRIBUTES | LAYER_TABLE_ATTRIBUTES
+        if not config.allow_global_per_layer_attribute_access:
+            refused |= spec.model_reads
+        settable = sorted(a for a in honoured - refused if not a.startswith("_"))
         raise HeterogeneousConfigError(
             f"Layer {layer_idx}: `{name}`={overrides[name]!r} is not read by {type(layer).__name__}, so it cannot be set "
             f"per layer for {config.model_type} (the layer would silently ignore it). Per-layer attributes it reads "
-            f"include: {sorted(a for a in honoured if not a.startswith('_'))[:25]}."
+            f"include: {settable[:25]}."
         )
     for skip_name in skips:
         _apply_skip(layer, layer_config, layer_idx, skip_name, spec.skip_descriptors[skip_name])

@@ -16,14 +16,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
 
 def inspect(
-    path: Annotated[Path, typer.Argument(help="Checkpoint directory (with config.json) or a config.json file.")],
-    dtype: Annotated[str, typer.Option(help="Element type of the KV cache, for the KV bytes.")] = "bfloat16",
+    path: Annotated[Path, typer.Argument(help="Local checkpoint directory (with config.json) or a config.json file.")],
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Element type of the KV cache, for the KV bytes. Defaults to the checkpoint's dtype."),
+    ] = None,
     decoder_backend: Annotated[
         str | None,
         typer.Option(
@@ -34,18 +37,19 @@ def inspect(
     fp8: Annotated[bool, typer.Option(help="With --decoder-backend: show which TE layers FP8 can run.")] = False,
 ) -> None:
     """Print each layer's sub-blocks (attention / linear / skipped), dimensions, parameters, KV bytes and FLOPs per
-    token, and the model's totals. Works for any supported checkpoint, including nemotron-nas and deci."""
+    token, and the model's totals. Works for any supported checkpoint, including nemotron-nas and deci. Reads only
+    local files (config.json and the safetensors headers); it never downloads."""
+    config_file = _local_config_file(path)  # before the heavy imports: a wrong path fails at once
     import json
 
     import torch
 
     from ...models.auto import AutoConfig
     from ..backends.selection import TransformerEngineBackend, parse_decoder_backend
-    from ..inspection import format_layer_table, summarize_config, unquantized
+    from ..inspection import checkpoint_dtype, format_layer_table, summarize_config, unquantized
 
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        typer.echo(f"Error: unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.", err=True)
-        raise typer.Exit(code=1)
+    if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
+        _fail(f"unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.")
     try:
         choice = None
         if decoder_backend is not None:
@@ -54,14 +58,39 @@ def inspect(
             )
             if fp8 and choice is not None:
                 choice = TransformerEngineBackend(layers=choice.layers, fp8=True)
-        config = AutoConfig.from_pretrained(path)
-        summary = summarize_config(unquantized(config), dtype=getattr(torch, dtype), decoder_backend=choice)
+        # Local files only, as with HF_HUB_OFFLINE=1: a mistyped path must not turn into Hub requests and retries.
+        config = AutoConfig.from_pretrained(config_file, local_files_only=True)
+        if dtype is None:
+            kv_dtype, source = checkpoint_dtype(config, config_file.parent)
+        else:
+            kv_dtype, source = getattr(torch, dtype), "--dtype"
+        summary = summarize_config(unquantized(config), dtype=kv_dtype, decoder_backend=choice)
     except (OSError, ValueError) as error:
-        typer.echo(f"Error: cannot inspect {path}: {error}", err=True)
-        raise typer.Exit(code=1) from error
+        _fail(f"cannot inspect {path}: {error}")
     typer.echo(f"{path}: model_type {config.model_type}, {config.num_hidden_layers} layers")
     quantization = getattr(config, "quantization_config", None)
     if quantization is not None:
         method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization.quant_method
         typer.echo(f"{method}-quantized weights: the table describes the model dequantized, as it loads with them.")
+    typer.echo(f"KV cache in {str(kv_dtype).removeprefix('torch.')} ({source}; --dtype to change)")
     typer.echo(format_layer_table(summary))
+
+
+def _local_config_file(path: Path) -> Path:
+    """The config.json that `path` names, or a clear error: `path` does not exist, or is a folder without one."""
+    if not path.exists():
+        _fail(
+            f"{path} does not exist. `inspect` reads a local checkpoint directory or config.json and never downloads; "
+            "for a model on the Hugging Face Hub, fetch its config first (`hf download REPO_ID config.json "
+            "--local-dir DIR`) and inspect DIR."
+        )
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            _fail(f"{path} has no config.json: `inspect` needs the checkpoint's config (it reads no weights).")
+        return path / "config.json"
+    return path
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=1)
