@@ -1,17 +1,20 @@
 """Repository check: the assumptions this package makes about the pinned upstream Transformers still hold.
 
-- `NATIVE_PER_LAYER_MODEL_TYPES` lists exactly the model types whose modeling code reads `per_layer_config` itself.
+- `NATIVE_PER_LAYER_MODEL_TYPES` lists exactly the model types whose modeling code reads `per_layer_config` itself,
+  and `NATIVE_PER_LAYER_MODEL_CLASSES` exactly the model classes of `modeling_layers.py` that do.
 - Every registry entry resolves: its module and classes exist and its skip replacements can be built.
 - Every model type the TransformerEngine backend runs has a registry entry (its layers are found through it).
 
 Run by `make quality`; exits non-zero with a message naming what drifted.
 """
 
+import ast
 import importlib.util
 import sys
 from pathlib import Path
 
 from transformers.heterogeneity import NATIVE_PER_LAYER_MODEL_TYPES, SUPPORTED_ARCHITECTURES
+from transformers.heterogeneity.supported_models import NATIVE_PER_LAYER_MODEL_CLASSES
 from transformers.heterogeneity.backends.selection import TRANSFORMER_ENGINE_MODEL_TYPES
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
 
@@ -28,8 +31,26 @@ def native_model_types() -> set[str]:
     return native
 
 
+def native_layer_classes() -> set[str]:
+    """`PreTrainedModel` subclasses of `modeling_layers.py` whose source mentions `per_layer_config`."""
+    path = Path(importlib.util.find_spec("transformers.modeling_layers").origin)
+    source = path.read_text(encoding="utf-8")
+    return {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef)
+        and any(getattr(base, "id", None) == "PreTrainedModel" for base in node.bases)
+        and "per_layer_config" in ast.get_source_segment(source, node)
+    }
+
+
 def main() -> int:
     errors = []
+    native_classes = native_layer_classes()
+    if native_classes != set(NATIVE_PER_LAYER_MODEL_CLASSES):
+        errors.append(
+            f"NATIVE_PER_LAYER_MODEL_CLASSES is out of date: upstream's modeling_layers.py has {sorted(native_classes)}."
+        )
     expected = native_model_types()
     if expected != set(NATIVE_PER_LAYER_MODEL_TYPES):
         errors.append(

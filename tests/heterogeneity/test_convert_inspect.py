@@ -36,11 +36,11 @@ from .checkpoints import (
     write_modelopt_checkpoint,
     write_nemotron_checkpoint,
 )
+from .conftest import TINY
 from .gpt_oss_checkpoints import puzzle_config as gpt_oss_puzzle_config
 from .gpt_oss_checkpoints import write_anymodel_gpt_oss_checkpoint
 from .gpt_oss_checkpoints import write_puzzle_checkpoint as write_gpt_oss_puzzle_checkpoint
 from .nemotron_h_puzzle_checkpoint import write_puzzle_checkpoint as write_nemotron_h_puzzle_checkpoint
-from .conftest import TINY
 from .reference import reference_forward
 
 
@@ -303,6 +303,8 @@ def test_inspect_runs_on_every_fixture(name, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"model_type {config['model_type']}, {num_layers} layers" in result.output
     assert len([line for line in result.output.splitlines() if line[:1].isdigit()]) == num_layers
+
+
 def test_the_guide_shows_the_real_inspect_output(nemotron):
     guide = (Path(__file__).resolve().parents[2] / "docs" / "source" / "en" / "heterogeneity.md").read_text()
     sample = guide.split("`transformers-heterogeneity inspect path/to/nemotron` prints:\n\n```text\n", 1)[1]

@@ -27,6 +27,7 @@ from .activation import activate, deactivate, is_active
 _LAZY_ATTRIBUTES = {
     "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"],
     "configuration_utils": ["HeterogeneousConfigError"],
+    "continuous_batching": ["UnservableLayerError"],
     "modeling_utils": ["UnsupportedArchitectureError"],
     "skip_utils": ["ReturnEntry", "SkippedModule", "get_skip_replacement"],
     "supported_models": [
@@ -36,6 +37,7 @@ _LAZY_ATTRIBUTES = {
         "SkipTarget",
         "register_architecture",
     ],
+    "tensor_parallel": ["TensorParallelError"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY_ATTRIBUTES.items() for name in names}
 
@@ -48,6 +50,8 @@ __all__ = [
     "ReturnEntry",
     "SkipTarget",
     "SkippedModule",
+    "TensorParallelError",
+    "UnservableLayerError",
     "UnsupportedArchitectureError",
     "activate",
     "deactivate",
@@ -62,6 +66,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .cache_utils import LayerKVCacheSize, kv_cache_bytes, kv_cache_total_bytes, layers_without_kv_cache
     from .configuration_utils import HeterogeneousConfigError
+    from .continuous_batching import UnservableLayerError
     from .modeling_utils import UnsupportedArchitectureError
     from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement
     from .supported_models import (
@@ -71,6 +76,7 @@ if TYPE_CHECKING:
         SkipTarget,
         register_architecture,
     )
+    from .tensor_parallel import TensorParallelError
 
 
 def __getattr__(name: str):

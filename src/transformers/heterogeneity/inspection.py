@@ -22,8 +22,8 @@ each layer's config and KV bytes from `kv_cache_bytes`. This module computes and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
