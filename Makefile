@@ -21,8 +21,9 @@ $(VENV)/.installed: setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet -e ".[testing]"
 	# --no-deps: TE's own requirements are its CUDA core binaries (-cu12/-cu13, hundreds of MB); the tests run TE's
-	# Python code over a CPU stand-in, and the Python packages it imports come with the `testing` extra.
-	$(BIN)/python -m pip install --quiet --no-deps "transformer-engine==$(TE_VERSION)"
+	# Python code over a CPU stand-in, and the Python packages it imports come with the `testing` extra. --target: out
+	# of site-packages, where PEFT (imported by `transformers.Trainer`) would import it and fail without its core.
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/te-cpu "transformer-engine==$(TE_VERSION)"
 	touch $@
 
 install: $(VENV)/.installed

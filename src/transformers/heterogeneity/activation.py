@@ -340,24 +340,29 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
     per-layer models get upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from
     per-layer page shapes.
     """
-    from .continuous_batching import batch_processor_class, check_servable, make_paged_attention_cache, serving_inputs
-
+    # Imported when called, not here: `continuous_batching.py` imports this very module (through
+    # `generation.continuous_batching.cache`), so at this point it may be half-imported itself.
     manager_cls = continuous_api.ContinuousBatchingManager
     original_init = manager_cls.__init__
     _check_signature(original_init, ["self", "model", "generation_config"], "ContinuousBatchingManager.__init__")
-    original_cache, original_processor = continuous_api.PagedAttentionCache, continuous_api.ContinuousBatchProcessor
+    original_cache, processor_cls = continuous_api.PagedAttentionCache, continuous_api.ContinuousBatchProcessor
+    original_processor_init = processor_cls.__init__
     original_resolve = continuous_api.resolve_continuous_batching_config
     _check_signature(original_cache.__init__, ["self", "config"], "PagedAttentionCache.__init__")
-    _check_signature(original_processor.__init__, ["self", "cache", "config"], "ContinuousBatchProcessor.__init__")
+    _check_signature(original_processor_init, ["self", "cache", "config"], "ContinuousBatchProcessor.__init__")
     _check_signature(original_resolve, ["config", "cb_config"], "resolve_continuous_batching_config")
 
     @functools.wraps(original_resolve)
     def resolve_continuous_batching_config(config, cb_config, *args, **kwargs):
+        from .continuous_batching import serving_inputs
+
         config, cb_config = serving_inputs(config, cb_config)  # hetero-patch: per-layer plan
         return original_resolve(config, cb_config, *args, **kwargs)
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
+        from .continuous_batching import check_servable
+
         try:
             original_init(self, *args, **kwargs)
             check_servable(self)  # hetero-patch: refuse in the caller's thread, by layer
@@ -366,16 +371,29 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
                 self.model.set_attn_implementation(self._original_attn_impl)
             raise
 
+    @functools.wraps(original_cache)
+    def PagedAttentionCache(config, *args, **kwargs):  # named as the class it stands in for where upstream calls it
+        from .continuous_batching import make_paged_attention_cache
+
+        return make_paged_attention_cache(config, *args, **kwargs)  # hetero-patch: per-layer pages
+
+    @functools.wraps(original_processor_init)
+    def processor_init(self, cache, config, *args, **kwargs):
+        from .continuous_batching import processor_config
+
+        # hetero-patch: the batch processor reads the per-layer cache's serving config
+        original_processor_init(self, cache, processor_config(cache, config), *args, **kwargs)
+
     manager_cls.__init__ = __init__
+    processor_cls.__init__ = processor_init
     continuous_api.resolve_continuous_batching_config = resolve_continuous_batching_config
-    continuous_api.PagedAttentionCache = make_paged_attention_cache  # hetero-patch: per-layer pages
-    continuous_api.ContinuousBatchProcessor = batch_processor_class(original_processor)  # hetero-patch: its config
+    continuous_api.PagedAttentionCache = PagedAttentionCache
 
     def undo() -> None:
         manager_cls.__init__ = original_init
+        processor_cls.__init__ = original_processor_init
         continuous_api.resolve_continuous_batching_config = original_resolve
         continuous_api.PagedAttentionCache = original_cache
-        continuous_api.ContinuousBatchProcessor = original_processor
 
     return undo
 

@@ -66,10 +66,10 @@ __all__ = [
     "LayerPages",
     "ServingPlan",
     "UnservableLayerError",
-    "batch_processor_class",
     "check_servable",
     "make_paged_attention_cache",
     "plan_serving",
+    "processor_config",
     "serving_inputs",
 ]
 
@@ -427,20 +427,11 @@ def serving_inputs(
     return serving_config(config, plan_serving(config)), cb_config
 
 
-def batch_processor_class(processor_cls: type) -> type:
-    """A subclass of upstream's `ContinuousBatchProcessor` that hands its IO tensors and masks the per-layer cache's
+def processor_config(cache: PagedAttentionCache, config: PreTrainedConfig) -> PreTrainedConfig | _ServingConfig:
+    """The config upstream's `ContinuousBatchProcessor` reads for its IO tensors and masks: the per-layer cache's
     serving config (`_ServingConfig`) instead of the model's, which would raise on per-layer reads such as
-    `sliding_window`. With upstream's cache it is upstream's class unchanged."""
-
-    class PerLayerBatchProcessor(processor_cls):
-        def __init__(self, cache: PagedAttentionCache, config: PreTrainedConfig, *args: Any, **kwargs: Any) -> None:
-            if isinstance(cache, HeterogeneousPagedAttentionCache):
-                config = cache.config
-            super().__init__(cache, config, *args, **kwargs)
-
-    PerLayerBatchProcessor.__name__ = PerLayerBatchProcessor.__qualname__ = processor_cls.__name__
-    PerLayerBatchProcessor.__module__ = processor_cls.__module__
-    return PerLayerBatchProcessor
+    `sliding_window`; with upstream's cache, the model's config unchanged."""
+    return cache.config if isinstance(cache, HeterogeneousPagedAttentionCache) else config
 
 
 def check_servable(manager: Any) -> None:

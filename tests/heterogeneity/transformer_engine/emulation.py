@@ -50,6 +50,7 @@ import types
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,12 +73,22 @@ class TEVersionError(RuntimeError):
     """The installed TransformerEngine is not the version the stand-in extension was written against."""
 
 
+# Where `make install` puts TE's pure-Python wheel (`pip install --no-deps --target`): outside site-packages, because
+# a findable `transformer_engine` without its compiled core raises at import, and PEFT (imported by
+# `transformers.Trainer`) imports it whenever it can find it (`peft/import_utils.py`, `is_te_pytorch_available`). Only
+# the emulation's own import of TE sees this directory; once imported, TE is a working module for everyone.
+TE_CPU_DIR = Path(sys.prefix) / "te-cpu"
+
+
 def installed_te_version() -> str | None:
-    """The version of the installed `transformer-engine` wheel, or None when it is not installed."""
+    """The version of the installed `transformer-engine` wheel (in site-packages or `TE_CPU_DIR`), or None."""
     try:
         return importlib.metadata.version(TE_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
-        return None
+        pass
+    for distribution in importlib.metadata.distributions(name=TE_DISTRIBUTION, path=[str(TE_CPU_DIR)]):
+        return distribution.version
+    return None
 
 
 def check_te_version() -> None:
@@ -86,7 +97,7 @@ def check_te_version() -> None:
     if found != TE_VERSION:
         raise TEVersionError(
             f"the CPU emulation of TransformerEngine is written against transformer-engine=={TE_VERSION}, found "
-            f"{found or 'none'}. Install it with `pip install --no-deps transformer-engine=={TE_VERSION}` (see "
+            f"{found or 'none'}. Install it with `pip install --no-deps --target {TE_CPU_DIR} transformer-engine=={TE_VERSION}` (see "
             "tests/heterogeneity/transformer_engine/README.md), or update the stand-in for the new version."
         )
 
@@ -268,6 +279,9 @@ def _importing_te() -> Iterator[None]:
             "`import_transformer_engine()` or `te_cpu_emulation()` so that it binds the stand-in extension"
         )
     with contextlib.ExitStack() as stack:
+        if TE_CPU_DIR.is_dir() and str(TE_CPU_DIR) not in sys.path:
+            sys.path.append(str(TE_CPU_DIR))
+            stack.callback(sys.path.remove, str(TE_CPU_DIR))
         _setenv(stack, "NVTE_PROJECT_BUILDING", "1")
         sys.modules[EXTENSION_MODULE] = extension
         standins = {name: module for name, module in triton_standin.build_modules().items() if name not in sys.modules}

@@ -26,7 +26,7 @@ from .runtime import TERuntime, load_te_runtime
 
 requires_te = pytest.mark.skipif(
     installed_te_version() is None,
-    reason=f"transformer-engine is not installed (`pip install --no-deps transformer-engine=={TE_VERSION}`)",
+    reason=f"transformer-engine is not installed (`make install`: `pip install --no-deps --target .venv/te-cpu transformer-engine=={TE_VERSION}`)",
 )
 
 
@@ -37,5 +37,5 @@ def te_runtime() -> TERuntime:
     A wrong TE version fails (`TEVersionError`) instead of skipping, so CI cannot pass without running the TE tests.
     """
     if installed_te_version() is None:
-        pytest.skip(f"transformer-engine is not installed (`pip install --no-deps transformer-engine=={TE_VERSION}`)")
+        pytest.skip(f"transformer-engine is not installed (`make install`: `pip install --no-deps --target .venv/te-cpu transformer-engine=={TE_VERSION}`)")
     return load_te_runtime()
