@@ -339,12 +339,13 @@ def test_deactivate_restores_upstreams_continuous_batching():
     from transformers import heterogeneity
     from transformers.generation.continuous_batching import continuous_api
 
-    patched = continuous_api.PagedAttentionCache
+    assert continuous_api.PagedAttentionCache.__wrapped__ is PagedAttentionCache
     try:
         heterogeneity.deactivate()
         assert continuous_api.PagedAttentionCache is PagedAttentionCache
         assert ContinuousBatchingManager.__init__.__qualname__ == "ContinuousBatchingManager.__init__"
         assert not hasattr(ContinuousBatchingManager.__init__, "__wrapped__")
+        assert not hasattr(continuous_api.ContinuousBatchProcessor.__init__, "__wrapped__")
     finally:
         heterogeneity.activate()
-    assert continuous_api.PagedAttentionCache is patched
+    assert continuous_api.PagedAttentionCache.__wrapped__ is PagedAttentionCache

@@ -47,33 +47,6 @@ from .nemotron_h_models import randomize_weights
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 ATOL = RTOL = 1e-5
-MISTRAL_CONFIG_FOR_MODEL = "MistralConfigForModel: fixed in main"
-# A model whose own code reads a per-layer value holds a generated config class (`MistralConfigForModel`,
-# `GptOssConfigForModel`, `GptOssPuzzleConfigForModel`) that the Auto classes do not know. The heads that hold one
-# as `model.config`: the Mistral base model (its forward reads `sliding_window`) and the GPT-OSS causal LMs (their
-# `__init__` reads the expert counts).
-_CONFIG_FOR_MODEL_HEADS = [
-    ("mistral", "MistralModel"),
-    ("gpt_oss", "GptOssForCausalLM"),
-    ("gpt_oss_puzzle", "GptOssPuzzleForCausalLM"),
-]
-# (test or "test:variant", registry row, head class name; `None` for tests by row) -> why it fails today. Each is a
-# strict xfail: it must fail, so that a fix shows (then remove its entry).
-KNOWN_FAILURES: dict[tuple[str, str, str | None], str] = {
-    **{("from_config", row, name): MISTRAL_CONFIG_FOR_MODEL for row, name in _CONFIG_FOR_MODEL_HEADS},
-    **{
-        (f"config_copies:{operation}", row, name): MISTRAL_CONFIG_FOR_MODEL
-        for row, name in _CONFIG_FOR_MODEL_HEADS
-        for operation in ("deepcopy", "pickle")
-    },
-    **{("held_configs", row, None): MISTRAL_CONFIG_FOR_MODEL for row, _ in _CONFIG_FOR_MODEL_HEADS},
-}
-
-
-def known_failure(test: str, row: str, name: str | None = None) -> list:
-    """The strict xfail mark of a known failure, or no mark."""
-    reason = KNOWN_FAILURES.get((test, row, name))
-    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
 @dataclass(frozen=True)
@@ -114,23 +87,11 @@ def _cases() -> list[Case]:
 CASES = _cases()
 
 
-def cases_for(test: str, variants: list[str] | None = None) -> list:
-    """Every case (with every variant), each a strict xfail where `KNOWN_FAILURES` lists it for `test`."""
+def cases_for(variants: list[str] | None = None) -> list:
+    """Every case (with every variant), as pytest parameters."""
     if variants is None:
-        return [
-            pytest.param(case, marks=known_failure(test, case.row, case.model_cls.__name__), id=str(case))
-            for case in CASES
-        ]
-    return [
-        pytest.param(
-            case,
-            variant,
-            marks=known_failure(f"{test}:{variant}", case.row, case.model_cls.__name__),
-            id=f"{case}-{variant}",
-        )
-        for case in CASES
-        for variant in variants
-    ]
+        return [pytest.param(case, id=str(case)) for case in CASES]
+    return [pytest.param(case, variant, id=f"{case}-{variant}") for case in CASES for variant in variants]
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +145,7 @@ def test_every_row_has_a_base_model_and_a_causal_lm(row):
 # --- save / load, from_config and config copies --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", cases_for("save_load"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_save_pretrained_then_from_pretrained_is_bit_exact(case, model, tmp_path):
     """The Auto class loads the saved model as the same class and structure, with the same tensors and outputs."""
     model.save_pretrained(tmp_path)
@@ -202,7 +163,7 @@ def test_save_pretrained_then_from_pretrained_is_bit_exact(case, model, tmp_path
         assert torch.equal(found[key], tensor), key
 
 
-@pytest.mark.parametrize("case", cases_for("from_config"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_from_config_of_model_config_builds_the_same_model(case, model, tmp_path):
     """`model.config`, and the config `AutoConfig` reads back from its `save_pretrained`, build the same model through
     the Auto class and the head class."""
@@ -226,9 +187,7 @@ def config_values(config: PreTrainedConfig) -> dict:
     return values
 
 
-@pytest.mark.parametrize(
-    "row", [pytest.param(row, marks=known_failure("held_configs", row)) for row in sorted(TINY_MODELS)]
-)
+@pytest.mark.parametrize("row", sorted(TINY_MODELS))
 def test_every_config_a_model_holds_builds_every_head(row):
     """Every config a row's models hold (each head's `config` and its base model's) builds every head class of the
     row, through its Auto class and directly, as the config they were made from does; e.g.
@@ -257,7 +216,7 @@ CONFIG_COPIES = {
 }
 
 
-@pytest.mark.parametrize(("case", "operation"), cases_for("config_copies", sorted(CONFIG_COPIES)), indirect=["case"])
+@pytest.mark.parametrize(("case", "operation"), cases_for(sorted(CONFIG_COPIES)), indirect=["case"])
 def test_model_config_copies_are_usable_configs(case, model, operation):
     """`model.config` and its copies say what the config the model was built from says (`to_json_string`), and the
     copies build the same model (`model.config` itself: `test_from_config_of_model_config_builds_the_same_model`)."""
@@ -271,7 +230,7 @@ def test_model_config_copies_are_usable_configs(case, model, operation):
 # --- outputs ---------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", cases_for("outputs"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_hidden_states_and_attentions(case, model):
     """One hidden state per layer plus the embeddings; one attention map per layer that has attention, with that
     layer's own head count, causal. A skipped (or linear) attention contributes no entry, as upstream's own layers
@@ -325,7 +284,7 @@ def gradients(case: Case, model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return {name: parameter.grad for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-@pytest.mark.parametrize("case", cases_for("training"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_training_step(case):
     """The loss is finite, every trainable parameter gets a finite gradient (linear sub-blocks included), skipped
     sub-blocks hold nothing to train, and an optimizer step changes the loss."""
@@ -349,7 +308,7 @@ def test_training_step(case):
         assert training_loss(case, model) != before
 
 
-@pytest.mark.parametrize("case", cases_for("gradient_checkpointing"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_gradient_checkpointing_gives_the_same_gradients(case):
     """With checkpointing, every decoder layer holding weights recomputes its forward in the backward pass, and the
     gradients are those of the same model without it (dropout included: the same seed, and checkpointing restores
@@ -380,7 +339,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(case):
 # --- embeddings ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", cases_for("resize_embeddings"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_resize_token_embeddings_keeps_the_layers(case, model):
     """The embeddings (and a language-model head) grow, the layers and `per_layer_config` stay as they were, and the
     old tokens give the same outputs as before (over the old vocabulary)."""
@@ -410,7 +369,7 @@ def test_resize_token_embeddings_keeps_the_layers(case, model):
 # --- attention implementations ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", cases_for("eager_vs_sdpa"), indirect=True)
+@pytest.mark.parametrize("case", cases_for(), indirect=True)
 def test_eager_and_sdpa_agree(case, model, monkeypatch):
     """The same weights under both implementations give the same outputs, without padding and with a right-padded
     row (compared where it is not padding), and the sdpa model runs sdpa in every attention layer."""

@@ -37,5 +37,7 @@ def te_runtime() -> TERuntime:
     A wrong TE version fails (`TEVersionError`) instead of skipping, so CI cannot pass without running the TE tests.
     """
     if installed_te_version() is None:
-        pytest.skip(f"transformer-engine is not installed (`make install`: `pip install --no-deps --target .venv/te-cpu transformer-engine=={TE_VERSION}`)")
+        pytest.skip(
+            f"transformer-engine is not installed (`make install`: `pip install --no-deps --target .venv/te-cpu transformer-engine=={TE_VERSION}`)"
+        )
     return load_te_runtime()
