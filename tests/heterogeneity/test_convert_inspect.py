@@ -271,9 +271,6 @@ FIXTURES = {
 }
 
 
-# Single-threaded, as in the families' own tests: multi-threaded, the two loads of gpt-oss-puzzle differed in the last
-# bits when run after other modules (not alone), which a bit-equality check cannot tell from a wrong conversion.
-@pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_convert_gives_a_stock_checkpoint_with_bit_equal_logits(name, tmp_path):
     write, stock_class, load_kwargs, needs_drop = FIXTURES[name]

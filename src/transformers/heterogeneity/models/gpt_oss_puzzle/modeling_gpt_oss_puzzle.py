@@ -25,6 +25,7 @@ from ....integrations.mxfp4 import Mxfp4Dequantize
 from ....models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
 from ....utils.loading_report import LoadStateDictInfo
 from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ..stock_classes import StockExpertsMixin
 from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
 
 
@@ -53,11 +54,11 @@ class DequantizedSaveMixin:
         ]
 
 
-class GptOssPuzzleModel(UnusedTensorsMixin, GptOssModel):
+class GptOssPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, GptOssModel):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class GptOssPuzzleForCausalLM(DequantizedSaveMixin, UnusedTensorsMixin, GptOssForCausalLM):
+class GptOssPuzzleForCausalLM(DequantizedSaveMixin, UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)

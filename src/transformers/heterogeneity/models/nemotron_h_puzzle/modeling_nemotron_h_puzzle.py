@@ -22,6 +22,7 @@ has no MTP layers to load them into (its `_keys_to_ignore_on_load_unexpected` dr
 
 from ....models.nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
 from ..loading_utils import UnusedTensors, UnusedTensorsMixin
+from ..stock_classes import StockExpertsMixin
 from .configuration_nemotron_h_puzzle import NemotronHPuzzleConfig
 
 
@@ -35,11 +36,11 @@ MTP_TENSORS = UnusedTensors(
 )
 
 
-class NemotronHPuzzleModel(UnusedTensorsMixin, NemotronHModel):
+class NemotronHPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, NemotronHModel):
     config_class = NemotronHPuzzleConfig
     _unused_tensors = (MTP_TENSORS,)
 
 
-class NemotronHPuzzleForCausalLM(UnusedTensorsMixin, NemotronHForCausalLM):
+class NemotronHPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, NemotronHForCausalLM):
     config_class = NemotronHPuzzleConfig
     _unused_tensors = (MTP_TENSORS,)
