@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from transformers.heterogeneity import NATIVE_PER_LAYER_MODEL_TYPES, SUPPORTED_ARCHITECTURES
-from transformers.heterogeneity.supported_models import NATIVE_PER_LAYER_MODEL_CLASSES
 from transformers.heterogeneity.backends.selection import TRANSFORMER_ENGINE_MODEL_TYPES
+from transformers.heterogeneity.supported_models import NATIVE_PER_LAYER_MODEL_CLASSES
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
 
 
