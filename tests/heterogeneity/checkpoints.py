@@ -15,7 +15,7 @@
 
 `config.json` has the keys those repositories ship (`model_type`, `architectures`, `auto_map` to remote code,
 `block_configs` with every field, null global `intermediate_size` / `num_key_value_heads`), and the weights are
-random tensors with the real names and shapes (FACTS.md section 3), written with `safetensors` directly: sharded with
+random tensors with the real names and shapes (the releases' model cards and remote `modeling_decilm.py`), written with `safetensors` directly: sharded with
 `model.safetensors.index.json`, or one `model.safetensors`. Each layer's expected dimensions are written out as
 literals (the `ffn_mult` rounding worked by hand), never computed by the package.
 """
@@ -183,7 +183,7 @@ class RandomWeights:
         return {"model.norm.weight": self.norm(), "lm_head.weight": self.matrix(vocab, self.hidden)}
 
 
-# fp8 KV-cache scales, one float32 scalar per attention layer, as FP8 releases carry them (FACTS.md section 3).
+# fp8 KV-cache scales, one float32 scalar per attention layer, as FP8 releases carry them (vLLM `model_executor/models/utils.py` remaps them).
 K_SCALE, V_SCALE = 0.0625, 0.03125
 
 
@@ -195,7 +195,7 @@ def kv_scales(prefix: str) -> dict[str, torch.Tensor]:
 
 
 def nemotron_tensors(layers=NEMOTRON_LAYERS, seed: int = 0, with_kv_scales: bool = False) -> dict[str, torch.Tensor]:
-    """Random bfloat16 weights named and shaped as in the released checkpoints (FACTS.md section 3); with
+    """Random bfloat16 weights named and shaped as in the released checkpoints (their `model.safetensors.index.json`); with
     `with_kv_scales`, each attention layer's fp8 KV-cache scales too (the KV-cache part of an FP8 release)."""
     weights = RandomWeights(HIDDEN, seed)
     tensors = {"model.embed_tokens.weight": weights.embedding(VOCAB)}

@@ -164,10 +164,10 @@ def layer_specs(arch: Arch, per_layer: PerLayer | None, num_layers: int, **globa
         skips = set(overrides.get("skip", ()))
         specs.append(
             LayerSpec(
-                attention=not skips & {"attention", "linear_attention"},
-                mlp=not skips & {"mlp", "linear_mlp"},
-                linear_attention="linear_attention" in skips,
-                linear_mlp="linear_mlp" in skips,
+                attention=not skips & {"attention", "attention_replaced_by_linear"},
+                mlp=not skips & {"mlp", "mlp_replaced_by_linear"},
+                linear_attention="attention_replaced_by_linear" in skips,
+                linear_mlp="mlp_replaced_by_linear" in skips,
                 num_heads=heads,
                 num_kv_heads=values["num_key_value_heads"],
                 head_dim=head_dim,

@@ -13,7 +13,7 @@
 # limitations under the License.
 """Tiny Nemotron-H Puzzle checkpoints in the released format, written without the code under test.
 
-The format (FACTS.md section 3; the release's remote `configuration_nemotron_h_puzzle.py` block dataclasses, vLLM's
+The format (the release's remote `configuration_nemotron_h_puzzle.py` block dataclasses, vLLM's
 and SGLang's readers): `block_configs` holds one flat entry per block keyed by `block_type`, null fields dropped; every
 field a block sets is deleted from the global config and listed in `blockwise_members`; `hybrid_override_pattern` is
 written, derived from the block types; MTP blocks come in `mtp_block_configs` with `num_nextn_predict_layers` and

@@ -180,8 +180,8 @@ def test_mixed_model_of_every_layer_kind(te_runtime, tmp_path):
     per_layer = {
         0: {"skip": ["attention"]},
         1: {"skip": ["mlp"], "num_key_value_heads": 4},
-        2: {"skip": ["linear_attention"]},
-        3: {"skip": ["linear_mlp"], "intermediate_size": 32},
+        2: {"skip": ["attention_replaced_by_linear"]},
+        3: {"skip": ["mlp_replaced_by_linear"], "intermediate_size": 32},
         4: {"skip": ["attention", "mlp"]},
     }
     stock = build_model(ARCHS["llama"], per_layer, 6, attn_implementation="sdpa").to(te_runtime.device)

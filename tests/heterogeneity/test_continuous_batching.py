@@ -107,7 +107,7 @@ LLAMA_FAMILY_CASES = {
         3: {"skip": ["mlp"]},
     },
     "linear_and_head_dim": {
-        0: {"skip": ["linear_attention"]},
+        0: {"skip": ["attention_replaced_by_linear"]},
         1: {"num_key_value_heads": 4, "num_attention_heads": 8},
         2: {"intermediate_size": 32},
         3: {"num_key_value_heads": 1},
@@ -207,7 +207,7 @@ def test_pages_of_each_layer_have_its_own_shape():
         0: {"num_key_value_heads": 1},
         1: {"skip": ["attention"]},
         2: {"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8},
-        3: {"skip": ["linear_attention"]},
+        3: {"skip": ["attention_replaced_by_linear"]},
     }
     model = build_model(ARCHS["llama"], per_layer, 5)
     cache = served_cache(model)

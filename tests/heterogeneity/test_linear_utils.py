@@ -80,11 +80,11 @@ def test_copies_keep_class_and_weights(clone):
 
 
 def test_per_layer_config_json_round_trips(tmp_path):
-    per_layer = {0: {"skip": ["linear_attention"]}, 2: {"skip": ["linear_mlp", "attention"]}}
+    per_layer = {0: {"skip": ["attention_replaced_by_linear"]}, 2: {"skip": ["mlp_replaced_by_linear", "attention"]}}
     model = LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=per_layer))
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["per_layer_config"]
-    assert saved == {"0": {"skip": ["linear_attention"]}, "2": {"skip": ["attention", "linear_mlp"]}}
+    assert saved == {"0": {"skip": ["attention_replaced_by_linear"]}, "2": {"skip": ["attention", "mlp_replaced_by_linear"]}}
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path)
     assert type(reloaded.model.layers[0].self_attn).__name__ == "LinearLlamaAttention"
     assert type(reloaded.model.layers[2].mlp).__name__ == "LinearLlamaMLP"
@@ -92,10 +92,25 @@ def test_per_layer_config_json_round_trips(tmp_path):
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
 
-@pytest.mark.parametrize(("first", "second"), [("attention", "linear_attention"), ("linear_mlp", "mlp")])
+@pytest.mark.parametrize(("first", "second"), [("attention", "attention_replaced_by_linear"), ("mlp_replaced_by_linear", "mlp")])
 def test_skipping_and_linearizing_one_sub_block_is_refused(first, second):
     config = LlamaConfig(**TINY, per_layer_config={1: {"skip": [first, second]}})
     with pytest.raises(
         HeterogeneousConfigError, match=r"Layer 1: skips '\w+' and '\w+' both replace `(self_attn|mlp)`"
     ):
         LlamaForCausalLM(config)
+
+
+def test_deprecated_skip_names_load_with_a_warning_and_save_renamed(tmp_path):
+    """`linear_attention` is upstream's cache layer type of Mamba-style layers; the skips were renamed. Configs written
+    with the old names still load (with a FutureWarning) and are saved with the new ones."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with pytest.warns(FutureWarning, match=r"Layer 1: skip names \['linear_attention', 'linear_mlp'\] are deprecated"):
+        config = LlamaConfig(**TINY, per_layer_config={1: {"skip": ["linear_attention", "linear_mlp"]}})
+    assert config.per_layer_config[1].skip == ["attention_replaced_by_linear", "mlp_replaced_by_linear"]
+    model = LlamaForCausalLM(config)
+    assert hasattr(model.model.layers[1].self_attn, "linear_attn") and hasattr(model.model.layers[1].mlp, "linear_mlp")
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())["per_layer_config"]
+    assert saved == {"1": {"skip": ["attention_replaced_by_linear", "mlp_replaced_by_linear"]}}

@@ -296,7 +296,7 @@ def test_training_step(case):
         for module in model.modules()
         if isinstance(module, SkippedModule) and not isinstance(module, LinearSubBlock)
     ]
-    assert bool(skipped) == bool(skips - {"linear_attention", "linear_mlp"})
+    assert bool(skipped) == bool(skips - {"attention_replaced_by_linear", "mlp_replaced_by_linear"})
     assert all(not list(module.parameters()) for module in skipped)
     for name, grad in gradients(case, model).items():
         assert grad is not None, f"{name} got no gradient"

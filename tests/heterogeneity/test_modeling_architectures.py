@@ -84,10 +84,10 @@ def case_layers(arch: Arch, case: str) -> tuple[int, dict[int, dict[str, Any]]]:
         }
     if case == "linear":  # linear sub-blocks (Nemotron-NAS `replace_with_linear`) beside skips and stock blocks
         return 5, {
-            0: {"skip": ["linear_attention"]},
-            1: {"num_key_value_heads": 1, "skip": ["linear_mlp"]},
-            2: {"skip": ["linear_attention", "linear_mlp"]},
-            3: {"skip": ["attention", "linear_mlp"]},
+            0: {"skip": ["attention_replaced_by_linear"]},
+            1: {"num_key_value_heads": 1, "skip": ["mlp_replaced_by_linear"]},
+            2: {"skip": ["attention_replaced_by_linear", "mlp_replaced_by_linear"]},
+            3: {"skip": ["attention", "mlp_replaced_by_linear"]},
             4: {"intermediate_size": 32},
         }
     raise ValueError(case)

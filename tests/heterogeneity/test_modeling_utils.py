@@ -38,7 +38,7 @@ def build_llama(per_layer_config: dict) -> LlamaForCausalLM:
         (
             {1: {"skip": ["attn"]}},
             r"Layer 1: unknown skip 'attn' for llama; this architecture can skip "
-            r"\['attention', 'linear_attention', 'linear_mlp', 'mlp'\]",
+            r"\['attention', 'attention_replaced_by_linear', 'mlp', 'mlp_replaced_by_linear'\]",
         ),
         ({2: {"num_key_value_heads": 3}}, r"Layer 2: `num_key_value_heads`=3 does not divide `num_attention_heads`=4"),
         (

@@ -111,11 +111,11 @@ def test_block_configs_become_per_layer_config(loaded):
         if layer.kv_heads > 0:
             assert layer_config.num_key_value_heads == layer.kv_heads
         else:
-            expected_skips.append("attention" if layer.kv_heads == NO_OP else "linear_attention")
+            expected_skips.append("attention" if layer.kv_heads == NO_OP else "attention_replaced_by_linear")
         if layer.ffn_width > 0:
             assert layer_config.intermediate_size == layer.ffn_width
         else:
-            expected_skips.append("mlp" if layer.ffn_width == NO_OP else "linear_mlp")
+            expected_skips.append("mlp" if layer.ffn_width == NO_OP else "mlp_replaced_by_linear")
         assert sorted(layer_config.skip) == sorted(expected_skips), idx
 
 

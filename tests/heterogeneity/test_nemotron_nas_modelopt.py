@@ -153,7 +153,7 @@ def unchanged(config):
 FIELDS = [
     # attention, both schemas
     ("attention", "no_op", True, lambda config: "attention" in config.per_layer_config[0].skip),
-    ("attention", "replace_with_linear", True, lambda config: "linear_attention" in config.per_layer_config[0].skip),
+    ("attention", "replace_with_linear", True, lambda config: "attention_replaced_by_linear" in config.per_layer_config[0].skip),
     ("attention", "sparsify", ["q_proj"], r"layer 0: `attention.sparsify`=\['q_proj'\] is refused: sparsified"),
     ("attention", "weights_precision", "fp8", r"layer 0: `attention.weights_precision`='fp8' is refused: only bf16"),
     (
@@ -173,7 +173,7 @@ FIELDS = [
     ("attention", "num_key_value_heads", 2, lambda config: kv_heads_of_layer_0(config) == 2),
     # ffn, both schemas
     ("ffn", "no_op", True, lambda config: "mlp" in config.per_layer_config[0].skip),
-    ("ffn", "replace_with_linear", True, lambda config: "linear_mlp" in config.per_layer_config[0].skip),
+    ("ffn", "replace_with_linear", True, lambda config: "mlp_replaced_by_linear" in config.per_layer_config[0].skip),
     ("ffn", "sparsify", ["up_proj"], r"layer 0: `ffn.sparsify`=\['up_proj'\] is refused: sparsified weights"),
     ("ffn", "weights_precision", "fp8", r"layer 0: `ffn.weights_precision`='fp8' is refused: only bf16"),
     ("ffn", "intermediate_size", 512, lambda config: config.per_layer_config[0].intermediate_size == 512),

@@ -78,7 +78,7 @@ def test_output_attentions_has_one_map_per_layer_that_holds_attention_in_layer_o
     per_layer = {
         1: {"skip": ["attention"]},
         2: {"num_attention_heads": 2},
-        3: {"skip": ["linear_attention"]},
+        3: {"skip": ["attention_replaced_by_linear"]},
         4: {"num_attention_heads": 8, "sliding_window": 3} if arch_name == "mistral" else {"num_attention_heads": 8},
     }
     model = build_model(ARCHS[arch_name], per_layer, 5)

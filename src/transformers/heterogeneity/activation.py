@@ -171,6 +171,32 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     return undo
 
 
+def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Callable[[], None]:
+    """`integrations.heterogeneity.configuration_utils._apply_heterogeneous_config` (transformers 5.23), which both the
+    `per_layer_config` init argument and its setter call.
+
+    Upstream behaviour: the overrides are stored as given (skip names are any strings). Change: the value first goes
+    through `configuration_utils.normalize_per_layer_config` (deprecated skip names renamed). Removal: upstream calls
+    it at the top of `_apply_heterogeneous_config`.
+    """
+    original = heterogeneity_config._apply_heterogeneous_config
+    _check_signature(original, ["config", "per_layer_config"], "_apply_heterogeneous_config")
+
+    @functools.wraps(original)
+    def _apply_heterogeneous_config(config, per_layer_config):
+        from .configuration_utils import normalize_per_layer_config
+
+        per_layer_config = normalize_per_layer_config(config, per_layer_config)  # hetero-patch: normalization
+        return original(config, per_layer_config)
+
+    heterogeneity_config._apply_heterogeneous_config = _apply_heterogeneous_config
+
+    def undo() -> None:
+        heterogeneity_config._apply_heterogeneous_config = original
+
+    return undo
+
+
 def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[], None]:
     """`PreTrainedConfig.__post_init__` (transformers 5.23, `configuration_utils.py`), before upstream applies
     `per_layer_config`.
@@ -494,6 +520,10 @@ def _register_checkpoint_formats(configuration_auto: ModuleType) -> None:
 
 # (upstream module, what to do once it has been imported completely)
 _CALLBACKS = (
+    (
+        "transformers.integrations.heterogeneity.configuration_utils",
+        functools.partial(_apply, patch_per_layer_config_normalization),
+    ),
     ("transformers.configuration_utils", functools.partial(_apply, patch_config_post_init)),
     # After the validation patch, so that it wraps it: block_configs become per_layer_config before anything else.
     ("transformers.configuration_utils", functools.partial(_apply, patch_anymodel_block_configs)),

@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from typing import Any
 
 from ..configuration_utils import PreTrainedConfig
 
 
 __all__ = [
+    "DEPRECATED_SKIP_NAMES",
     "HeterogeneousConfigError",
     "get_layer_overrides",
     "global_view",
     "layer_config",
     "make_layer_config",
     "model_level_config",
+    "normalize_per_layer_config",
 ]
 
 
@@ -62,6 +65,40 @@ OPTIONAL_INT_ATTRIBUTES = frozenset({"sliding_window", "attention_chunk_size"})
 # Attributes set on a model's config at runtime (`set_attn_implementation`, `set_experts_implementation`): layer
 # configs read them from the global config rather than keep the value they had when the layer was built.
 RUNTIME_ATTRIBUTES = ("_attn_implementation_internal", "_experts_implementation_internal")
+
+
+# Skip names renamed for clarity, and what they are now. `linear_attention` is also upstream's cache layer type of
+# Mamba-style layers (`cache_utils.LinearAttentionLayer`), where here it meant "attention replaced by a linear map".
+DEPRECATED_SKIP_NAMES = {
+    "linear_attention": "attention_replaced_by_linear",
+    "linear_mlp": "mlp_replaced_by_linear",
+}
+
+
+def normalize_per_layer_config(config: PreTrainedConfig, per_layer_config: Any) -> Any:
+    """Puts a `per_layer_config` into the form upstream's config half stores, before it does.
+
+    Called by upstream's `_apply_heterogeneous_config` (the `per_layer_config` init argument and setter) with the
+    value as given. Deprecated skip names are replaced by their new spelling, with a `FutureWarning`; a config saved
+    afterwards writes the new names.
+    """
+    if not isinstance(per_layer_config, dict):
+        return per_layer_config
+    normalized = {}
+    for layer_idx, overrides in per_layer_config.items():
+        skips = overrides.get("skip") if isinstance(overrides, dict) else None
+        if isinstance(skips, (list, tuple, set)) and DEPRECATED_SKIP_NAMES.keys() & set(skips):
+            renamed = [DEPRECATED_SKIP_NAMES.get(name, name) for name in skips]
+            warnings.warn(
+                f"Layer {layer_idx}: skip names {sorted(DEPRECATED_SKIP_NAMES.keys() & set(skips))} are deprecated "
+                f"and will be refused in a future version; use {sorted(set(renamed) - set(skips))} "
+                f"({', '.join(f'{old!r} -> {new!r}' for old, new in DEPRECATED_SKIP_NAMES.items())}).",
+                FutureWarning,
+                stacklevel=4,
+            )
+            overrides = {**overrides, "skip": renamed}
+        normalized[layer_idx] = overrides
+    return normalized
 
 
 def get_layer_overrides(config: PreTrainedConfig, layer_idx: int) -> dict[str, Any]:

@@ -19,7 +19,7 @@ of the one it replaces (a linear attention returns `(W @ hidden_states, None)`) 
 those checkpoints use (`self_attn.linear_attn.weight`, `mlp.linear_mlp.weight`). A linear attention reads no
 positions and writes no KV cache.
 
-In `per_layer_config` a linear sub-block is a skip kind (`"skip": ["linear_attention"]`): upstream's config
+In `per_layer_config` a linear sub-block is a skip kind (`"skip": ["attention_replaced_by_linear"]`): upstream's config
 validation accepts any string in `skip` but requires every other per-layer key to exist on the global config, and a
 linear sub-block is a replacement of the sub-block, like a skip, so it shares that mechanism.
 """

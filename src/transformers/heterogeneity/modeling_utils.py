@@ -442,7 +442,7 @@ def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> 
 
 
 def _check_skip_conflicts(spec: HeterogeneousModelSpec, layer_idx: int, skips: list[str]) -> None:
-    """Refuses two skips of one layer that replace the same member (`"attention"` and `"linear_attention"`)."""
+    """Refuses two skips of one layer that replace the same member (`"attention"` and `"attention_replaced_by_linear"`)."""
     claimed: dict[str, str] = {}
     for skip_name in skips:
         for path in spec.skip_descriptors.get(skip_name, {}):

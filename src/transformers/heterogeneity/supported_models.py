@@ -212,7 +212,7 @@ def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
         rotary_embedding=f"{prefix}RotaryEmbedding",
         base_model=f"{prefix}Model",
         model_reads=frozenset({"rms_norm_eps"}),  # the final norm
-        kv_cache_skips=frozenset({"attention", "linear_attention"}),
+        kv_cache_skips=frozenset({"attention", "attention_replaced_by_linear"}),
         skips={
             "attention": (
                 SkipTarget("input_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
@@ -223,10 +223,10 @@ def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
                 SkipTarget("mlp", {f"{prefix}MLP": zeros("x")}),
             ),
             # Nemotron-NAS `replace_with_linear`: the norm stays, the sub-block becomes one linear map.
-            "linear_attention": (
+            "attention_replaced_by_linear": (
                 SkipTarget("self_attn", {f"{prefix}Attention": output_and_no_weights("hidden_states")}, "linear_attn"),
             ),
-            "linear_mlp": (SkipTarget("mlp", {f"{prefix}MLP": passthrough("x")}, "linear_mlp"),),
+            "mlp_replaced_by_linear": (SkipTarget("mlp", {f"{prefix}MLP": passthrough("x")}, "linear_mlp"),),
         },
         **fields,
     )

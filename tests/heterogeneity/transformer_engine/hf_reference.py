@@ -13,7 +13,7 @@
 # limitations under the License.
 """Stock HF Llama layers and the TE modules holding the same weights, for checking TE's real code under the emulation.
 
-The weight mapping is NVIDIA's `te_llama` example's (FACTS.md section 4), written here independently of the backend
+The weight mapping is NVIDIA's `te_llama` example's (TransformerEngine `docs/examples/te_llama/te_llama.py`), written here independently of the backend
 under test, so the emulation is checked against stock HF alone.
 """
 
@@ -116,7 +116,7 @@ def rope_tables(config: PreTrainedConfig, length: int) -> tuple[torch.Tensor, to
     """HF's own rope for positions `0..length-1`: `(cos, sin)` for the HF layer, and TE's `[s, 1, 1, d]` angles.
 
     TE is fed HF's `inv_freq` (scaled ropes such as llama3 included) as `cat(freqs, freqs)`, non-interleaved,
-    matching HF's `rotate_half` (FACTS.md section 6).
+    matching HF's `rotate_half` (`models/llama/modeling_llama.py`).
     """
     rotary = LlamaRotaryEmbedding(config)
     positions = torch.arange(length)[None]

@@ -144,7 +144,7 @@ def test_packed_thd_sequences_match_llama_layer_per_sequence(te_runtime):
 
 
 def _fused_qkv(hf, config, interleaved):
-    """One `[Q; K; V]` weight, or (interleaved) per KV group `[q heads of the group, k, v]` (FACTS.md section 4)."""
+    """One `[Q; K; V]` weight, or (interleaved) per KV group `[q heads of the group, k, v]` (TE 2.20.2, `attention/multi_head_attention.py`)."""
     d, groups = config.head_dim, config.num_key_value_heads
     q = hf.self_attn.q_proj.weight.view(groups, -1, d, config.hidden_size)
     k = hf.self_attn.k_proj.weight.view(groups, 1, d, config.hidden_size)

@@ -14,7 +14,7 @@
 """TE's real modules (run by `te_runtime`: emulated on the CPU, or real TE on a GPU) against stock HF Llama modules.
 
 The references are stock `LlamaDecoderLayer` / `LlamaMLP` / `LlamaRMSNorm` / `nn.Linear` holding the same weights
-(FACTS.md section 4 mapping, `hf_reference.py`), never the code under test.
+(the `te_llama` example's mapping, `hf_reference.py`), never the code under test.
 """
 
 from collections import OrderedDict

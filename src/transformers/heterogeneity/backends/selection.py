@@ -159,18 +159,18 @@ def _layer_dimensions(layer_config: PreTrainedConfig, skips: list[str]) -> dict[
     """Each GEMM of a layer and its weight's `(out_features, in_features)`, from the layer's config."""
     hidden = layer_config.hidden_size
     dims = {}
-    if "attention" not in skips and "linear_attention" not in skips:
+    if "attention" not in skips and "attention_replaced_by_linear" not in skips:
         heads, kv_heads = layer_config.num_attention_heads, layer_config.num_key_value_heads
         head_dim = getattr(layer_config, "head_dim", None) or hidden // heads
         dims["qkv"] = ((heads + 2 * kv_heads) * head_dim, hidden)
         dims["proj"] = (hidden, heads * head_dim)
-    elif "linear_attention" in skips:
-        dims["linear_attention"] = (hidden, hidden)
-    if "mlp" not in skips and "linear_mlp" not in skips:
+    elif "attention_replaced_by_linear" in skips:
+        dims["attention_replaced_by_linear"] = (hidden, hidden)
+    if "mlp" not in skips and "mlp_replaced_by_linear" not in skips:
         dims["fc1"] = (2 * layer_config.intermediate_size, hidden)
         dims["fc2"] = (hidden, layer_config.intermediate_size)
-    elif "linear_mlp" in skips:
-        dims["linear_mlp"] = (hidden, hidden)
+    elif "mlp_replaced_by_linear" in skips:
+        dims["mlp_replaced_by_linear"] = (hidden, hidden)
     return dims
 
 

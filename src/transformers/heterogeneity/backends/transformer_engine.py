@@ -83,7 +83,7 @@ def import_transformer_engine() -> Any:
     """`transformer_engine.pytorch`, or a clear error saying what to install.
 
     TE's top-level `__init__` swallows import errors of its framework extensions, so `transformer_engine.pytorch` is
-    imported explicitly to see the real one (FACTS.md section 6).
+    imported explicitly to see the real one (TE 2.20.2, `transformer_engine/__init__.py`).
 
     Raises:
         TransformerEngineUnavailableError: TE is not installed, cannot load, or no CUDA device is visible.
@@ -232,7 +232,7 @@ class TransformerEngineAttention(nn.Module):
         self.split_sizes = (q_size, kv_size, kv_size)
         self.head_dim = shape.head_dim
         common = {"params_dtype": dtype, "device": device}
-        # Separate q/k/v parameters (`parameters_split`) map one to one to HF's projections (FACTS.md section 4).
+        # Separate q/k/v parameters (`parameters_split`) map one to one to HF's projections (TE's `te_llama.py` example).
         self.layernorm_qkv = te.LayerNormLinear(
             shape.hidden_size,
             sum(self.split_sizes),
@@ -307,7 +307,7 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
                 # HF's `_init_weights` would reset them (it sets `weight` of any "*LayerNorm*" class to 1, which is the
                 # projection of `LayerNormLinear`); TE initialised them with `init_method` already.
                 module._is_hf_initialized = True
-        # TE modules write `_extra_state` (FP8 metadata) entries; the HF checkpoint has none (FACTS.md section 6).
+        # TE modules write `_extra_state` (FP8 metadata) entries; the HF checkpoint has none (TE 2.20.2, `module/base.py`).
         self.register_state_dict_post_hook(_drop_extra_state)
         self.register_load_state_dict_post_hook(_ignore_missing_extra_state)
 
@@ -386,7 +386,7 @@ def _te_mask(attention_mask: Any, window_size: tuple[int, int] | None, layer_idx
     """HF's mask as TE's `(attention_mask, attn_mask_type, window_size)`.
 
     HF gives a 4D mask (sdpa: bool, True = attend; eager: additive, 0 = attend) or `None` when no padding lets the
-    causal mask be implied (sdpa); TE's boolean masks are True where masked out (FACTS.md section 6). TE's
+    causal mask be implied (sdpa); TE's boolean masks are True where masked out (TE 2.20.2, `attention/dot_product_attention`). TE's
     `"arbitrary"` mask is the caller's mask as is (TE runs it on its unfused backend); an implied causal mask is
     aligned bottom-right, which covers a cached step (queries are the last positions) and equals top-left without a
     cache.

@@ -19,7 +19,7 @@ and concatenates each tensor as it streams in, shard by shard, whether the check
 and shapes. Only the layers that run on TE get transforms (their indices are in the patterns), collected from the
 model by `model_weight_conversions` (called from `activation.patch_decoder_backends`).
 
-The mapping (HF -> TE, FACTS.md section 4), per layer prefix:
+The mapping (HF -> TE; NVIDIA TransformerEngine's `docs/examples/te_llama/te_llama.py`), per layer prefix:
 
 | HF | TE |
 |---|---|

@@ -92,14 +92,14 @@ class DeciLMBlocks:
         if attention_kind == "dense":
             layer["num_key_value_heads"] = self._kv_heads(layer_idx, attention)
         else:
-            skips.append({"no_op": "attention", "linear": "linear_attention"}[attention_kind])
+            skips.append({"no_op": "attention", "linear": "attention_replaced_by_linear"}[attention_kind])
         ffn_kind = sub_block_kind(self.family, layer_idx, "ffn", ffn)
         if ffn_kind == "dense":
             layer["intermediate_size"] = self._ffn_width(layer_idx, ffn)
             if ffn.get("hidden_act") is not None:
                 layer["hidden_act"] = ffn["hidden_act"]
         else:
-            skips.append({"no_op": "mlp", "linear": "linear_mlp"}[ffn_kind])
+            skips.append({"no_op": "mlp", "linear": "mlp_replaced_by_linear"}[ffn_kind])
         if skips:
             layer["skip"] = skips
         return layer

@@ -27,10 +27,10 @@ every field is present, most of them null or at their default. Each entry maps o
 | block field | per-layer value |
 |---|---|
 | `attention.n_heads_in_group` (or `attention.num_key_value_heads`) | `num_key_value_heads = num_attention_heads // n` |
-| `attention.no_op` / `attention.replace_with_linear` | `"skip": ["attention"]` / `["linear_attention"]` |
+| `attention.no_op` / `attention.replace_with_linear` | `"skip": ["attention"]` / `["attention_replaced_by_linear"]` |
 | `ffn.ffn_mult` (or `ffn.intermediate_size`) | `intermediate_size`, rounded as below |
 | `ffn.hidden_act` | `hidden_act` |
-| `ffn.no_op` / `ffn.replace_with_linear` | `"skip": ["mlp"]` / `["linear_mlp"]` |
+| `ffn.no_op` / `ffn.replace_with_linear` | `"skip": ["mlp"]` / `["mlp_replaced_by_linear"]` |
 
 A null field, or one at its default (`weights_precision: "bf16"`, `gated: true`, `unshifted_sink: false`,
 `parallel_blocks: null`, ...), changes nothing and is accepted. Anything else (`sparsify`, sink or windowed attention,
