@@ -84,7 +84,10 @@ def test_per_layer_config_json_round_trips(tmp_path):
     model = LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config=per_layer))
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["per_layer_config"]
-    assert saved == {"0": {"skip": ["attention_replaced_by_linear"]}, "2": {"skip": ["attention", "mlp_replaced_by_linear"]}}
+    assert saved == {
+        "0": {"skip": ["attention_replaced_by_linear"]},
+        "2": {"skip": ["attention", "mlp_replaced_by_linear"]},
+    }
     reloaded = LlamaForCausalLM.from_pretrained(tmp_path)
     assert type(reloaded.model.layers[0].self_attn).__name__ == "LinearLlamaAttention"
     assert type(reloaded.model.layers[2].mlp).__name__ == "LinearLlamaMLP"
@@ -92,7 +95,9 @@ def test_per_layer_config_json_round_trips(tmp_path):
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
 
-@pytest.mark.parametrize(("first", "second"), [("attention", "attention_replaced_by_linear"), ("mlp_replaced_by_linear", "mlp")])
+@pytest.mark.parametrize(
+    ("first", "second"), [("attention", "attention_replaced_by_linear"), ("mlp_replaced_by_linear", "mlp")]
+)
 def test_skipping_and_linearizing_one_sub_block_is_refused(first, second):
     config = LlamaConfig(**TINY, per_layer_config={1: {"skip": [first, second]}})
     with pytest.raises(

@@ -153,7 +153,12 @@ def unchanged(config):
 FIELDS = [
     # attention, both schemas
     ("attention", "no_op", True, lambda config: "attention" in config.per_layer_config[0].skip),
-    ("attention", "replace_with_linear", True, lambda config: "attention_replaced_by_linear" in config.per_layer_config[0].skip),
+    (
+        "attention",
+        "replace_with_linear",
+        True,
+        lambda config: "attention_replaced_by_linear" in config.per_layer_config[0].skip,
+    ),
     ("attention", "sparsify", ["q_proj"], r"layer 0: `attention.sparsify`=\['q_proj'\] is refused: sparsified"),
     ("attention", "weights_precision", "fp8", r"layer 0: `attention.weights_precision`='fp8' is refused: only bf16"),
     (
