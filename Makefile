@@ -56,6 +56,7 @@ quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)
 	$(BIN)/ruff format --check $(CHECK_DIRS)
 	$(BIN)/python utils/check_upstream.py
+	$(BIN)/python utils/check_import_cycles.py
 
 style: install
 	$(BIN)/ruff check --fix $(CHECK_DIRS)

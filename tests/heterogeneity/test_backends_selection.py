@@ -107,7 +107,7 @@ def test_architecture_without_te_layers_is_refused():
     with pytest.raises(DecoderBackendError) as error:
         plan_layer_backends(config, TransformerEngineBackend())
     assert "cannot run model_type 'gpt_oss' (layer 0)" in str(error.value)
-    assert "['llama', 'mistral', 'qwen2', 'qwen3']" in str(error.value)
+    assert "['deci', 'llama', 'mistral', 'nemotron-nas', 'qwen2', 'qwen3']" in str(error.value)
 
 
 def test_context_is_scoped():

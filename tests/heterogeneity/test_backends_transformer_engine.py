@@ -408,3 +408,21 @@ def test_missing_transformer_engine_is_a_clear_error(monkeypatch):
         AutoModelForCausalLM.from_config(config, decoder_backend="transformer_engine")
     assert "needs NVIDIA TransformerEngine for PyTorch, which could not be imported" in str(error.value)
     assert "pip install --no-build-isolation 'transformer-engine[pytorch]==2.20.2'" in str(error.value)
+
+
+def test_a_nemotron_nas_checkpoint_runs_on_transformer_engine(tmp_path, te_runtime):
+    """The checkpoint families share the registry row of the architecture whose stock layers build them, so a
+    Nemotron-NAS release (linear, no-op and narrowed sub-blocks; TE layers, `LayerNormMLP` / attention alone and
+    `LayerNormLinear`) runs on TE like the Llama it derives from, with the stock load's logits."""
+    from .checkpoints import write_nemotron_checkpoint
+
+    path = write_nemotron_checkpoint(tmp_path / "nemotron")
+    stock = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(te_runtime.device).eval()
+    with te_runtime.active():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, decoder_backend="transformer_engine")
+    model = model.to(te_runtime.device).eval()
+    assert type(model).__name__ == "DeciLMForCausalLM"
+    assert sum(isinstance(layer, TransformerEngineDecoderLayer) for layer in model.model.layers) > 0
+    input_ids = make_input_ids(seq_len=7).to(te_runtime.device) % stock.config.vocab_size
+    with te_runtime.active(), torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, stock(input_ids).logits, atol=ATOL, rtol=1e-4)

@@ -384,8 +384,9 @@ def test_custom_model_opts_in_to_per_layer_windows():
     arch = ARCHS["mistral"]
     model, specs = setup_case(arch, "windows")  # also wraps the stock layer class with the built-in Mistral spec
     config = ToyMistralConfig(**{**model.config.to_dict(), "model_type": ToyMistralConfig.model_type})
-    with pytest.raises(ValueError, match=r"declares `_layer_cls` for model_type 'mistral', which is built in"):
-        ToyMistralForCausalLM(model.config)
+    # A custom class may declare its own layers for a built-in model type too: caches know from the skip vocabulary
+    # which layers hold no KV, so nothing is looked up by model type on its behalf.
+    assert isinstance(ToyMistralForCausalLM(model.config).model.layers[0], MistralDecoderLayer)
     # Without a base model to build masks in, the windows would be ignored: refused.
     with pytest.raises(
         HeterogeneousConfigError, match=r"Layer 1: `sliding_window`=None is not read by MistralDecoder"
@@ -396,3 +397,35 @@ def test_custom_model_opts_in_to_per_layer_windows():
     input_ids = make_input_ids(seq_len=PROMPT_LEN)
     expected = reference_forward(model.state_dict(), specs, input_ids)
     torch.testing.assert_close(logits_of(custom, input_ids), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("arch_name", WINDOWED_ARCHS)
+def test_a_layer_deprived_of_its_mask_raises(arch_name):
+    """Masks fail closed: a layer that attends with its own window and does not receive its per-layer masks (a base
+    model whose forward does not pass its keyword arguments on) raises, naming the layer, instead of computing with
+    the base model's placeholder mask."""
+    from transformers.heterogeneity.masking_utils import MASKS_KWARG, MissingLayerMaskError
+
+    model, _ = setup_case(ARCHS[arch_name], "windows")
+    stripped = model.model.layers[1]
+
+    def drop_masks(module, args, kwargs):
+        kwargs.pop(MASKS_KWARG, None)
+        return args, kwargs
+
+    stripped.register_forward_pre_hook(drop_masks, with_kwargs=True, prepend=True)
+    with pytest.raises(MissingLayerMaskError, match=r"Layer 1 \(\w+DecoderLayer\) attends with its own"):
+        model(make_input_ids(seq_len=PROMPT_LEN))
+
+
+def test_the_placeholder_mask_cannot_be_computed_with():
+    """What the base model holds as its attention mask while the layers build theirs is empty: an attention that
+    used it anyway would fail to broadcast it, never attend to everything."""
+    from transformers.heterogeneity.masking_utils import _deferred_mask_placeholder
+
+    placeholder = _deferred_mask_placeholder()
+    query = key = value = torch.randn(1, 2, 4, 8)
+    with pytest.raises(RuntimeError):
+        torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=placeholder)
+    with pytest.raises(RuntimeError):
+        torch.randn(1, 2, 4, 4) + placeholder[:, :, :, :4]

@@ -290,6 +290,95 @@ def test_each_model_class_builds_its_layers_with_its_own_skip_descriptors():
     assert torch.equal(inner_mixer(hidden_states)[0], hidden_states)
 
 
+class OtherToyConfig(PreTrainedConfig):
+    model_type = "toy_heterogeneous_other"
+
+    def __init__(self, hidden_size=8, intermediate_size=16, num_hidden_layers=3, **kwargs):
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        super().__init__(**kwargs)
+
+
+class InnerBuildsLayerOfOuter(MixerSkippedAsInputModel):
+    """Builds, inside its own `__init__`, a layer from a config it does not own (PR #45332's nested case)."""
+
+    config_class = OtherToyConfig
+
+    def __init__(self, config, build_layer):
+        PreTrainedModel.__init__(self, config)
+        self.borrowed = build_layer()
+        self.blocks = nn.ModuleList([ToyBlock(config, index) for index in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+class OuterOwnsTheLayerConfig(ToyModel):
+    """Skips its `mixer` with zeros (ToyModel's descriptors); the inner model skips it by returning the input."""
+
+    def __init__(self, config, inner_config):
+        PreTrainedModel.__init__(self, config)
+        self.inner = InnerBuildsLayerOfOuter(inner_config, lambda: ToyBlock(config, 1))
+        self.blocks = nn.ModuleList([ToyBlock(config, index) for index in range(config.num_hidden_layers)])
+        self.post_init()
+
+
+def test_a_layer_takes_the_skips_of_the_model_that_owns_its_config():
+    """`Inner(inner_config, lambda: Layer(outer_config, 0))` inside `Outer`: the layer uses the outer config, so it is
+    built with the outer model's skip descriptors, not with those of the innermost model being built."""
+    outer_config = ToyConfig(per_layer_config={1: {"skip": ["mixer"]}})
+    inner_config = OtherToyConfig(per_layer_config={1: {"skip": ["mixer"]}})
+    model = OuterOwnsTheLayerConfig(outer_config, inner_config)
+    hidden_states = torch.randn(2, 8)
+    zeros = torch.zeros_like(hidden_states)
+    assert torch.equal(model.inner.borrowed.mixer(hidden_states)[0], zeros)  # the outer model's descriptor
+    assert torch.equal(model.inner.blocks[1].mixer(hidden_states)[0], hidden_states)  # the inner model's own
+    assert torch.equal(model.blocks[1].mixer(hidden_states)[0], zeros)
+
+
+def test_models_under_construction_are_tracked_per_thread_and_released():
+    """The stack of models under construction is empty after a build, after a build that raised, and in a thread
+    that builds nothing while another one builds."""
+    import threading
+
+    from transformers.heterogeneity.modeling_utils import models_under_construction
+
+    class Raises(ToyModel):
+        def __init__(self, config):
+            PreTrainedModel.__init__(self, config)
+            raise RuntimeError("broken model")
+
+    import gc
+
+    try:
+        Raises(ToyConfig(per_layer_config={0: {"intermediate_size": 4}}))
+    except RuntimeError as error:
+        assert "broken model" in str(error)
+        del error
+    gc.collect()
+    # The stack holds models weakly: one whose `__init__` raised (and never reached `post_init`) is gone with it.
+    assert not [model for model in models_under_construction() if isinstance(model, Raises)]
+
+    seen_in_other_thread = []
+    started, release = threading.Event(), threading.Event()
+
+    class Waits(ToyModel):
+        def __init__(self, config):
+            PreTrainedModel.__init__(self, config)
+            started.set()
+            release.wait(10)
+            super().__init__(config)
+
+    builder = threading.Thread(target=lambda: Waits(ToyConfig(per_layer_config={0: {"intermediate_size": 4}})))
+    builder.start()
+    started.wait(10)
+    seen_in_other_thread.append(models_under_construction())
+    release.set()
+    builder.join(10)
+    assert seen_in_other_thread == [[]]
+    # A later model of the same class is built with its own (homogeneous) config, untouched by the failed one.
+    assert ToyModel(ToyConfig()).blocks[0].feed_forward.up.weight.shape == (16, 8)
+
+
 @pytest.mark.parametrize("layer_idx", [True, 1.0, "1", None])
 def test_a_layer_index_must_be_an_integer(layer_idx):
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer

@@ -34,7 +34,6 @@ import functools
 import inspect
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from types import ModuleType
 
@@ -70,13 +69,13 @@ def _check_signature(function: Callable, expected: list[str], symbol: str) -> No
 
 
 def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None]:
-    """`PreTrainedModel.__init__` (transformers 5.23, `modeling_utils.py`).
+    """`PreTrainedModel.__init__` and `PreTrainedModel.post_init` (transformers 5.23, `modeling_utils.py`).
 
-    Upstream behaviour: stores the config; builds nothing per layer. Change: before that, a heterogeneous config
-    readies per-layer construction of the model's decoder layers (or is refused for an architecture that would
-    ignore it); a subclass's `__init__` then builds them. After the whole model is built, a base model whose layers
-    have their own windows gets per-layer masks. Removal: upstream calls `prepare_model_init(type(self), config)` at
-    the top of `__init__` and `finish_model_init(self)` in `post_init`.
+    Upstream behaviour: `__init__` stores the config and builds nothing per layer; `post_init` gathers the model's
+    static properties. Change: `__init__` first calls `model_init_started(self, config)` (the model is under
+    construction, and a heterogeneous config readies per-layer construction of its decoder layers, or is refused for
+    an architecture that would ignore it); `post_init` last calls `model_init_finished(self)` (the model leaves
+    construction; decoder backend and per-layer masks). Removal: upstream makes these two calls.
     """
     cls = modeling_utils.PreTrainedModel
     original = cls.__init__
@@ -84,9 +83,9 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
 
     @functools.wraps(original)
     def __init__(self, config, *inputs, **kwargs):
-        from .modeling_utils import prepare_model_init
+        from .modeling_utils import model_init_started
 
-        prepare_model_init(type(self), config)  # hetero-patch: per-layer construction
+        model_init_started(self, config)  # hetero-patch: per-layer construction
         original(self, config, *inputs, **kwargs)
 
     original_post_init = cls.post_init
@@ -95,9 +94,9 @@ def patch_pretrained_model_init(modeling_utils: ModuleType) -> Callable[[], None
     @functools.wraps(original_post_init)
     def post_init(self):
         original_post_init(self)
-        from .modeling_utils import finish_model_init
+        from .modeling_utils import model_init_finished
 
-        finish_model_init(self)  # hetero-patch: per-layer masks
+        model_init_finished(self)  # hetero-patch: backend and per-layer masks
 
     cls.__init__ = __init__
     cls.post_init = post_init
@@ -144,10 +143,13 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     `hidden_size % num_attention_heads`, `validate_token_ids` reading `vocab_size`) fail with
     `AmbiguousGlobalPerLayerAttributeError` when they read an attribute that is per-layer, before any model is built.
     Change: the first heterogeneous instance of a config class makes its validators run on every layer's config
-    (`_validate_per_layer`), and their errors name the layer; model classes whose `__init__` reads a per-layer
-    attribute for a model-level purpose are readied (`modeling_utils.prepare_config`). Removal: upstream validators
-    handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does, and those model classes read
-    their config through `prepare_config`'s view.
+    (`_validate_per_layer`, through `configuration_utils.validate_on_every_layer`), and their errors name the layer.
+    Removal: upstream validators handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does.
+
+    Also, overlay only: the architecture's classes are wrapped for per-layer construction as soon as its modeling
+    module is imported (`_ready_architecture_classes`): a layer built on its own, and the model classes whose own
+    `__init__` reads a per-layer attribute (GPT-OSS's causal-LM head), must be wrapped before they are first built.
+    Inside Transformers, the modeling files read those attributes through the model-level config themselves.
     """
 
     cls = configuration_utils.PreTrainedConfig
@@ -158,10 +160,8 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     def __post_init__(self, **kwargs):
         original(self, **kwargs)
         if self.is_heterogeneous:
-            _validate_per_layer(type(self))  # hetero-patch: per-layer validation
-            from .modeling_utils import prepare_config  # not at patch time: it imports torch
-
-            prepare_config(self)  # hetero-patch: model-level reads of per-layer attributes
+            _validate_per_layer(type(self))
+            _ready_architecture_classes(self.model_type)
 
     cls.__post_init__ = __post_init__
 
@@ -169,6 +169,31 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
         cls.__post_init__ = original
 
     return undo
+
+
+_watched_architectures: dict[str, Callable] = {}
+
+
+def _ready_architecture_classes(model_type: str) -> None:
+    """Wraps the classes of `model_type`'s registry row (`modeling_utils.wrap_architecture_classes`) once its modeling
+    module has been imported, without importing it (a config may be made in a process that never builds a model)."""
+    from .supported_models import SUPPORTED_ARCHITECTURES
+
+    architecture = SUPPORTED_ARCHITECTURES.get(model_type)
+    if architecture is None:
+        return
+    with _lock:
+        if model_type in _watched_architectures:
+            return
+        callback = functools.partial(_wrap_architecture_classes, model_type)
+        _watched_architectures[model_type] = callback
+    after_import(architecture.modeling_module, callback)
+
+
+def _wrap_architecture_classes(model_type: str, module: ModuleType) -> None:
+    from .modeling_utils import wrap_architecture_classes
+
+    wrap_architecture_classes(model_type)
 
 
 def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Callable[[], None]:
@@ -332,7 +357,7 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
 
     @functools.wraps(original_mapping)
     def get_model_conversion_mapping(model, *args, **kwargs):
-        from .backends.transformer_engine_weights import model_weight_conversions
+        from .backends.modeling import model_weight_conversions
 
         # hetero-patch: per-instance transforms of the TE layers
         return original_mapping(model, *args, **kwargs) + model_weight_conversions(model)
@@ -428,14 +453,8 @@ _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
 def _validate_per_layer(config_cls: type) -> None:
-    """Makes the `@strict` validators of `config_cls` (and of its parents) run on every layer's config of heterogeneous
-    configs, once per distinct set of overrides (layers with the same overrides have the same config; the error names
-    the first of them). Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
-    `deactivate()`."""
-
-    from huggingface_hub.errors import StrictDataclassError
-
-    from .configuration_utils import HeterogeneousConfigError
+    """Makes the `@strict` validators of `config_cls` (and of its parents) run through
+    `configuration_utils.validate_on_every_layer`. Idempotent; undone by `deactivate()`."""
 
     def per_layer(validator: Callable) -> Callable:
         if getattr(validator, _PER_LAYER_MARKER, False):
@@ -443,13 +462,9 @@ def _validate_per_layer(config_cls: type) -> None:
 
         @functools.wraps(validator)
         def validate(self):
-            if not self.is_heterogeneous:
-                return validator(self)
-            for layer_idx in _distinct_layers(self):
-                try:
-                    validator(_layer_config(self, layer_idx))
-                except (ValueError, TypeError, StrictDataclassError) as error:
-                    raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
+            from .configuration_utils import validate_on_every_layer
+
+            validate_on_every_layer(self, validator)  # hetero-patch: per-layer validation
 
         setattr(validate, _PER_LAYER_MARKER, True)
         return validate
@@ -462,36 +477,6 @@ def _validate_per_layer(config_cls: type) -> None:
             originals = list(validators)
             validators[:] = [per_layer(validator) for validator in originals]
             _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
-
-
-_last_layer_configs = threading.local()
-
-
-def _layer_config(config, layer_idx: int):
-    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
-    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
-    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
-    state = dict(config.__dict__)
-    cached = getattr(_last_layer_configs, "entry", None)
-    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
-        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
-    layer_configs = cached[2]
-    if layer_idx not in layer_configs:
-        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
-    return layer_configs[layer_idx]
-
-
-def _distinct_layers(config) -> list[int]:
-    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
-    overrides = config._heterogeneity_spec.per_layer_overrides
-    first_of: dict[str, int] = {}
-    for layer_idx in range(config.num_hidden_layers):
-        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
-    return list(first_of.values())
-
-
-def _same_values(old: dict, new: dict) -> bool:
-    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
 
 
 def _record(undo: Callable[[], None]) -> None:
@@ -560,6 +545,9 @@ def deactivate() -> None:
     with _lock:
         for _, callback in _CALLBACKS:
             forget(callback)
+        for callback in _watched_architectures.values():
+            forget(callback)
+        _watched_architectures.clear()
         while _undo:
             _undo.pop()()
         if "transformers.heterogeneity.modeling_utils" in sys.modules:

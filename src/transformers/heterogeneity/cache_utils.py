@@ -27,25 +27,34 @@ import torch
 
 from ..configuration_utils import PreTrainedConfig
 from .configuration_utils import get_layer_overrides
-from .supported_models import get_config_spec
+from .supported_models import NATIVE_PER_LAYER_MODEL_TYPES
 
 
-__all__ = ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"]
+__all__ = [
+    "SKIPS_WITHOUT_CACHE_STATE",
+    "LayerKVCacheSize",
+    "kv_cache_bytes",
+    "kv_cache_total_bytes",
+    "layers_without_kv_cache",
+]
+
+# Skips that remove all of a layer's cache state: its KV-cache writer (`attention`, and attention replaced by a linear
+# map, which reads no other position), or the one mixer of a block (NemotronH's `mixer`: attention with its KV, or
+# Mamba2 with its conv and SSM states). Part of the skip vocabulary rather than of a model's declaration, so that a
+# cache made from a config alone (`DynamicCache(config=...)`, as `generate` makes them) knows it.
+SKIPS_WITHOUT_CACHE_STATE = frozenset({"attention", "attention_replaced_by_linear", "mixer"})
 
 
 def layers_without_kv_cache(config: PreTrainedConfig) -> list[int]:
-    """Indices of the layers whose skips remove their KV-cache writer (e.g. `"skip": ["attention"]`)."""
-    if not config.is_heterogeneous:
-        return []
-    spec = get_config_spec(config)
-    if spec is None:
+    """Indices of the layers whose skips remove their cache state (e.g. `"skip": ["attention"]`)."""
+    if not config.is_heterogeneous or config.model_type in NATIVE_PER_LAYER_MODEL_TYPES:
         return []
     # From the stored overrides rather than `config.per_layer_config`, which copies the config for every layer: caches
     # are made at every `generate` call and by every forward that is not given one.
     return [
         layer_idx
         for layer_idx in range(config.num_hidden_layers)
-        if spec.kv_cache_skips.intersection(get_layer_overrides(config, layer_idx).get("skip", []))
+        if SKIPS_WITHOUT_CACHE_STATE.intersection(get_layer_overrides(config, layer_idx).get("skip", []))
     ]
 
 

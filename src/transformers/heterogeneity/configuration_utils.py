@@ -27,6 +27,8 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ..configuration_utils import PreTrainedConfig
@@ -41,6 +43,7 @@ __all__ = [
     "make_layer_config",
     "model_level_config",
     "normalize_per_layer_config",
+    "validate_on_every_layer",
 ]
 
 
@@ -330,3 +333,54 @@ def _check_value_type(config: PreTrainedConfig, layer_idx: int, name: str, value
             f"Layer {layer_idx}: `{name}`={value!r} has type {type(value).__name__}, but the global value "
             f"{global_value!r} is a {type(global_value).__name__}."
         )
+
+
+def validate_on_every_layer(config: PreTrainedConfig, validator: Callable[[PreTrainedConfig], None]) -> None:
+    """Runs one `@strict` class validator of a config: on the config itself when it is homogeneous, else on every
+    layer's config, once per distinct set of overrides (layers with the same overrides have the same config; the error
+    names the first of them). Each layer's config holds every global value too, so no check is lost, and none reads a
+    per-layer attribute on the global config (`AmbiguousGlobalPerLayerAttributeError`).
+
+    Raises:
+        HeterogeneousConfigError: naming the layer, for what the validator refuses.
+    """
+    from huggingface_hub.errors import StrictDataclassError
+
+    if not config.is_heterogeneous:
+        validator(config)
+        return
+    for layer_idx in _distinct_layers(config):
+        try:
+            validator(_validated_layer_config(config, layer_idx))
+        except (ValueError, TypeError, StrictDataclassError) as error:
+            raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
+
+
+_last_layer_configs = threading.local()
+
+
+def _validated_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
+    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
+    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
+    state = dict(config.__dict__)
+    cached = getattr(_last_layer_configs, "entry", None)
+    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
+        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
+    layer_configs = cached[2]
+    if layer_idx not in layer_configs:
+        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
+    return layer_configs[layer_idx]
+
+
+def _distinct_layers(config: PreTrainedConfig) -> list[int]:
+    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
+    overrides = config._heterogeneity_spec.per_layer_overrides
+    first_of: dict[str, int] = {}
+    for layer_idx in range(config.num_hidden_layers):
+        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
+    return list(first_of.values())
+
+
+def _same_values(old: dict, new: dict) -> bool:
+    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())

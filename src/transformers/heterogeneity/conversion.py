@@ -50,7 +50,7 @@ from ..models.auto import AutoConfig, AutoModelForCausalLM
 from ..models.auto.configuration_auto import CONFIG_MAPPING
 from .inspection import unquantized
 from .models import CHECKPOINT_FORMATS
-from .models.anymodel import ANYMODEL_MODEL_TYPES, anymodel_canonical_dict, is_anymodel_config
+from .models.anymodel import anymodel_canonical_dict, anymodel_model_types, is_anymodel_config
 from .models.format_utils import CheckpointFormatConfigMixin
 
 
@@ -138,7 +138,7 @@ def _read_config(source: Path) -> PreTrainedConfig:
     if not isinstance(config, CheckpointFormatConfigMixin) and not is_anymodel_config(config):
         raise ConversionError(
             f"{source} holds a '{config.model_type}' checkpoint; convert rewrites {sorted(CHECKPOINT_FORMATS)} "
-            f"checkpoints and AnyModel outputs ({sorted(ANYMODEL_MODEL_TYPES)} with `block_configs`) into the "
+            f"checkpoints and AnyModel outputs ({anymodel_model_types()} with `block_configs`) into the "
             "canonical form."
         )
     return config

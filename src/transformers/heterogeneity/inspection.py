@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 LINEAR, SKIPPED = "linear", "skipped"
+# Skips that replace a sub-block by a linear map: the same slot as the sub-block's own skip, not a slot of their own.
+REPLACED_BY_LINEAR = frozenset({"attention_replaced_by_linear", "mlp_replaced_by_linear"})
 
 # What a sub-block is, from the class of the module in its slot (first match wins): names that upstream classes share
 # across architectures, so that no architecture needs an entry here.
@@ -293,7 +295,7 @@ def _format_backend(backend: LayerBackend) -> str:
 def _sub_block_slots(skip_descriptors) -> dict[str, str]:
     """Each sub-block slot (skip name) and the member holding the sub-block: the last one its skip replaces (the first
     ones are norms). Linear sub-blocks live in the slot of what they replace."""
-    return {name: list(members)[-1] for name, members in skip_descriptors.items() if not name.startswith(f"{LINEAR}_")}
+    return {name: list(members)[-1] for name, members in skip_descriptors.items() if name not in REPLACED_BY_LINEAR}
 
 
 def _format_window(layer: LayerSummary) -> str:

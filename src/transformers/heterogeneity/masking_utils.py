@@ -24,6 +24,11 @@ right for every layer. So for such a model:
 - a forward pre-hook on every decoder layer replaces the placeholder with the mask of the layer's own setting, built by
   upstream's mask functions the first time a layer with that setting runs in this forward, and reused by the others.
 
+Masks fail closed. The placeholder is an empty 4D tensor, which no attention can compute with (it broadcasts to no
+query/key shape), never a mask that lets a layer attend to everything; and a layer that should get its own mask and
+receives the placeholder without `PerLayerMasks` (a base model whose forward does not pass its keyword arguments on to
+its layers) raises an error naming the layer.
+
 So each distinct mask is built once per forward, sized against a cache layer of its own kind (windows and chunks come
 from the same `get_layer_types_and_kwargs` as the cache layers). Nothing is stored on modules between forwards, which
 keeps `torch.compile` graphs free of Python state. A 4D mask given by the caller is used as given; a mapping keyed by
@@ -33,6 +38,7 @@ layer type (continuous batching prepares one per kind) gives each layer the mask
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +55,7 @@ from .configuration_utils import HeterogeneousConfigError, layer_config
 __all__ = [
     "MASK_ATTRIBUTES",
     "MaskSetting",
+    "MissingLayerMaskError",
     "PerLayerMasks",
     "check_mask_overrides",
     "has_per_layer_masks",
@@ -61,6 +68,11 @@ MASK_ATTRIBUTES = frozenset({"sliding_window", "attention_chunk_size"})
 
 # The keyword argument that carries `PerLayerMasks` from the base model through its forward to the decoder layers.
 MASKS_KWARG = "heterogeneous_masks"
+
+
+class MissingLayerMaskError(HeterogeneousConfigError):
+    """A layer that attends with its own mask did not receive it; computing with the placeholder would be wrong."""
+
 
 # Cache layer types that get a mask, and the upstream function that builds it (looked up at call time).
 _MASK_FUNCTION_NAMES = {
@@ -200,7 +212,8 @@ def attach_per_layer_masks(base_model: nn.Module, layers: nn.ModuleList, config:
     for layer_idx, (layer, setting) in enumerate(zip(layers, settings)):
         if setting is not None:
             layer._heterogeneity_mask = _LayerMask(setting, layer_config(config, layer_idx), layer_idx)
-        layer.register_forward_pre_hook(_use_layer_mask, with_kwargs=True)
+        position = _argument_position(type(layer).forward, "attention_mask")
+        layer.register_forward_pre_hook(functools.partial(_use_layer_mask, position=position), with_kwargs=True)
     position = _argument_position(type(base_model).forward, "attention_mask")
     base_model.register_forward_pre_hook(_defer_masks_to_layers(position), with_kwargs=True)
 
@@ -222,7 +235,7 @@ def _defer_masks_to_layers(position: int | None) -> Callable:
             return None  # prepared by the caller (4D mask, BlockMask, other mapping): every layer uses it as given
         else:
             masks = PerLayerMasks(attention_mask)
-        placeholder = torch.ones((1, 1, 1, 1), dtype=torch.bool)
+        placeholder = _deferred_mask_placeholder()
         if positional:
             args = (*args[:position], placeholder, *args[position + 1 :])
         else:
@@ -233,12 +246,37 @@ def _defer_masks_to_layers(position: int | None) -> Callable:
     return hook
 
 
-def _use_layer_mask(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+def _deferred_mask_placeholder() -> torch.Tensor:
+    """What the base model gets as its attention mask while the layers build theirs: empty, so that a layer computing
+    with it fails instead of attending to everything, and so that the layer hook tells it from any caller's mask (no
+    real 4D mask is empty)."""
+    return torch.empty((0, 0, 0, 0), dtype=torch.bool)
+
+
+def _is_placeholder(mask: Any) -> bool:
+    return isinstance(mask, torch.Tensor) and mask.numel() == 0 and mask.ndim == 4
+
+
+def _use_layer_mask(layer: nn.Module, args: tuple, kwargs: dict, position: int | None) -> tuple[tuple, dict] | None:
     masks = kwargs.pop(MASKS_KWARG, None)
     layer_mask = getattr(layer, "_heterogeneity_mask", None)
-    if masks is not None and layer_mask is not None:
-        hidden_states = args[0] if args else kwargs["hidden_states"]
-        kwargs["attention_mask"] = masks.for_layer(
-            layer_mask, hidden_states, kwargs.get("past_key_values"), kwargs.get("position_ids")
-        )
+    if layer_mask is None:
+        return args, kwargs  # the layer attends to nothing (attention skipped)
+    positional = "attention_mask" not in kwargs and position is not None and position < len(args)
+    given = args[position] if positional else kwargs.get("attention_mask")
+    if masks is None:
+        if _is_placeholder(given):
+            raise MissingLayerMaskError(
+                f"Layer {layer_mask.layer_idx} ({type(layer).__name__}) attends with its own "
+                f"{layer_mask.setting.kind!r} mask (size {layer_mask.setting.size}), but its per-layer masks did not "
+                f"reach it: the base model's forward must pass its keyword arguments (`{MASKS_KWARG}`) on to its "
+                "decoder layers. The layer was not run with the placeholder mask."
+            )
+        return args, kwargs  # called on its own, with the caller's own mask
+    hidden_states = args[0] if args else kwargs["hidden_states"]
+    mask = masks.for_layer(layer_mask, hidden_states, kwargs.get("past_key_values"), kwargs.get("position_ids"))
+    if positional:
+        args = (*args[:position], mask, *args[position + 1 :])
+    else:
+        kwargs["attention_mask"] = mask
     return args, kwargs

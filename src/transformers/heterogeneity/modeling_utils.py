@@ -13,36 +13,46 @@
 # limitations under the License.
 """Per-layer construction of heterogeneous models.
 
-When a model is built from a heterogeneous config (`PreTrainedModel.__init__`, see `activation.py`),
-`prepare_model_init` finds the model's spec and makes sure its decoder-layer class (and rotary embedding class) is
-wrapped. The wrapped `__init__` builds each layer from `config.per_layer_config[layer_idx]`, checks that every
-override was read, and swaps skipped members for parameter-free replacements. Wrappers are installed once per class
-and keep no per-model state: a homogeneous config goes straight to the stock `__init__`, so nested, sequential and
-concurrent constructions cannot interfere and nothing leaks into later homogeneous models.
+The mechanism, the same wherever the package lives (installed over stock Transformers or inside it):
+
+1. `PreTrainedModel.__init__` calls `model_init_started(model, config)` first. The model is pushed on the models
+   under construction of this thread / task (a `ContextVar`), and for a heterogeneous config the model's spec is found
+   (its class's `_layer_cls` / `_skip_descriptors`, else the registry row of its `model_type`), every layer's overrides
+   are checked, and the spec's decoder-layer class (and rotary embedding class) is wrapped once.
+2. The wrapped layer `__init__` builds each layer from `config.per_layer_config[layer_idx]`, checks that every
+   override was read, and swaps skipped members for parameter-free replacements. The spec used is that of the model
+   under construction that owns the layer's config (the innermost one whose `config` is that object), so a layer
+   built inside another model's `__init__` still gets its own model's skips.
+3. `PreTrainedModel.post_init` calls `model_init_finished(model)`: the model leaves the stack, runs its layers on the
+   decoder backend the run asked for, and a base model whose layers have their own windows gets per-layer masks.
+
+Wrappers are installed once per class and keep no per-model state: a homogeneous config goes straight to the stock
+`__init__`, so nested, sequential and concurrent constructions cannot interfere and nothing leaks into later
+homogeneous models.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from transformers_heterogeneity_hook import after_import, forget
-
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
 from .backends.modeling import apply_decoder_backend
 from .backends.selection import (
-    TRANSFORMER_ENGINE_MODEL_TYPES,
     DecoderBackendError,
     plan_layer_backends,
     requested_decoder_backend,
+    transformer_engine_model_types,
 )
+from .cache_utils import SKIPS_WITHOUT_CACHE_STATE
 from .configuration_utils import (
     LAYER_TABLE_ATTRIBUTES,
     MODEL_LEVEL_ATTRIBUTES,
@@ -60,13 +70,14 @@ from .masking_utils import (
     has_per_layer_masks,
     mask_attributes_handled,
 )
+from .rotary_utils import attach_layer_rotary_embedding
 from .supported_models import (
     SUPPORTED_ARCHITECTURES,
     HeterogeneousModelSpec,
     ModelInitReads,
     get_config_spec,
-    get_model_spec,
     reads_per_layer_config_natively,
+    resolve_architecture,
     spec_from_model_class,
 )
 from .tensor_parallel import check_tensor_parallel
@@ -74,14 +85,23 @@ from .tensor_parallel import check_tensor_parallel
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_config", "prepare_model_init"]
+__all__ = [
+    "UnsupportedArchitectureError",
+    "model_init_finished",
+    "model_init_started",
+    "models_under_construction",
+    "wrap_architecture_classes",
+]
+
+# The `PreTrainedModel`s whose `__init__` is running in this thread / task, outermost first (weak references: a model
+# whose `__init__` raised before `post_init` must not be kept alive by this).
+_MODELS_UNDER_CONSTRUCTION: contextvars.ContextVar[tuple[weakref.ref, ...]] = contextvars.ContextVar(
+    "heterogeneity_models_under_construction", default=()
+)
 
 _wrap_lock = threading.Lock()
-# Wrapped classes and their stock `__init__`, so that `deactivate()` can restore them.
-_original_inits: dict[type, Callable] = {}
-# Modeling modules whose model classes are wrapped (or will be, once imported) for `model_init_reads`, and the
-# import callback that wraps them.
-_watched_modules: dict[str, Callable] = {}
+# Wrapped classes and their stock `__init__` (`None`: inherited), so that the wrappers can be removed.
+_original_inits: dict[type, Callable | None] = {}
 
 
 class UnsupportedArchitectureError(HeterogeneousConfigError):
@@ -92,15 +112,62 @@ def is_heterogeneous(config: Any) -> bool:
     return isinstance(config, PreTrainedConfig) and config.is_heterogeneous
 
 
-def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
-    """Called at the start of `PreTrainedModel.__init__`: readies per-layer construction for `model_cls`.
+def models_under_construction() -> list[nn.Module]:
+    """The models whose `__init__` is running in this thread / task, innermost first."""
+    models = (ref() for ref in reversed(_MODELS_UNDER_CONSTRUCTION.get()))
+    return [model for model in models if model is not None]
+
+
+def model_init_started(model: nn.Module, config: Any) -> None:
+    """Called first in `PreTrainedModel.__init__`: `model` is under construction until `model_init_finished`, and a
+    heterogeneous config readies per-layer construction for its class.
 
     Raises:
-        UnsupportedArchitectureError: `config` is heterogeneous but `model_cls` cannot honour it.
+        UnsupportedArchitectureError: `config` is heterogeneous but `type(model)` cannot honour it.
     """
+    _MODELS_UNDER_CONSTRUCTION.set((*_MODELS_UNDER_CONSTRUCTION.get(), weakref.ref(model)))
+    try:
+        _prepare_model_init(type(model), config)
+    except Exception:
+        _leave_construction(model)
+        raise
+
+
+def model_init_finished(model: nn.Module) -> None:
+    """Called last in `PreTrainedModel.post_init`: `model` is built. Runs its layers on the decoder backend the run
+    asked for (`backends/`), then gives the layers of a base model with per-layer windows or chunk sizes their own
+    masks (`masking_utils.py`), so that the layers that end up in the model are the ones that get them. A model that
+    is not under construction (`post_init` called again later) is left as it is."""
+    if not _leave_construction(model):
+        return
+    config = model.config
+    if requested_decoder_backend() is not None:
+        _apply_decoder_backend(model, config)
+    if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
+        return
+    spec = _model_spec(type(model), config)
+    if spec.base_model_cls is None or not isinstance(model, spec.base_model_cls) or not has_per_layer_masks(config):
+        return
+    attach_per_layer_masks(model, model.layers, config)
+    if spec.base_model_forward_reads.intersection(config.per_layer_attributes):
+        model.config = model_level_config(config, spec.base_model_forward_reads)
+
+
+def _leave_construction(model: nn.Module) -> bool:
+    """Takes `model` (and any model above it, whose `__init__` cannot still be running) off the stack; whether it was
+    on it."""
+    stack = _MODELS_UNDER_CONSTRUCTION.get()
+    for position in range(len(stack) - 1, -1, -1):
+        if stack[position]() is model:
+            _MODELS_UNDER_CONSTRUCTION.set(stack[:position])
+            return True
+    return False
+
+
+def _prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     if not is_heterogeneous(config) or reads_per_layer_config_natively(model_cls, config):
         return
-    spec = get_model_spec(model_cls, config)
+    spec = _model_spec(model_cls, config)
     if spec is None:
         raise UnsupportedArchitectureError(
             f"{model_cls.__name__} (model_type '{config.model_type}') cannot be built with `per_layer_config` "
@@ -126,32 +193,30 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     _wrap_layer_classes(spec)
 
 
-def prepare_config(config: PreTrainedConfig) -> None:
-    """Called when a heterogeneous config is made: readies its architecture's classes once their modeling module is
-    imported (the module is not imported for it).
-
-    - The decoder-layer class (and rotary class), so that a layer built on its own from this config
-      (`LlamaDecoderLayer(config, layer_idx)`) is built per layer too, not only the layers of a model.
-    - The model classes whose own `__init__` reads a per-layer attribute for a model-level purpose
-      (`ArchitectureSpec.model_init_reads`). Such a read happens in the class's `__init__` body, on the very config
-      object the caller passed and before any hook of ours runs, so the class must be wrapped before it is first
-      built: here, when the config exists (not at activation, which imports nothing).
-    """
-    architecture = SUPPORTED_ARCHITECTURES.get(config.model_type)
-    if architecture is None:
-        return
-    with _wrap_lock:
-        if architecture.modeling_module in _watched_modules:
-            return
-        callback = functools.partial(_wrap_architecture, config.model_type)
-        _watched_modules[architecture.modeling_module] = callback
-    after_import(architecture.modeling_module, callback)
+def _model_spec(model_cls: type[nn.Module], config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
+    """How `model_cls` builds its layers from `config`: its class's declaration; else, for a stock class built inside
+    a custom model's `__init__` with that model's own config (its base model), the custom model's declaration; else
+    the registry row of the config's `model_type`."""
+    spec = spec_from_model_class(model_cls)
+    if spec is not None:
+        return spec
+    for model in models_under_construction():
+        if model.__dict__.get("config") is config:
+            spec = spec_from_model_class(type(model))
+            if spec is not None:
+                return spec
+    return get_config_spec(config)
 
 
-def _wrap_architecture(model_type: str, module: Any) -> None:
+def wrap_architecture_classes(model_type: str) -> None:
+    """Wraps the classes of a registry row for per-layer construction: its layer and rotary classes (so that a layer
+    built on its own from a heterogeneous config, `LlamaDecoderLayer(config, layer_idx)`, is built per layer too), and
+    the model classes whose own `__init__` reads a per-layer attribute for a model-level purpose
+    (`ArchitectureSpec.model_init_reads`). Imports the row's modeling module."""
     architecture = SUPPORTED_ARCHITECTURES[model_type]
-    spec = architecture.resolve()
+    spec = resolve_architecture(model_type)
     _wrap_layer_classes(spec)
+    module = inspect.getmodule(spec.layer_cls)
     for class_name, reads in architecture.model_init_reads.items():
         build = functools.partial(_build_with_model_level_config, reads=reads)
         _wrap_class(getattr(module, class_name), build, "config")
@@ -195,32 +260,15 @@ def _refuse_feature(reads: ModelInitReads, differing: tuple, model: nn.Module, a
         )
 
 
-def finish_model_init(model: nn.Module) -> None:
-    """Called at the end of `PreTrainedModel.__init__`: runs a base model's layers on the decoder backend the run asked
-    for (`backends/`), then gives the layers of a base model with per-layer windows or chunk sizes their own masks
-    (`masking_utils.py`), so that the layers that end up in the model are the ones that get them."""
-    config = model.config
-    if requested_decoder_backend() is not None:
-        _apply_decoder_backend(model, config)
-    if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
-        return
-    spec = get_model_spec(type(model), config)
-    if spec.base_model_cls is None or not isinstance(model, spec.base_model_cls) or not has_per_layer_masks(config):
-        return
-    attach_per_layer_masks(model, model.layers, config)
-    if spec.base_model_forward_reads.intersection(config.per_layer_attributes):
-        model.config = model_level_config(config, spec.base_model_forward_reads)
-
-
 def _apply_decoder_backend(model: nn.Module, config: Any) -> None:
     """Swaps the layers of a base model for the requested backend; a model of an architecture without a base model in
     the registry is refused (by `plan_layer_backends`) rather than silently built stock."""
-    spec = get_model_spec(type(model), config) if isinstance(config, PreTrainedConfig) else None
+    spec = _model_spec(type(model), config) if isinstance(config, PreTrainedConfig) else None
     if spec is None or spec.base_model_cls is None:
         plan_layer_backends(config, requested_decoder_backend())  # raises for an architecture TE cannot run
         raise DecoderBackendError(
             f"{type(model).__name__}: decoder_backend needs an architecture whose layers are in the registry "
-            f"(supported: {sorted(TRANSFORMER_ENGINE_MODEL_TYPES)})."
+            f"(supported: {transformer_engine_model_types()})."
         )
     if isinstance(model, spec.base_model_cls):
         apply_decoder_backend(model)
@@ -258,9 +306,10 @@ def _skip_names(config: PreTrainedConfig) -> set[str]:
 def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str | None = None) -> None:
     """Wraps `cls.__init__` once so that calls with a heterogeneous config go through `build`.
 
-    Homogeneous calls reach the stock `__init__` unchanged. The wrapper stays in place until `deactivate()`
-    (thread-safe, idempotent). This is the upstream design of the modeling half (the layer class's `__init__` is
-    wrapped once), not a patch standing in for an upstream call, so it lives here rather than in `activation.py`.
+    Homogeneous calls reach the stock `__init__` unchanged. The wrapper stays in place until `unwrap_classes()`
+    (thread-safe, idempotent). This is the mechanism of the modeling half in both of its homes (the layer class's
+    `__init__` is wrapped once, as upstream's PR #45332 does, so that no model file needs an edit), not a patch standing
+    in for an upstream call.
     """
     with _wrap_lock:
         if cls in _original_inits:
@@ -301,9 +350,6 @@ def _wrap_class(cls: type, build: Callable, config_arg: str, layer_idx_arg: str 
 def unwrap_classes() -> None:
     """Gives every wrapped class its stock `__init__` back (called by `deactivate()`)."""
     with _wrap_lock:
-        for callback in _watched_modules.values():
-            forget(callback)
-        _watched_modules.clear()
         for cls, original_init in _original_inits.items():
             if original_init is None:
                 del cls.__init__  # the class inherited its `__init__`
@@ -332,17 +378,15 @@ def _build_layer(
 ) -> None:
     """Builds one decoder layer from its own config, then applies its skips.
 
-    The layer is built by the spec declared by the innermost model class under construction that declares one (two
-    custom models of one `model_type` may declare other skips), else by its config's model type; `spec` (of the model
-    that first wrapped the layer class) is the last resort. Inside a model that reads `per_layer_config` itself
-    (`MtpModel`), the layer is stock.
+    The layer is built by the spec of the model that owns its config (`_layer_spec`); `spec` (of the model that first
+    wrapped the layer class) is the last resort. Inside a model that reads `per_layer_config` itself (`MtpModel`), the
+    layer is stock.
     """
-    building = _classes_of_models_under_construction()
-    if building and reads_per_layer_config_natively(building[0], config):
+    building = models_under_construction()
+    if building and reads_per_layer_config_natively(type(building[0]), config):
         call_with_config(config)
         return
-    declared = (spec_from_model_class(model_cls) for model_cls in building)
-    spec = next((spec for spec in declared if spec is not None), None) or get_config_spec(config) or spec
+    spec = _layer_spec(building, config) or spec
     if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < config.num_hidden_layers:
         raise HeterogeneousConfigError(
             f"{type(layer).__name__} was built with layer index {layer_idx!r}; a heterogeneous config needs an integer "
@@ -360,8 +404,8 @@ def _build_layer(
     honoured |= mask_attributes_handled(config, spec.base_model_cls is not None)
     if spec.rotary_cls is not None:
         # A layer without attention reads no position embeddings: it needs no rotary embedding of its own.
-        attends = not spec.kv_cache_skips.intersection(skips)
-        honoured |= _attach_layer_rotary_embedding(layer, spec.rotary_cls, config, layer_idx, overrides, attends)
+        attends = not SKIPS_WITHOUT_CACHE_STATE.intersection(skips)
+        honoured |= attach_layer_rotary_embedding(layer, spec.rotary_cls, config, layer_idx, overrides, attends)
 
     ignored = sorted(set(overrides) - honoured - {"skip"})
     if ignored:
@@ -381,64 +425,18 @@ def _build_layer(
         _apply_skip(layer, layer_config, layer_idx, skip_name, spec.skip_descriptors[skip_name])
 
 
-def _classes_of_models_under_construction() -> list[type[nn.Module]]:
-    """The classes of the `PreTrainedModel`s whose `__init__` is running in this thread, innermost first: the models
-    that build the layer being built (a custom model may build its layers inside a stock base model, and an outer model
-    may build an inner one of another class between its own layers)."""
-    from ..modeling_utils import PreTrainedModel
-
-    classes = []
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "__init__":
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, PreTrainedModel) and type(candidate) not in classes:
-                classes.append(type(candidate))
-        frame = frame.f_back
-    return classes
-
-
-def _attach_layer_rotary_embedding(
-    layer: nn.Module,
-    rotary_cls: type[nn.Module],
-    config: PreTrainedConfig,
-    layer_idx: int,
-    overrides: dict,
-    attach: bool,
-) -> set[str]:
-    """Gives a layer its own rotary embedding when its overrides change what the rotary embedding reads.
-
-    The model computes one `(cos, sin)` from the global config and hands it to every layer; a layer with another
-    `head_dim` (or rope parameters) recomputes its own from `position_ids` in a forward pre-hook. The rotary buffers
-    are not persistent, so the state dict is unchanged. Returns the overrides the rotary embedding reads; with
-    `attach=False` (attention skipped) they count as honoured but nothing is attached.
-    """
-    overridden = frozenset(overrides) - {"skip"}
-    if not overridden:
-        return set()
-    # What a rotary class reads depends on which attributes are overridden, not on their values, except for the
-    # `head_dim`-or-derived branch: probe once per kind, so that most layers (wider or narrower FFNs) build nothing.
-    head_dim = overrides.get("head_dim", config._getattr_without_heterogeneous_validation("head_dim", None))
-    key = (rotary_cls, overridden, head_dim is None)
-    reads = _ROTARY_READS.get(key)
-    if reads is not None and not (reads and attach):
-        return set(reads)
-    layer_config = make_layer_config(config, layer_idx)
-    rotary = rotary_cls(config=layer_config)
-    reads = _ROTARY_READS[key] = frozenset(stop_recording_reads(layer_config) & overridden)
-    if reads and attach:
-        layer.rotary_emb = rotary
-        layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
-    return set(reads)
-
-
-_ROTARY_READS: dict[tuple, frozenset[str]] = {}
-
-
-def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    hidden_states = args[0] if args else kwargs["hidden_states"]
-    kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, kwargs["position_ids"])
-    return args, kwargs
+def _layer_spec(building: list[nn.Module], config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
+    """The spec of the model under construction that owns a layer's config: the innermost model whose `config` is that
+    object (a model built inside another model's `__init__`, with a config of its own, does not lend its skips to the
+    outer model's layers), by its class's declaration or else the registry row of its config. A layer whose config no
+    model under construction holds (built in a custom `__init__` from a config it made, or on its own) takes the
+    innermost declaring model's spec, else the registry's."""
+    owners = [model for model in building if model.__dict__.get("config") is config]
+    for model in owners or building:
+        spec = spec_from_model_class(type(model))
+        if spec is not None:
+            return spec
+    return get_config_spec(config)
 
 
 def _check_skip_conflicts(spec: HeterogeneousModelSpec, layer_idx: int, skips: list[str]) -> None:

@@ -14,9 +14,12 @@
 """Registry of the architectures whose stock modeling code honours `per_layer_config`.
 
 Adding an architecture is a data entry: an `ArchitectureSpec` names (as strings, so nothing is imported until a
-heterogeneous model of that type is built) the decoder-layer class, the rotary embedding class, and for every skip
-name the layer members it replaces with what each replacement returns. Generic code reads these fields and never
-branches on `model_type`. Custom models opt in with class attributes instead (see `spec_from_model_class`).
+heterogeneous model of that type is built) the decoder-layer class, the rotary embedding class, for every skip name the
+layer members it replaces with what each replacement returns, and what else the architecture can do (decoder backends,
+AnyModel block configs). It is the one table keyed by `model_type`: generic code reads its fields and never branches on
+`model_type`. Checkpoint families (`models/`) share the row of the architecture whose stock layers build them. Custom
+models opt in with class attributes instead (see `spec_from_model_class`); nothing is written to this table when a
+model is built or looked up.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ __all__ = [
     "NATIVE_PER_LAYER_MODEL_TYPES",
     "SUPPORTED_ARCHITECTURES",
     "SkipTarget",
+    "get_architecture",
     "register_architecture",
+    "resolve_architecture",
 ]
 
 # Model types whose upstream modeling code reads `config.per_layer_config[layer_idx]` itself (Transformers 5.23).
@@ -131,7 +136,6 @@ class ArchitectureSpec:
         skips (`Mapping[str, tuple[SkipTarget, ...]]`): skip name -> the members it replaces.
         rotary_embedding (`str`, *optional*): the model-level rotary class; layers whose overrides change what it
             reads (e.g. `head_dim`) get their own instance.
-        kv_cache_skips (`frozenset[str]`): skips that remove the layer's KV-cache writer.
         model_reads (`frozenset[str]`): attributes the layers read that the model's own modules read too (Llama's
             final norm reads `rms_norm_eps`): per layer, upstream refuses the model's read unless the config sets
             `allow_global_per_layer_attribute_access=True`, so we refuse them up front with a clear message.
@@ -149,13 +153,17 @@ class ArchitectureSpec:
             module replacement reads from the model's global config (MXFP4 kernels rebuild GPT-OSS experts from
             `model.config`); overriding them per layer under that method is refused unless the weights are
             dequantized on load.
+        decoder_backends (`frozenset[str]`): run-time decoder backends (`decoder_backend=...`, `backends/`) that can
+            run this architecture's layers besides the stock one, e.g. `{"transformer_engine"}`.
+        anymodel_blocks (`str`, *optional*): how NVIDIA Model-Optimizer's AnyModel `block_configs` on a config of this
+            model type translate into `per_layer_config` (`"dense"` or `"gpt_oss"`, see `models/anymodel.py`);
+            `None`: such configs are not read.
     """
 
     modeling_module: str
     layer: str
     skips: Mapping[str, tuple[SkipTarget, ...]]
     rotary_embedding: str | None = None
-    kv_cache_skips: frozenset[str] = frozenset({"attention"})
     model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
@@ -163,6 +171,8 @@ class ArchitectureSpec:
     base_model_forward_reads: frozenset[str] = frozenset()
     model_init_reads: Mapping[str, ModelInitReads] = field(default_factory=dict)
     quantization_reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    decoder_backends: frozenset[str] = frozenset()
+    anymodel_blocks: str | None = None
 
     def resolve(self) -> HeterogeneousModelSpec:
         """Imports the modeling module and builds the replacement classes."""
@@ -178,7 +188,6 @@ class ArchitectureSpec:
             layer_cls=getattr(module, self.layer),
             skip_descriptors=skip_descriptors,
             rotary_cls=getattr(module, self.rotary_embedding) if self.rotary_embedding else None,
-            kv_cache_skips=self.kv_cache_skips,
             model_reads=self.model_reads,
             layer_idx_arg=self.layer_idx_arg,
             config_arg=self.config_arg,
@@ -195,7 +204,6 @@ class HeterogeneousModelSpec:
     layer_cls: type[nn.Module]
     skip_descriptors: Mapping[str, Mapping[str, tuple[type[SkippedModule], ...]]]
     rotary_cls: type[nn.Module] | None = None
-    kv_cache_skips: frozenset[str] = field(default_factory=lambda: frozenset({"attention"}))
     model_reads: frozenset[str] = frozenset()
     layer_idx_arg: str = "layer_idx"
     config_arg: str = "config"
@@ -212,7 +220,8 @@ def _llama_family(prefix: str, model_type: str, **fields) -> ArchitectureSpec:
         rotary_embedding=f"{prefix}RotaryEmbedding",
         base_model=f"{prefix}Model",
         model_reads=frozenset({"rms_norm_eps"}),  # the final norm
-        kv_cache_skips=frozenset({"attention", "attention_replaced_by_linear"}),
+        decoder_backends=frozenset({"transformer_engine"}),
+        anymodel_blocks="dense",
         skips={
             "attention": (
                 SkipTarget("input_layernorm", {f"{prefix}RMSNorm": passthrough("hidden_states")}),
@@ -266,7 +275,6 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "nemotron_h": ArchitectureSpec(
         modeling_module="transformers.models.nemotron_h.modeling_nemotron_h",
         layer="NemotronHBlock",
-        kv_cache_skips=frozenset({"mixer"}),
         # The final norm reads `layer_norm_epsilon`; `_init_weights` reads the Mamba2 head count and time step.
         model_reads=frozenset({"layer_norm_epsilon", "mamba_num_heads", "time_step_min"}),
         skips={
@@ -298,6 +306,7 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
             )
         },
         quantization_reads={"mxfp4": frozenset({"num_local_experts", "intermediate_size"})},
+        anymodel_blocks="gpt_oss",
         skips={
             "attention": (
                 SkipTarget("input_layernorm", {"GptOssRMSNorm": passthrough("hidden_states")}),
@@ -312,9 +321,19 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     ),
 }
 
+
+def _add_checkpoint_families() -> None:
+    """Checkpoint families (`models/`: `nemotron-nas`, `deci`, `gpt_oss_puzzle`, `nemotron_h_puzzle`) are built by the
+    stock layers of the architecture they derive from: their rows are that architecture's spec (an alias)."""
+    from .models import CHECKPOINT_FORMATS
+
+    for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
+        SUPPORTED_ARCHITECTURES[model_type] = SUPPORTED_ARCHITECTURES[checkpoint_format.architecture]
+
+
+_add_checkpoint_families()
+
 _registry_lock = threading.Lock()
-# Specs of custom models (class attributes), by model type, so that caches built from a config alone find them.
-_CUSTOM_SPECS: dict[str, HeterogeneousModelSpec] = {}
 
 
 def register_architecture(model_type: str, spec: ArchitectureSpec, overwrite: bool = False) -> None:
@@ -332,12 +351,17 @@ def register_architecture(model_type: str, spec: ArchitectureSpec, overwrite: bo
                 f"Architecture '{model_type}' is already registered; pass `overwrite=True` to replace its spec."
             )
         SUPPORTED_ARCHITECTURES[model_type] = spec
-        _resolve_builtin.cache_clear()
+        _resolve.cache_clear()
 
 
 @functools.cache
-def _resolve_builtin(model_type: str) -> HeterogeneousModelSpec:
+def _resolve(model_type: str) -> HeterogeneousModelSpec:
     return SUPPORTED_ARCHITECTURES[model_type].resolve()
+
+
+def resolve_architecture(model_type: str) -> HeterogeneousModelSpec:
+    """The resolved registry row of `model_type` (imports its modeling module)."""
+    return _resolve(model_type)
 
 
 def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec | None:
@@ -345,8 +369,10 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
 
     `_skip_descriptors` maps a skip name to `{member_path: replacement}`, where the replacement is a class from
     `get_skip_replacement` or a tuple of them (one per class the member may be). Optional class attributes:
-    `_rotary_embedding_cls`, `_kv_cache_skips` (default `{"attention"}`), `_model_reads`, `_layer_idx_arg`,
-    `_layer_config_arg`, `_base_model_cls`, `_base_model_forward_reads`.
+    `_rotary_embedding_cls`, `_model_reads`, `_layer_idx_arg`, `_layer_config_arg`, `_base_model_cls`,
+    `_base_model_forward_reads`. Which skips remove a layer's cache state is part of the skip vocabulary
+    (`cache_utils.SKIPS_WITHOUT_CACHE_STATE`), not of a model's declaration, so that caches made from a config alone
+    know it.
     """
     layer_cls = getattr(model_cls, "_layer_cls", None)
     if layer_cls is None:
@@ -367,7 +393,6 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
             for skip_name, members in descriptors.items()
         },
         rotary_cls=getattr(model_cls, "_rotary_embedding_cls", None),
-        kv_cache_skips=frozenset(getattr(model_cls, "_kv_cache_skips", {"attention"})),
         model_reads=frozenset(getattr(model_cls, "_model_reads", ())),
         layer_idx_arg=getattr(model_cls, "_layer_idx_arg", "layer_idx"),
         config_arg=getattr(model_cls, "_layer_config_arg", "config"),
@@ -376,31 +401,12 @@ def spec_from_model_class(model_cls: type[nn.Module]) -> HeterogeneousModelSpec 
     )
 
 
-def get_model_spec(model_cls: type[nn.Module], config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
-    """The spec for building `model_cls` from `config`: the class's own declaration first, then the registry.
-
-    Raises:
-        ValueError: `model_cls` declares its own layers for a built-in `model_type`, which would change how every
-            model of that type is built (caches and layers find specs by `model_type`).
-    """
-    spec = spec_from_model_class(model_cls)
-    if spec is not None:
-        if config.model_type in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"{model_cls.__name__} declares `_layer_cls` for model_type '{config.model_type}', which is built in: "
-                "give its config class a `model_type` of its own."
-            )
-        with _registry_lock:
-            _CUSTOM_SPECS[config.model_type] = spec
-        return spec
-    return get_config_spec(config)
+def get_architecture(config: PreTrainedConfig) -> ArchitectureSpec | None:
+    """The registry row of a config's `model_type` (`None` for architectures not in the registry)."""
+    return SUPPORTED_ARCHITECTURES.get(getattr(config, "model_type", None))
 
 
 def get_config_spec(config: PreTrainedConfig) -> HeterogeneousModelSpec | None:
-    """The spec for a config's `model_type`, for code that has a config but no model (cache construction)."""
+    """The resolved registry row of a config's `model_type`, for code that has a config but no model."""
     model_type = getattr(config, "model_type", None)
-    if model_type in _CUSTOM_SPECS:
-        return _CUSTOM_SPECS[model_type]
-    if model_type in SUPPORTED_ARCHITECTURES:
-        return _resolve_builtin(model_type)
-    return None
+    return _resolve(model_type) if model_type in SUPPORTED_ARCHITECTURES else None

@@ -21,15 +21,18 @@ leaves no half-converted model. Under `from_pretrained` the stock layers live on
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from ...utils import logging
+from ..rotary_utils import keep_layer_rotary_embedding
 from .selection import TRANSFORMER_ENGINE, plan_layer_backends, requested_decoder_backend
 
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["apply_decoder_backend"]
+__all__ = ["apply_decoder_backend", "model_weight_conversions"]
 
 
 def apply_decoder_backend(base_model: nn.Module) -> None:
@@ -48,19 +51,21 @@ def apply_decoder_backend(base_model: nn.Module) -> None:
             layer = build_transformer_engine_layer(
                 stock_layer, config.per_layer_config[entry.layer_idx], entry, choice
             )
-            _keep_layer_rotary_embedding(stock_layer, layer)
+            keep_layer_rotary_embedding(stock_layer, layer)  # e.g. its own `head_dim`
             replacements[entry.layer_idx] = layer
     for layer_idx, layer in replacements.items():
         base_model.layers[layer_idx] = layer
     logger.info(f"Decoder layers on TransformerEngine: {sorted(replacements)} of {config.num_hidden_layers}.")
 
 
-def _keep_layer_rotary_embedding(stock_layer: nn.Module, layer: nn.Module) -> None:
-    """A layer with its own rope (e.g. its own `head_dim`, `modeling_utils._attach_layer_rotary_embedding`) keeps it."""
-    rotary = getattr(stock_layer, "rotary_emb", None)
-    if rotary is None:
-        return
-    from ..modeling_utils import _use_layer_rotary_embedding
+def model_weight_conversions(model: nn.Module) -> list[Any]:
+    """The transforms of every TE layer in `model`, with prefixes relative to the base model (checkpoints of a
+    causal LM and of its base model both match)."""
+    from .transformer_engine import TransformerEngineDecoderLayer  # TE's modules are imported only when used
 
-    layer.rotary_emb = rotary
-    layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
+    base_prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    conversions = []
+    for name, module in model.named_modules():
+        if isinstance(module, TransformerEngineDecoderLayer):
+            conversions += module.weight_conversions(f"{name.removeprefix(base_prefix)}.")
+    return conversions

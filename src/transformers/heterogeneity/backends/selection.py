@@ -42,6 +42,7 @@ from typing import Any
 
 from ...configuration_utils import PreTrainedConfig
 from ..configuration_utils import HeterogeneousConfigError, get_layer_overrides
+from ..supported_models import SUPPORTED_ARCHITECTURES, get_architecture
 
 
 __all__ = [
@@ -51,14 +52,12 @@ __all__ = [
     "parse_decoder_backend",
     "plan_layer_backends",
     "requested_decoder_backend",
+    "transformer_engine_model_types",
     "use_decoder_backend",
 ]
 
 STOCK, TRANSFORMER_ENGINE, IDENTITY = "stock", "transformer_engine", "identity"
 _LAYER_RULES = ("all", "fp8_compatible")
-# Model types whose decoder layer a TE layer can express exactly (Llama-family layers: RMSNorm, rotary attention with
-# GQA and optional q/k RMSNorm, SwiGLU MLP). Others are refused by model type.
-TRANSFORMER_ENGINE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 # FP8 GEMMs need every weight dimension divisible by 16 (TE `utils.assert_dim_for_fp8_exec`, 2.20).
 FP8_ALIGNMENT = 16
 
@@ -185,6 +184,16 @@ def fp8_incompatibility(layer_config: PreTrainedConfig, skips: list[str]) -> str
     return None
 
 
+def transformer_engine_model_types() -> list[str]:
+    """The model types whose layers a TE layer expresses exactly (Llama-family layers: RMSNorm, rotary attention with
+    GQA and optional q/k RMSNorm, SwiGLU MLP), as the registry declares them (`ArchitectureSpec.decoder_backends`)."""
+    return sorted(
+        model_type
+        for model_type, architecture in SUPPORTED_ARCHITECTURES.items()
+        if TRANSFORMER_ENGINE in architecture.decoder_backends
+    )
+
+
 def plan_layer_backends(config: PreTrainedConfig, choice: TransformerEngineBackend | None) -> list[LayerBackend]:
     """The backend of every layer of a model built from `config` with `choice`, from the config alone (no TE needed).
 
@@ -194,10 +203,11 @@ def plan_layer_backends(config: PreTrainedConfig, choice: TransformerEngineBacke
     num_layers = config.num_hidden_layers
     if choice is None:
         return [LayerBackend(layer_idx, STOCK) for layer_idx in range(num_layers)]
-    if config.model_type not in TRANSFORMER_ENGINE_MODEL_TYPES:
+    architecture = get_architecture(config)
+    if architecture is None or TRANSFORMER_ENGINE not in architecture.decoder_backends:
         raise DecoderBackendError(
             f"decoder_backend='transformer_engine' cannot run model_type {config.model_type!r} (layer 0): TE layers "
-            f"express the decoder layers of {sorted(TRANSFORMER_ENGINE_MODEL_TYPES)}; leave decoder_backend unset."
+            f"express the decoder layers of {transformer_engine_model_types()}; leave decoder_backend unset."
         )
     if isinstance(choice.layers, tuple):
         for index in choice.layers:

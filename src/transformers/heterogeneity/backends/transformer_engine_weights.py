@@ -17,7 +17,7 @@ Loading and saving go through upstream's own conversion machinery (`core_model_l
 and concatenates each tensor as it streams in, shard by shard, whether the checkpoint is one file or sharded, and
 `save_pretrained` applies the reverse transforms, so the checkpoint on disk keeps the architecture's standard names
 and shapes. Only the layers that run on TE get transforms (their indices are in the patterns), collected from the
-model by `model_weight_conversions` (called from `activation.patch_decoder_backends`).
+model by `backends.modeling.model_weight_conversions` (called from `activation.patch_decoder_backends`).
 
 The mapping (HF -> TE; NVIDIA TransformerEngine's `docs/examples/te_llama/te_llama.py`), per layer prefix:
 
@@ -38,12 +38,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from ...core_model_loading import Concatenate, WeightConverter, WeightRenaming
 
 
-__all__ = ["layer_weight_conversions", "model_weight_conversions"]
+__all__ = ["layer_weight_conversions"]
 
 
 def _renames(prefix: str, pairs: list[tuple[str, str]]) -> list[WeightRenaming]:
@@ -91,16 +89,3 @@ def layer_weight_conversions(shape: Any, prefix: str) -> list[Any]:
             ("mlp.linear_mlp.weight", "layernorm_mlp.weight"),
         ]
     return _renames(prefix, pairs) + conversions
-
-
-def model_weight_conversions(model: nn.Module) -> list[Any]:
-    """The transforms of every TE layer in `model`, with prefixes relative to the base model (checkpoints of a
-    causal LM and of its base model both match)."""
-    from .transformer_engine import TransformerEngineDecoderLayer
-
-    base_prefix = f"{getattr(model, 'base_model_prefix', '')}."
-    conversions = []
-    for name, module in model.named_modules():
-        if isinstance(module, TransformerEngineDecoderLayer):
-            conversions += module.weight_conversions(f"{name.removeprefix(base_prefix)}.")
-    return conversions

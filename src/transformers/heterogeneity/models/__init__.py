@@ -108,14 +108,10 @@ class LazyConfigRegistrations(dict):
 
 def register_configs(config_mapping) -> None:
     """Registers every family with `CONFIG_MAPPING` (lazily, see `LazyConfigRegistrations`; configs registered by
-    users are kept and win), and its layers with the per-layer registry (the spec of the architecture whose stock code
-    builds them). Idempotent; imports no config module.
+    users are kept and win). Idempotent; imports no config module. (Their layers are built by the registry row of the
+    architecture they derive from: `supported_models.SUPPORTED_ARCHITECTURES` lists each family as that row.)
     """
-    from ..supported_models import SUPPORTED_ARCHITECTURES, register_architecture
-
     with _lock:
-        for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
-            register_architecture(model_type, SUPPORTED_ARCHITECTURES[checkpoint_format.architecture], overwrite=True)
         if not isinstance(config_mapping._extra_content, LazyConfigRegistrations):
             config_mapping._extra_content = LazyConfigRegistrations(
                 {**CHECKPOINT_FORMATS, **config_mapping._extra_content}

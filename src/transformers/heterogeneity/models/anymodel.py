@@ -45,7 +45,7 @@ from ..configuration_utils import HeterogeneousConfigError
 from .decilm_blocks import DeciLMBlocks, refuse_non_default_fields, sub_block_kind
 
 
-__all__ = ["ANYMODEL_MODEL_TYPES", "anymodel_canonical_dict", "anymodel_per_layer_config", "is_anymodel_config"]
+__all__ = ["anymodel_canonical_dict", "anymodel_model_types", "anymodel_per_layer_config", "is_anymodel_config"]
 
 # `MoEConfig.shared_expert_intermediate_dim`'s default in `block_config.py`; the gpt_oss converter leaves it there.
 _SHARED_EXPERT_DEFAULT = 8192
@@ -120,13 +120,34 @@ def _gpt_oss_moe(where: str, ffn: dict[str, Any]) -> dict[str, Any]:
     return layer
 
 
-ANYMODEL_MODEL_TYPES: dict[str, Callable[[Any, int, dict[str, Any]], dict[str, Any]]] = {
-    "llama": _dense_block,
-    "mistral": _dense_block,
-    "qwen2": _dense_block,
-    "qwen3": _dense_block,
+# How a block translates, by the registry's `ArchitectureSpec.anymodel_blocks` of the config's model type.
+_BLOCK_TRANSLATORS: dict[str, Callable[[Any, int, dict[str, Any]], dict[str, Any]]] = {
+    "dense": _dense_block,
     "gpt_oss": _gpt_oss_block,
 }
+
+
+def anymodel_model_types() -> list[str]:
+    """The model types whose AnyModel `block_configs` are read (declared by the registry rows of stock architectures;
+    the checkpoint families read their own `block_configs`)."""
+    from ..supported_models import SUPPORTED_ARCHITECTURES
+    from . import CHECKPOINT_FORMATS
+
+    return sorted(
+        model_type
+        for model_type, row in SUPPORTED_ARCHITECTURES.items()
+        if row.anymodel_blocks and model_type not in CHECKPOINT_FORMATS
+    )
+
+
+def _block_translator(config: Any) -> Callable[[Any, int, dict[str, Any]], dict[str, Any]] | None:
+    from ..supported_models import get_architecture
+    from . import CHECKPOINT_FORMATS
+
+    architecture = get_architecture(config)
+    if architecture is None or architecture.anymodel_blocks is None or config.model_type in CHECKPOINT_FORMATS:
+        return None
+    return _BLOCK_TRANSLATORS[architecture.anymodel_blocks]
 
 
 def anymodel_per_layer_config(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +157,7 @@ def anymodel_per_layer_config(config: Any, kwargs: dict[str, Any]) -> dict[str, 
     among them). Configs of other model types are returned unchanged. A `per_layer_config` next to the blocks (a model
     saved by Transformers writes both) must say the same as the blocks.
     """
-    translate = ANYMODEL_MODEL_TYPES.get(config.model_type)
+    translate = _block_translator(config)
     if translate is None:
         return kwargs
     blocks = kwargs["block_configs"]
@@ -185,7 +206,7 @@ def _normalized(per_layer_config: dict[Any, dict[str, Any]]) -> dict[int, dict[s
 
 def is_anymodel_config(config: Any) -> bool:
     """A config of a model type this module reads that carries AnyModel's `block_configs`."""
-    return config.model_type in ANYMODEL_MODEL_TYPES and getattr(config, "block_configs", None) is not None
+    return _block_translator(config) is not None and getattr(config, "block_configs", None) is not None
 
 
 def anymodel_canonical_dict(config: Any) -> dict[str, Any]:

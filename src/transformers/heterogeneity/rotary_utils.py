@@ -1,0 +1,82 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Rotary embeddings of layers whose own config changes what the model's rotary embedding computes.
+
+Stock base models compute one `(cos, sin)` from the global config and hand it to every layer. A layer with another
+`head_dim` (or other rope parameters) needs its own: it gets a rotary embedding built from its own config, and a
+forward pre-hook recomputes `position_embeddings` from `position_ids`. The rotary buffers are not persistent, so the
+state dict is unchanged.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..configuration_utils import PreTrainedConfig
+from .configuration_utils import make_layer_config, stop_recording_reads
+
+
+__all__ = ["attach_layer_rotary_embedding", "keep_layer_rotary_embedding"]
+
+# What a rotary class reads, by (class, overridden attribute names, whether `head_dim` is derived).
+_ROTARY_READS: dict[tuple, frozenset[str]] = {}
+
+
+def attach_layer_rotary_embedding(
+    layer: nn.Module,
+    rotary_cls: type[nn.Module],
+    config: PreTrainedConfig,
+    layer_idx: int,
+    overrides: dict,
+    attach: bool,
+) -> set[str]:
+    """Gives a layer its own rotary embedding when its overrides change what the rotary embedding reads.
+
+    Returns the overrides the rotary embedding reads; with `attach=False` (the layer attends to nothing) they count
+    as honoured but nothing is attached.
+    """
+    overridden = frozenset(overrides) - {"skip"}
+    if not overridden:
+        return set()
+    # What a rotary class reads depends on which attributes are overridden, not on their values, except for the
+    # `head_dim`-or-derived branch: probe once per kind, so that most layers (wider or narrower FFNs) build nothing.
+    head_dim = overrides.get("head_dim", config._getattr_without_heterogeneous_validation("head_dim", None))
+    key = (rotary_cls, overridden, head_dim is None)
+    reads = _ROTARY_READS.get(key)
+    if reads is not None and not (reads and attach):
+        return set(reads)
+    layer_config = make_layer_config(config, layer_idx)
+    rotary = rotary_cls(config=layer_config)
+    reads = _ROTARY_READS[key] = frozenset(stop_recording_reads(layer_config) & overridden)
+    if reads and attach:
+        _use(layer, rotary)
+    return set(reads)
+
+
+def keep_layer_rotary_embedding(old_layer: nn.Module, new_layer: nn.Module) -> None:
+    """A layer that replaces another (a decoder backend's) keeps the rotary embedding the old one had, if any."""
+    rotary = getattr(old_layer, "rotary_emb", None)
+    if rotary is not None:
+        _use(new_layer, rotary)
+
+
+def _use(layer: nn.Module, rotary: nn.Module) -> None:
+    layer.rotary_emb = rotary
+    layer.register_forward_pre_hook(_use_layer_rotary_embedding, with_kwargs=True)
+
+
+def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    hidden_states = args[0] if args else kwargs["hidden_states"]
+    kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, kwargs["position_ids"])
+    return args, kwargs
