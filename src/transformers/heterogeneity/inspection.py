@@ -282,9 +282,11 @@ def _summarize_layer(
 
 
 def _format_backend(backend: LayerBackend) -> str:
-    """`transformer_engine`, `transformer_engine (fp8)`, or the backend with why FP8 does not run it."""
+    """`transformer_engine`, `transformer_engine (fp8)`, or the backend with why FP8 does not or cannot run it."""
     if backend.fp8:
         return f"{backend.backend} (fp8)"
+    if backend.refusal:
+        return f"{backend.backend} (FP8 refused: {backend.refusal})"
     if backend.backend == TRANSFORMER_ENGINE and backend.note:
         return f"{backend.backend} ({backend.note})"
     return backend.backend
