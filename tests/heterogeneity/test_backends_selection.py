@@ -134,7 +134,8 @@ def test_inspect_shows_each_layer_backend(tmp_path):
 
     from transformers.heterogeneity.commands.cli import app
 
-    config = build_config(ARCHS["llama"], {1: {"intermediate_size": 40}, 2: {"skip": ["attention", "mlp"]}}, 4)
+    per_layer = {1: {"intermediate_size": 40}, 2: {"skip": ["attention", "mlp"]}, 3: {"intermediate_size": 48}}
+    config = build_config(ARCHS["llama"], per_layer, 4)
     config.save_pretrained(tmp_path)
     result = CliRunner().invoke(
         app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [0, 1, 2]}', "--fp8"]
@@ -144,6 +145,16 @@ def test_inspect_shows_each_layer_backend(tmp_path):
     assert rows["0"].split()[1:3] == ["transformer_engine", "(fp8)"]
     assert "transformer_engine (FP8 refused: fc2 weight is 64x40, not divisible by 16)" in rows["1"]
     assert rows["2"].split()[1] == "identity" and rows["3"].split()[1] == "stock"
+    # MXFP8 (TE's default recipe on Blackwell) needs 32: layer 3's width 48 is a multiple of 16, not of 32.
+    for alignment, layer_3 in (("16", "transformer_engine"), ("32", "stock")):
+        rule = CliRunner().invoke(
+            app,
+            ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": "fp8_compatible"}']
+            + ["--fp8-alignment", alignment],
+        )
+        assert rule.exit_code == 0, rule.output
+        rows = {line.split()[0]: line for line in rule.output.splitlines() if line[:1].isdigit()}
+        assert [rows[index].split()[1] for index in "0123"] == ["transformer_engine", "stock", "identity", layer_3]
     plain = CliRunner().invoke(app, ["inspect", str(tmp_path)])
     assert "backend" not in plain.output and "transformer_engine" not in plain.output
     refused = CliRunner().invoke(app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [9]}'])

@@ -455,39 +455,6 @@ def test_unsupported_architecture_is_refused():
         )
 
 
-def fp8_available(te_runtime) -> bool:
-    with te_runtime.active():
-        return te_runtime.te.is_fp8_available()
-
-
-def test_fp8_where_the_device_cannot_run_it(te_runtime):
-    if fp8_available(te_runtime):
-        pytest.skip("this device runs FP8 (see test_fp8_layers for the GPU check)")
-    config = build_model(ARCHS["llama"], None, 2).config
-    with te_runtime.active(), pytest.raises(DecoderBackendError, match="Layer 0: decoder_backend asks for FP8"):
-        AutoModelForCausalLM.from_config(config, decoder_backend=TransformerEngineBackend(fp8=True))
-
-
-def test_fp8_layers(te_runtime, tmp_path):
-    """FP8 per layer, where the device has it: layers with dimensions FP8 cannot run stay unquantized."""
-    if not fp8_available(te_runtime):
-        pytest.skip("FP8 needs a GPU with FP8 (compute capability 8.9+)")
-    per_layer = {1: {"intermediate_size": 40}}  # fc2 is 64 x 40: not FP8
-    stock = build_model(ARCHS["llama"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
-    model = load_with_te(stock, tmp_path, te_runtime, decoder_backend=TransformerEngineBackend(fp8=True))
-    assert [layer.backend for layer in model.model.layers] == [
-        "transformer_engine (fp8)",
-        "transformer_engine",
-        "transformer_engine (fp8)",
-    ]
-    input_ids = make_input_ids(batch_size=2, seq_len=8).to(te_runtime.device)
-    with te_runtime.active(), torch.no_grad():
-        expected = stock(input_ids).logits
-        logits = model(input_ids).logits  # 16 tokens: FP8 GEMMs
-        model(input_ids[:, :3])  # 6 tokens: runs unquantized, does not crash
-    assert (logits - expected).abs().max() < 0.1 * expected.abs().max()
-
-
 def test_masks_te_cannot_take_are_refused():
     with pytest.raises(DecoderBackendError) as error:
         _te_mask(torch.ones(2, 5), None, 3)

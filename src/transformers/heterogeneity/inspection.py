@@ -31,7 +31,13 @@ from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..models.auto import AutoModelForCausalLM
-from .backends.selection import TRANSFORMER_ENGINE, LayerBackend, parse_decoder_backend, plan_layer_backends
+from .backends.selection import (
+    FP8_ALIGNMENT,
+    TRANSFORMER_ENGINE,
+    LayerBackend,
+    parse_decoder_backend,
+    plan_layer_backends,
+)
 from .cache_utils import LayerKVCacheSize, kv_cache_bytes
 from .linear_utils import LinearSubBlock
 from .skip_utils import SkippedModule
@@ -134,7 +140,10 @@ def unquantized(config: PreTrainedConfig) -> PreTrainedConfig:
 
 
 def summarize_config(
-    config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16, decoder_backend: Any = None
+    config: PreTrainedConfig,
+    dtype: torch.dtype = torch.bfloat16,
+    decoder_backend: Any = None,
+    fp8_alignment: int = FP8_ALIGNMENT,
 ) -> ModelSummary:
     """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
 
@@ -147,12 +156,14 @@ def summarize_config(
         config (`PreTrainedConfig`): a homogeneous or heterogeneous config of a supported architecture.
         dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): element type of the KV cache.
         decoder_backend (*optional*): a `decoder_backend` value (`backends/selection.py`).
+        fp8_alignment (`int`, *optional*, defaults to 16): what the FP8 recipe needs of every GEMM dimension (32 for
+            MXFP8), for the FP8 column of `decoder_backend`.
 
     Raises:
         ValueError: the architecture is not supported.
         HeterogeneousConfigError: a layer's overrides cannot be honoured, or the backend choice cannot be.
     """
-    backends = plan_layer_backends(config, parse_decoder_backend(decoder_backend))
+    backends = plan_layer_backends(config, parse_decoder_backend(decoder_backend), fp8_alignment=fp8_alignment)
     spec = get_config_spec(config)
     if spec is None:
         raise ValueError(
