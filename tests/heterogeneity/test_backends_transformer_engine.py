@@ -478,4 +478,5 @@ def test_missing_transformer_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(TransformerEngineUnavailableError) as error:
         AutoModelForCausalLM.from_config(config, decoder_backend="transformer_engine")
     assert "needs NVIDIA TransformerEngine for PyTorch, which could not be imported" in str(error.value)
-    assert "pip install --no-build-isolation 'transformer-engine[pytorch]==2.20.2'" in str(error.value)
+    assert "pip install --no-build-isolation 'transformer-engine[pytorch,core_cu" in str(error.value)
+    assert "]==2.20.2'" in str(error.value)

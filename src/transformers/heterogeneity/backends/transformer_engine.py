@@ -90,10 +90,18 @@ def import_transformer_engine() -> Any:
     try:
         import transformer_engine.pytorch as te
     except (ImportError, OSError, RuntimeError) as error:
+        # The `core_cu12` / `core_cu13` extra brings TE's core library built for that CUDA major version; `pytorch`
+        # alone brings only the extension (TE 2.20.2 wheel metadata; `common/__init__.py` refuses a missing core).
+        major = torch.version.cuda.split(".")[0] if torch.version.cuda else None
+        extra = f"core_cu{major}" if major else "core_cu12"
+        install = (
+            f"`pip install --no-build-isolation 'transformer-engine[pytorch,{extra}]=={TESTED_TRANSFORMER_ENGINE_VERSION}'`"
+            + (f" (the core for torch's CUDA {major})" if major else " (core_cu13 for a CUDA 13 build of torch)")
+        )
         raise TransformerEngineUnavailableError(
             "decoder_backend='transformer_engine' needs NVIDIA TransformerEngine for PyTorch, which could not be "
             f"imported ({type(error).__name__}: {error}). On a machine with a CUDA GPU and a CUDA build of torch, "
-            f"install it with `pip install --no-build-isolation 'transformer-engine[pytorch]=={TESTED_TRANSFORMER_ENGINE_VERSION}'`, or "
+            f"install it with {install}; its PyTorch extension compiles against torch and needs the CUDA toolkit. Or "
             "leave decoder_backend unset to run the stock layers."
         ) from error
     if not torch.cuda.is_available():
