@@ -393,7 +393,9 @@ def _te_mask(attention_mask: Any, window_size: tuple[int, int] | None, layer_idx
     causal mask be implied (sdpa); TE's boolean masks are True where masked out (TE 2.20.2, `attention/dot_product_attention`). TE's
     `"arbitrary"` mask is the caller's mask as is (TE runs it on its unfused backend); an implied causal mask is
     aligned bottom-right, which covers a cached step (queries are the last positions) and equals top-left without a
-    cache.
+    cache. Without a mask the layer's window goes to TE: HF's own SDPA masks hold the window whenever it binds
+    (transformers 5.23 `masking_utils._ignore_causal_mask_sdpa` never skips a mask once the keys reach the window), but
+    a caller may give none (a per-layer-type mapping of `None`, as flash-style mask functions do).
     """
     if attention_mask is None:
         return None, "causal_bottom_right", window_size
@@ -449,6 +451,12 @@ def build_transformer_engine_layers(
         for entry in plan
     }
     check_fp8_plan(te, plan, precision)
+    fp8_layers = [entry.layer_idx for entry in plan if entry.fp8]
+    if fp8_layers:
+        logger.info(
+            f"TransformerEngine FP8 ({precision.recipe_name}) on layers {fp8_layers}: their GEMMs' token rows are padded "
+            f"to a multiple of {precision.token_alignment}."
+        )
     built = {}
     for entry in plan:
         stock_layer, layer_config = layers[entry.layer_idx], config.per_layer_config[entry.layer_idx]
