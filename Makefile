@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-check quality style clean
+.PHONY: install demo test bench gpu-install gpu-check quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,13 +43,25 @@ bench: install
 	$(BIN)/python -m pip install --quiet "matplotlib==$(MATPLOTLIB_VERSION)"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
-# On a CUDA machine with TransformerEngine installed (`pip install --no-build-isolation
-# "transformer-engine[pytorch]==$(TE_VERSION)"` into $(VENV)): the TE backend tests against real TE (the CPU stand-in
-# is never loaded where CUDA exists), then the per-layer TE / stock benchmark (bf16 and FP8; prefill, decode, training).
-gpu-check: install
-	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA GPU and a CUDA build of torch')"
-	$(BIN)/python -c "import transformer_engine.pytorch" || (echo 'gpu-check needs real TransformerEngine: $(BIN)/pip install --no-build-isolation "transformer-engine[pytorch]==$(TE_VERSION)"' && exit 1)
-	$(BIN)/python -m pytest tests/heterogeneity/test_backends_transformer_engine.py tests/heterogeneity/test_backends_selection.py tests/heterogeneity/transformer_engine -q
+# On a machine with an NVIDIA GPU, one command: `make gpu-check`. It installs real TransformerEngine $(TE_VERSION) if it
+# does not import (its core built for torch's CUDA major version; its PyTorch extension compiles against this torch,
+# which needs the CUDA toolkit: several minutes), checks the machine (tests/heterogeneity/transformer_engine/
+# gpu_environment.py: TE's three packages at one version, the core matching torch's CUDA), then runs the TE backend
+# tests against real TE with TF32 off (the CPU stand-in is never loaded where CUDA exists), then the per-layer TE / stock
+# benchmark (bf16 and FP8; prefill, decode, training step). Nothing of it has run on a GPU in this repository's CI.
+GPU_ENV := $(BIN)/python -m tests.heterogeneity.transformer_engine.gpu_environment --te-version $(TE_VERSION)
+
+gpu-install: install
+	@$(BIN)/python -c "import transformer_engine.pytorch" 2>/dev/null || { \
+		requirement=$$($(GPU_ENV) --requirement) || exit 1; \
+		echo "gpu-install: pip install --no-build-isolation '$$requirement' (compiles TE's PyTorch extension: minutes)"; \
+		$(BIN)/python -m pip install --no-build-isolation "$$requirement"; }
+
+gpu-check: gpu-install
+	NVIDIA_TF32_OVERRIDE=0 $(GPU_ENV)
+	NVIDIA_TF32_OVERRIDE=0 $(BIN)/python -m pytest -q tests/heterogeneity/test_backends_transformer_engine.py \
+		tests/heterogeneity/test_backends_transformer_engine_precision.py tests/heterogeneity/test_backends_selection.py \
+		tests/heterogeneity/transformer_engine
 	$(BIN)/python -m benchmarks.transformer_engine $(BENCH_ARGS)
 
 quality: install

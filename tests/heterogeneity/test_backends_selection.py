@@ -87,19 +87,30 @@ def test_identity_layers_stay_parameter_free():
     assert [entry.backend for entry in plan] == ["transformer_engine", "identity", "transformer_engine"]
 
 
-def test_fp8_compatible_rule_and_fp8_report():
+def test_fp8_compatible_rule_and_fp8_refusal():
     # Layer 1's down projection is 64 x 40: 40 is not a multiple of 16, so FP8 cannot run that GEMM.
     config = build_config(ARCHS["llama"], {1: {"intermediate_size": 40}}, 3, intermediate_size=64)
     plan = plan_layer_backends(config, TransformerEngineBackend("fp8_compatible"))
     assert [entry.backend for entry in plan] == ["transformer_engine", "stock", "transformer_engine"]
-    assert plan[1].note == "fc2 weight is 64x40, FP8 GEMMs need both dimensions divisible by 16"
+    assert plan[1].note == "fc2 weight is 64x40, not divisible by 16"
     plan = plan_layer_backends(config, TransformerEngineBackend(fp8=True))
-    assert [(entry.backend, entry.fp8) for entry in plan] == [
-        ("transformer_engine", True),
-        ("transformer_engine", False),
-        ("transformer_engine", True),
+    assert [(entry.backend, entry.fp8, entry.refusal) for entry in plan] == [
+        ("transformer_engine", True, None),
+        ("transformer_engine", False, "fc2 weight is 64x40, not divisible by 16"),
+        ("transformer_engine", True, None),
     ]
-    assert plan[1].note.startswith("runs unquantized: fc2 weight is 64x40")
+
+
+def test_mxfp8_alignment_is_32():
+    """MXFP8 (TE's default recipe on Blackwell) scales blocks of 32 elements: a width that is a multiple of 16 but not
+    of 32 is FP8-compatible for the per-tensor recipes and not for MXFP8."""
+    config = build_config(ARCHS["llama"], {1: {"intermediate_size": 48}}, 3, intermediate_size=64)
+    assert backends(config, {"transformer_engine": "fp8_compatible"}) == ["transformer_engine"] * 3
+    plan = plan_layer_backends(config, TransformerEngineBackend("fp8_compatible"), fp8_alignment=32)
+    assert [entry.backend for entry in plan] == ["transformer_engine", "stock", "transformer_engine"]
+    assert plan[1].note == "fc2 weight is 64x48, not divisible by 32"
+    plan = plan_layer_backends(config, TransformerEngineBackend(fp8=True), fp8_alignment=32)
+    assert [entry.refusal for entry in plan] == [None, "fc2 weight is 64x48, not divisible by 32", None]
 
 
 def test_architecture_without_te_layers_is_refused():
@@ -123,7 +134,8 @@ def test_inspect_shows_each_layer_backend(tmp_path):
 
     from transformers.heterogeneity.commands.cli import app
 
-    config = build_config(ARCHS["llama"], {1: {"intermediate_size": 40}, 2: {"skip": ["attention", "mlp"]}}, 4)
+    per_layer = {1: {"intermediate_size": 40}, 2: {"skip": ["attention", "mlp"]}, 3: {"intermediate_size": 48}}
+    config = build_config(ARCHS["llama"], per_layer, 4)
     config.save_pretrained(tmp_path)
     result = CliRunner().invoke(
         app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [0, 1, 2]}', "--fp8"]
@@ -131,8 +143,18 @@ def test_inspect_shows_each_layer_backend(tmp_path):
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.output.splitlines() if line[:1].isdigit()}
     assert rows["0"].split()[1:3] == ["transformer_engine", "(fp8)"]
-    assert "transformer_engine (runs unquantized: fc2 weight is 64x40" in rows["1"]
+    assert "transformer_engine (FP8 refused: fc2 weight is 64x40, not divisible by 16)" in rows["1"]
     assert rows["2"].split()[1] == "identity" and rows["3"].split()[1] == "stock"
+    # MXFP8 (TE's default recipe on Blackwell) needs 32: layer 3's width 48 is a multiple of 16, not of 32.
+    for alignment, layer_3 in (("16", "transformer_engine"), ("32", "stock")):
+        rule = CliRunner().invoke(
+            app,
+            ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": "fp8_compatible"}']
+            + ["--fp8-alignment", alignment],
+        )
+        assert rule.exit_code == 0, rule.output
+        rows = {line.split()[0]: line for line in rule.output.splitlines() if line[:1].isdigit()}
+        assert [rows[index].split()[1] for index in "0123"] == ["transformer_engine", "stock", "identity", layer_3]
     plain = CliRunner().invoke(app, ["inspect", str(tmp_path)])
     assert "backend" not in plain.output and "transformer_engine" not in plain.output
     refused = CliRunner().invoke(app, ["inspect", str(tmp_path), "--decoder-backend", '{"transformer_engine": [9]}'])

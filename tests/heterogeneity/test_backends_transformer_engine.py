@@ -22,6 +22,7 @@ weights come from, built by the stock class constructor; the TE model is loaded 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import sys
 
@@ -30,15 +31,18 @@ import torch
 from safetensors.torch import load_file
 
 from transformers import AutoModelForCausalLM, DynamicCache
-from transformers.heterogeneity.backends import DecoderBackendError, TransformerEngineBackend
+from transformers.heterogeneity.backends import DecoderBackendError, TransformerEngineBackend, use_decoder_backend
 from transformers.heterogeneity.backends.transformer_engine import (
+    TransformerEngineAttention,
     TransformerEngineDecoderLayer,
     TransformerEngineUnavailableError,
     _te_mask,
+    build_transformer_engine_layers,
 )
 
-from .conftest import ARCHS, assert_cached_steps_match, build_model, make_input_ids
+from .conftest import ARCHS, assert_cached_steps_match, build_config, build_model, make_input_ids
 from .transformer_engine import fixtures
+from .transformer_engine.hf_reference import hf_to_te_state_dict, load_te_weights
 
 
 te_runtime = fixtures.te_runtime  # the TE of this machine (real with CUDA, emulated on the CPU)
@@ -172,6 +176,58 @@ def test_per_layer_windows(te_runtime, tmp_path):
     stock = build_model(ARCHS["mistral"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
     model = load_with_te(stock, tmp_path, te_runtime, decoder_backend="transformer_engine")
     assert_padded_batch_matches(stock, model, te_runtime, seq_len=10)
+
+
+def test_per_layer_windows_without_masks(te_runtime, tmp_path):
+    """Given no mask (`None`: causal, nothing padded, as flash-style mask functions give it, or a caller's mapping by
+    layer type), each TE layer attends within its own window through TE's causal mask and `window_size`.
+
+    HF's own SDPA and eager masks never reach this path where a window binds: upstream materialises the mask whenever
+    the key length reaches the window (transformers 5.23 `masking_utils._ignore_causal_mask_sdpa`).
+    """
+    per_layer = {0: {"sliding_window": 3}, 2: {"sliding_window": 5}}
+    stock = build_model(ARCHS["mistral"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
+    model = load_with_te(stock, tmp_path, te_runtime, decoder_backend="transformer_engine")
+    input_ids = make_input_ids(seq_len=10).to(te_runtime.device)
+    no_masks = {"full_attention": None, "sliding_attention": None}
+    with te_runtime.active(), torch.no_grad():
+        expected = stock(input_ids).logits
+        logits = model(input_ids, attention_mask=no_masks).logits
+        unwindowed = stock(input_ids, attention_mask=no_masks).logits  # stock SDPA without a mask: causal only
+    torch.testing.assert_close(logits, expected, atol=ATOL, rtol=ATOL)
+    assert (unwindowed - expected).abs().max() > 1e-3  # the windows matter at this length
+
+
+def test_each_layer_has_its_own_layer_number(te_runtime):
+    """TE keys per-layer state by `layer_number` (TE 2.20.2 `attention/dot_product_attention/dot_product_attention.py`:
+    `InferenceParams.step(self.layer_number, ...)`, the ALiBi cache at layer 1): it is the layer's index + 1, also
+    after stock, skipped and linear layers."""
+    per_layer = {1: {"skip": ["attention"]}, 2: {"skip": ["attention_replaced_by_linear"]}}
+    config = build_config(ARCHS["llama"], per_layer, 5)
+    with te_runtime.active():
+        model = AutoModelForCausalLM.from_config(config, decoder_backend={"transformer_engine": [0, 1, 2, 4]})
+    numbers = {
+        index: layer.self_attention.core_attention.layer_number
+        for index, layer in enumerate(model.model.layers)
+        if isinstance(getattr(layer, "self_attention", None), TransformerEngineAttention)
+    }
+    assert numbers == {0: 1, 4: 5}
+
+
+def test_softmax_scale_is_the_stock_layers(te_runtime):
+    """A TE layer scales attention scores by its stock layer's `scaling`, not by TE's default `1/sqrt(head_dim)`."""
+    stock = build_model(ARCHS["llama"], None, 1, attn_implementation="sdpa").to(te_runtime.device)
+    stock_layer = stock.model.layers[0]
+    stock_layer.self_attn.scaling = 0.5  # an attention with its own scale; TE's default for head_dim 16 is 0.25
+    hidden_states = torch.randn(2, 6, stock.config.hidden_size, device=te_runtime.device)
+    position_ids = torch.arange(6, device=te_runtime.device)[None]
+    with te_runtime.active(), torch.no_grad():
+        layer = build_transformer_engine_layers(stock.model.layers, stock.config, TransformerEngineBackend())[0]
+        load_te_weights(layer, hf_to_te_state_dict(stock_layer))
+        position_embeddings = stock.model.rotary_emb(hidden_states, position_ids)
+        expected = stock_layer(hidden_states, position_embeddings=position_embeddings, position_ids=position_ids)
+        output = layer(hidden_states, position_embeddings=position_embeddings)
+    torch.testing.assert_close(output, expected, atol=ATOL, rtol=ATOL)
 
 
 def test_mixed_model_of_every_layer_kind(te_runtime, tmp_path):
@@ -311,19 +367,67 @@ def _load_all(directory) -> dict[str, torch.Tensor]:
 
 
 def test_hf_init_leaves_te_modules_alone(te_runtime):
-    """HF's `_init_weights` sets `weight` of every "*LayerNorm*" class to 1: for TE's `LayerNormLinear` that is the
-    projection. TE layers keep TE's initialisation, with the config's `initializer_range`."""
-    config = build_model(ARCHS["llama"], None, 2).config
+    """HF's `_init_weights` sets `weight` of every "*LayerNorm*" class to 1: for TE's `LayerNormLinear` of a linear
+    sub-block that is the projection. TE layers keep TE's initialisation, with the config's `initializer_range`."""
+    per_layer = {1: {"skip": ["attention_replaced_by_linear", "mlp_replaced_by_linear"]}}
+    config = build_config(ARCHS["llama"], per_layer, 2)
     with te_runtime.active():
         model = AutoModelForCausalLM.from_config(config, decoder_backend="transformer_engine")
         before = {name: parameter.clone() for name, parameter in model.named_parameters()}
         model.init_weights()
-    query = model.model.layers[0].self_attention.layernorm_qkv.query_weight
-    assert abs(query.std().item() - config.initializer_range) < 0.005
-    assert torch.equal(model.model.layers[0].self_attention.layernorm_qkv.layer_norm_weight, torch.ones(64))
+    layers = model.model.layers
+    projections = [
+        layers[0].self_attention.layernorm_qkv.query_weight,
+        layers[1].self_attention.weight,  # the linear attention's LayerNormLinear
+        layers[1].layernorm_mlp.weight,  # the linear MLP's
+    ]
+    for projection in projections:
+        assert abs(projection.std().item() - config.initializer_range) < 0.005
+    for norm in (layers[0].self_attention.layernorm_qkv, layers[1].self_attention, layers[1].layernorm_mlp):
+        assert torch.equal(norm.layer_norm_weight, torch.ones(config.hidden_size))
     for name, parameter in model.named_parameters():
         if ".layers." in name:
             assert torch.equal(parameter, before[name]), name
+
+
+@pytest.fixture
+def te_initialisations(te_runtime, monkeypatch) -> list[tuple[str, bool]]:
+    """Each `reset_parameters(defer_init=...)` of TE's GEMM modules (TE 2.20.2 `module/base.py`): `True` is TE's path
+    for the meta device (nothing allocated or initialised), `False` allocates every parameter on the GPU and
+    initialises it."""
+    base = importlib.import_module("transformer_engine.pytorch.module.base").TransformerEngineBaseModule
+    original = base.reset_parameters
+    calls = []
+
+    def recording(module, defer_init=False):
+        calls.append((type(module).__name__, defer_init))
+        return original(module, defer_init=defer_init)
+
+    monkeypatch.setattr(base, "reset_parameters", recording)
+    return calls
+
+
+def test_meta_device_allocates_no_te_parameter(te_runtime, te_initialisations):
+    """Stock layers on the meta device (what `from_pretrained` builds) give TE layers on the meta device, built by TE's
+    deferred-initialisation path: no GEMM weight, norm or linear sub-block is allocated before the weights load."""
+    per_layer = {1: {"skip": ["mlp_replaced_by_linear"]}, 2: {"skip": ["attention_replaced_by_linear"]}}
+    config = build_config(ARCHS["qwen3"], per_layer, 3)  # q/k norms too
+    with te_runtime.active(), use_decoder_backend("transformer_engine"), torch.device("meta"):
+        model = ARCHS["qwen3"].model_cls(config)
+    assert te_layer_indices(model) == [0, 1, 2]
+    te_parameters = dict(model.model.layers.named_parameters())
+    assert len(te_parameters) == 24 and all(parameter.is_meta for parameter in te_parameters.values())
+    assert len(te_initialisations) == 8 and all(defer for _, defer in te_initialisations), te_initialisations
+
+
+def test_from_pretrained_allocates_te_parameters_once(te_runtime, te_initialisations, tmp_path):
+    stock = build_model(ARCHS["llama"], PER_LAYER, 3, attn_implementation="sdpa").to(te_runtime.device)
+    model = load_with_te(stock, tmp_path, te_runtime)
+    assert te_initialisations and all(defer for _, defer in te_initialisations), te_initialisations
+    assert not [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    input_ids = make_input_ids().to(te_runtime.device)
+    with te_runtime.active(), torch.no_grad():
+        torch.testing.assert_close(model(input_ids).logits, stock(input_ids).logits, atol=ATOL, rtol=ATOL)
 
 
 def test_stock_without_a_choice(tmp_path):
@@ -351,39 +455,6 @@ def test_unsupported_architecture_is_refused():
         )
 
 
-def fp8_available(te_runtime) -> bool:
-    with te_runtime.active():
-        return te_runtime.te.is_fp8_available()
-
-
-def test_fp8_where_the_device_cannot_run_it(te_runtime):
-    if fp8_available(te_runtime):
-        pytest.skip("this device runs FP8 (see test_fp8_layers for the GPU check)")
-    config = build_model(ARCHS["llama"], None, 2).config
-    with te_runtime.active(), pytest.raises(DecoderBackendError, match="Layer 0: decoder_backend asks for FP8"):
-        AutoModelForCausalLM.from_config(config, decoder_backend=TransformerEngineBackend(fp8=True))
-
-
-def test_fp8_layers(te_runtime, tmp_path):
-    """FP8 per layer, where the device has it: layers with dimensions FP8 cannot run stay unquantized."""
-    if not fp8_available(te_runtime):
-        pytest.skip("FP8 needs a GPU with FP8 (compute capability 8.9+)")
-    per_layer = {1: {"intermediate_size": 40}}  # fc2 is 64 x 40: not FP8
-    stock = build_model(ARCHS["llama"], per_layer, 3, attn_implementation="sdpa").to(te_runtime.device)
-    model = load_with_te(stock, tmp_path, te_runtime, decoder_backend=TransformerEngineBackend(fp8=True))
-    assert [layer.backend for layer in model.model.layers] == [
-        "transformer_engine (fp8)",
-        "transformer_engine",
-        "transformer_engine (fp8)",
-    ]
-    input_ids = make_input_ids(batch_size=2, seq_len=8).to(te_runtime.device)
-    with te_runtime.active(), torch.no_grad():
-        expected = stock(input_ids).logits
-        logits = model(input_ids).logits  # 16 tokens: FP8 GEMMs
-        model(input_ids[:, :3])  # 6 tokens: runs unquantized, does not crash
-    assert (logits - expected).abs().max() < 0.1 * expected.abs().max()
-
-
 def test_masks_te_cannot_take_are_refused():
     with pytest.raises(DecoderBackendError) as error:
         _te_mask(torch.ones(2, 5), None, 3)
@@ -407,7 +478,8 @@ def test_missing_transformer_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(TransformerEngineUnavailableError) as error:
         AutoModelForCausalLM.from_config(config, decoder_backend="transformer_engine")
     assert "needs NVIDIA TransformerEngine for PyTorch, which could not be imported" in str(error.value)
-    assert "pip install --no-build-isolation 'transformer-engine[pytorch]==2.20.2'" in str(error.value)
+    assert "pip install --no-build-isolation 'transformer-engine[pytorch,core_cu" in str(error.value)
+    assert "]==2.20.2'" in str(error.value)
 
 
 def test_a_nemotron_nas_checkpoint_runs_on_transformer_engine(tmp_path, te_runtime):

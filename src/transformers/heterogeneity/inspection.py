@@ -31,7 +31,13 @@ from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..models.auto import AutoModelForCausalLM
-from .backends.selection import TRANSFORMER_ENGINE, LayerBackend, parse_decoder_backend, plan_layer_backends
+from .backends.selection import (
+    FP8_ALIGNMENT,
+    TRANSFORMER_ENGINE,
+    LayerBackend,
+    parse_decoder_backend,
+    plan_layer_backends,
+)
 from .cache_utils import LayerKVCacheSize, kv_cache_bytes
 from .linear_utils import LinearSubBlock
 from .skip_utils import SkippedModule
@@ -136,7 +142,10 @@ def unquantized(config: PreTrainedConfig) -> PreTrainedConfig:
 
 
 def summarize_config(
-    config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16, decoder_backend: Any = None
+    config: PreTrainedConfig,
+    dtype: torch.dtype = torch.bfloat16,
+    decoder_backend: Any = None,
+    fp8_alignment: int = FP8_ALIGNMENT,
 ) -> ModelSummary:
     """Summarizes every layer of `config` as `XForCausalLM(config)` would build it, and the totals.
 
@@ -149,12 +158,14 @@ def summarize_config(
         config (`PreTrainedConfig`): a homogeneous or heterogeneous config of a supported architecture.
         dtype (`torch.dtype`, *optional*, defaults to `torch.bfloat16`): element type of the KV cache.
         decoder_backend (*optional*): a `decoder_backend` value (`backends/selection.py`).
+        fp8_alignment (`int`, *optional*, defaults to 16): what the FP8 recipe needs of every GEMM dimension (32 for
+            MXFP8), for the FP8 column of `decoder_backend`.
 
     Raises:
         ValueError: the architecture is not supported.
         HeterogeneousConfigError: a layer's overrides cannot be honoured, or the backend choice cannot be.
     """
-    backends = plan_layer_backends(config, parse_decoder_backend(decoder_backend))
+    backends = plan_layer_backends(config, parse_decoder_backend(decoder_backend), fp8_alignment=fp8_alignment)
     spec = get_config_spec(config)
     if spec is None:
         raise ValueError(
@@ -284,9 +295,11 @@ def _summarize_layer(
 
 
 def _format_backend(backend: LayerBackend) -> str:
-    """`transformer_engine`, `transformer_engine (fp8)`, or the backend with why FP8 does not run it."""
+    """`transformer_engine`, `transformer_engine (fp8)`, or the backend with why FP8 does not or cannot run it."""
     if backend.fp8:
         return f"{backend.backend} (fp8)"
+    if backend.refusal:
+        return f"{backend.backend} (FP8 refused: {backend.refusal})"
     if backend.backend == TRANSFORMER_ENGINE and backend.note:
         return f"{backend.backend} ({backend.note})"
     return backend.backend

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .emulation import te_cpu_emulation
+from .gpu_environment import TF32_SWITCH
 
 
 def import_transformer_engine() -> types.ModuleType:
@@ -32,14 +34,21 @@ def import_transformer_engine() -> types.ModuleType:
     With CUDA the stand-in is never installed, so the same tests run unchanged against real TE on a GPU.
     """
     if torch.cuda.is_available():
+        if os.environ.get(TF32_SWITCH) != "0":
+            raise RuntimeError(
+                f"CUDA is available, so the TE tests run real TransformerEngine and compare fp32 results within 1e-5; "
+                f"with {TF32_SWITCH}={os.environ.get(TF32_SWITCH)!r} cuBLAS may run fp32 GEMMs in TF32. Run them with "
+                f"`make gpu-check` (which sets {TF32_SWITCH}=0 and checks TE's install), or set it yourself."
+            )
         try:
             return importlib.import_module("transformer_engine.pytorch")
         except (ImportError, RuntimeError, FileNotFoundError) as error:
             # `make install` brings only TE's pure-Python wheel; real TE also needs its CUDA core and extension.
             raise RuntimeError(
                 f"CUDA is available, so the TE tests run real TransformerEngine, which failed to import ({error}). "
-                "Install it with `pip install --no-build-isolation 'transformer-engine[pytorch]'`, or hide the GPU "
-                "(`CUDA_VISIBLE_DEVICES=`) to run TE's Python code over the CPU emulation instead."
+                "`make gpu-check` installs it (or see the message of `python -m "
+                "tests.heterogeneity.transformer_engine.gpu_environment`), or hide the GPU (`CUDA_VISIBLE_DEVICES=`) "
+                "to run TE's Python code over the CPU emulation instead."
             ) from error
     with te_cpu_emulation() as te:
         return te

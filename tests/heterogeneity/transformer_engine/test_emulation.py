@@ -474,6 +474,17 @@ def test_cuda_without_real_te_is_a_clear_error(monkeypatch):
         raise RuntimeError("Found empty `transformer-engine` meta package installed.")
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
     monkeypatch.setattr(runtime, "importlib", types.SimpleNamespace(import_module=import_module))
     with pytest.raises(RuntimeError, match=r"real TransformerEngine, which failed to import .*CUDA_VISIBLE_DEVICES="):
+        runtime.import_transformer_engine()
+
+
+def test_real_te_needs_tf32_off(monkeypatch):
+    # The tests' fp32 tolerances assume fp32 GEMMs; cuBLAS may run them in TF32 unless NVIDIA_TF32_OVERRIDE=0.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
+    with pytest.raises(
+        RuntimeError, match=r"with NVIDIA_TF32_OVERRIDE=None cuBLAS may run fp32 GEMMs in TF32\. .*make gpu"
+    ):
         runtime.import_transformer_engine()

@@ -40,20 +40,14 @@ def apply_decoder_backend(base_model: nn.Module) -> None:
     choice = requested_decoder_backend()
     if choice is None:
         return
-    from .transformer_engine import build_transformer_engine_layer
-
     config = base_model.config
-    plan = plan_layer_backends(config, choice)
-    replacements = {}
-    for entry in plan:
-        if entry.backend == TRANSFORMER_ENGINE:
-            stock_layer = base_model.layers[entry.layer_idx]
-            layer = build_transformer_engine_layer(
-                stock_layer, config.per_layer_config[entry.layer_idx], entry, choice
-            )
-            keep_layer_rotary_embedding(stock_layer, layer)  # e.g. its own `head_dim`
-            replacements[entry.layer_idx] = layer
+    if not any(entry.backend == TRANSFORMER_ENGINE for entry in plan_layer_backends(config, choice)):
+        return  # every layer stays stock or parameter-free: TE is not needed
+    from .transformer_engine import build_transformer_engine_layers
+
+    replacements = build_transformer_engine_layers(base_model.layers, config, choice)
     for layer_idx, layer in replacements.items():
+        keep_layer_rotary_embedding(base_model.layers[layer_idx], layer)  # e.g. its own `head_dim`
         base_model.layers[layer_idx] = layer
     logger.info(f"Decoder layers on TransformerEngine: {sorted(replacements)} of {config.num_hidden_layers}.")
 

@@ -24,10 +24,10 @@ Accepted forms (`parse_decoder_backend`):
 - `None` or `"stock"`: every layer stays the stock PyTorch layer (the default);
 - `"transformer_engine"`: every layer runs on NVIDIA TransformerEngine;
 - `{"transformer_engine": [0, 2, 5]}`: those layers (indices in `[0, num_hidden_layers)`) on TE, the others stock;
-- `{"transformer_engine": "fp8_compatible"}`: the layers whose matrix products FP8 can run (every GEMM dimension
-  divisible by 16);
+- `{"transformer_engine": "fp8_compatible"}`: the layers whose matrix products the FP8 recipe can run (every GEMM
+  dimension divisible by the recipe's alignment: 16, or 32 for MXFP8, TE's default recipe on Blackwell);
 - `TransformerEngineBackend(layers=..., fp8=...)`: the same choices, plus FP8 execution (`fp8=True` for TE's default
-  recipe, or a TE recipe object).
+  recipe, or a TE recipe object). A chosen layer that the recipe cannot run is refused, by name.
 
 A layer whose attention and MLP are both skipped computes nothing and keeps its parameter-free stock form.
 """
@@ -58,7 +58,11 @@ __all__ = [
 
 STOCK, TRANSFORMER_ENGINE, IDENTITY = "stock", "transformer_engine", "identity"
 _LAYER_RULES = ("all", "fp8_compatible")
-# FP8 GEMMs need every weight dimension divisible by 16 (TE `utils.assert_dim_for_fp8_exec`, 2.20).
+# The alignment of every GEMM dimension that FP8 needs when the recipe is not known (planning from a config alone): 16,
+# that of TE's per-tensor recipes (DelayedScaling, Float8CurrentScaling). TE 2.20.2 `pytorch/utils.py`
+# `assert_dim_for_fp8_exec` checks it; `pytorch/quantization.py` `get_align_size_for_quantization` gives each recipe's
+# (32 for MXFP8, whose scales cover blocks of 32 elements: `pytorch/tensor/mxfp8_tensor.py`), which the backend uses
+# once TE and the recipe are known.
 FP8_ALIGNMENT = 16
 
 
@@ -72,10 +76,11 @@ class TransformerEngineBackend:
 
     Args:
         layers (`str` or `tuple[int, ...]`, *optional*, defaults to `"all"`): `"all"`, `"fp8_compatible"` (the
-            layers whose GEMM dimensions are all divisible by 16), or the indices of the layers.
+            layers whose GEMM dimensions are all divisible by the FP8 recipe's alignment), or the indices of the layers.
         fp8 (`bool` or a TE recipe, *optional*, defaults to `False`): run the TE layers' matrix products in FP8 under
-            `transformer_engine.pytorch.autocast` with this recipe (`True`: TE's default recipe). A TE layer whose
-            dimensions FP8 cannot run stays in the model's dtype and is reported.
+            `transformer_engine.pytorch.autocast` with this recipe (`True`: TE's default recipe for the device). A
+            chosen layer whose dimensions the recipe cannot run is refused by name (`layers="fp8_compatible"` keeps
+            such layers stock).
     """
 
     layers: str | tuple[int, ...] = "all"
@@ -100,12 +105,17 @@ class TransformerEngineBackend:
 
 @dataclass(frozen=True)
 class LayerBackend:
-    """Which backend runs one layer, and whether its matrix products run in FP8 (`note` says why not, if asked)."""
+    """Which backend runs one layer, and whether its matrix products run in FP8.
+
+    `note` says why a layer is not on the backend asked for; `refusal` why FP8, asked for, cannot run the layer (a
+    GEMM dimension the recipe cannot take): building the model raises it, `inspect` shows it.
+    """
 
     layer_idx: int
     backend: str
     fp8: bool = False
     note: str | None = None
+    refusal: str | None = None
 
 
 def parse_decoder_backend(value: Any) -> TransformerEngineBackend | None:
@@ -173,14 +183,13 @@ def _layer_dimensions(layer_config: PreTrainedConfig, skips: list[str]) -> dict[
     return dims
 
 
-def fp8_incompatibility(layer_config: PreTrainedConfig, skips: list[str]) -> str | None:
-    """Why FP8 cannot run a layer's matrix products (`None` if it can)."""
+def fp8_incompatibility(
+    layer_config: PreTrainedConfig, skips: list[str], alignment: int = FP8_ALIGNMENT
+) -> str | None:
+    """Why FP8 with a recipe of this `alignment` cannot run a layer's matrix products (`None` if it can)."""
     for name, (out_features, in_features) in _layer_dimensions(layer_config, skips).items():
-        if out_features % FP8_ALIGNMENT or in_features % FP8_ALIGNMENT:
-            return (
-                f"{name} weight is {out_features}x{in_features}, FP8 GEMMs need both dimensions divisible by "
-                f"{FP8_ALIGNMENT}"
-            )
+        if out_features % alignment or in_features % alignment:
+            return f"{name} weight is {out_features}x{in_features}, not divisible by {alignment}"
     return None
 
 
@@ -194,8 +203,13 @@ def transformer_engine_model_types() -> list[str]:
     )
 
 
-def plan_layer_backends(config: PreTrainedConfig, choice: TransformerEngineBackend | None) -> list[LayerBackend]:
+def plan_layer_backends(
+    config: PreTrainedConfig, choice: TransformerEngineBackend | None, fp8_alignment: int = FP8_ALIGNMENT
+) -> list[LayerBackend]:
     """The backend of every layer of a model built from `config` with `choice`, from the config alone (no TE needed).
+
+    `fp8_alignment` is what the FP8 recipe needs of every GEMM dimension; the backend passes the recipe's own once TE
+    is imported (TE 2.20.2 `quantization.get_align_size_for_quantization`: 32 for MXFP8).
 
     Raises:
         DecoderBackendError: a layer index out of range or repeated, or TE asked for an architecture it cannot run.
@@ -221,7 +235,7 @@ def plan_layer_backends(config: PreTrainedConfig, choice: TransformerEngineBacke
     for layer_idx in range(num_layers):
         skips = get_layer_overrides(config, layer_idx).get("skip", [])
         layer_config = config.per_layer_config[layer_idx]
-        no_fp8 = fp8_incompatibility(layer_config, skips)
+        no_fp8 = fp8_incompatibility(layer_config, skips, fp8_alignment)
         if {"attention", "mlp"}.issubset(skips):
             plan.append(LayerBackend(layer_idx, IDENTITY, note="attention and mlp skipped: nothing to run"))
             continue
@@ -234,7 +248,7 @@ def plan_layer_backends(config: PreTrainedConfig, choice: TransformerEngineBacke
         if not chosen:
             plan.append(LayerBackend(layer_idx, STOCK, note=no_fp8 if choice.layers == "fp8_compatible" else None))
         elif choice.fp8 and no_fp8 is not None:
-            plan.append(LayerBackend(layer_idx, TRANSFORMER_ENGINE, fp8=False, note=f"runs unquantized: {no_fp8}"))
+            plan.append(LayerBackend(layer_idx, TRANSFORMER_ENGINE, refusal=no_fp8))
         else:
             plan.append(LayerBackend(layer_idx, TRANSFORMER_ENGINE, fp8=bool(choice.fp8)))
     return plan

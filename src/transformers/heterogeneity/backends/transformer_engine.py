@@ -48,7 +48,8 @@ from ...modeling_layers import GradientCheckpointingLayer
 from ...utils import logging
 from ..linear_utils import LinearSubBlock
 from ..skip_utils import SkippedModule
-from .selection import DecoderBackendError, LayerBackend, TransformerEngineBackend
+from .selection import TRANSFORMER_ENGINE, DecoderBackendError, TransformerEngineBackend, plan_layer_backends
+from .transformer_engine_precision import ModelPrecision, check_fp8_plan, model_precision, pad_tokens
 from .transformer_engine_weights import layer_weight_conversions
 
 
@@ -58,7 +59,7 @@ __all__ = [
     "TESTED_TRANSFORMER_ENGINE_VERSION",
     "TransformerEngineDecoderLayer",
     "TransformerEngineUnavailableError",
-    "build_transformer_engine_layer",
+    "build_transformer_engine_layers",
     "import_transformer_engine",
 ]
 
@@ -69,8 +70,6 @@ _MLP_MEMBERS = frozenset({"gate_proj", "up_proj", "down_proj", "act_fn"})
 _LAYER_MEMBERS = frozenset({"input_layernorm", "self_attn", "post_attention_layernorm", "mlp", "rotary_emb"})
 # `hidden_act` values TE's `swiglu` computes exactly: SiLU of the first half (gate) times the second half (up).
 _SWIGLU_ACTIVATIONS = frozenset({"silu", "swish"})
-# FP8 GEMMs need the token count (product of the leading dimensions) divisible by 8 (TE `assert_dim_for_fp8_exec`).
-_FP8_TOKEN_ALIGNMENT = 8
 # TE's "no sliding window" for an "arbitrary" mask (the mask holds any window); `None` would become `(-1, 0)`.
 _NO_WINDOW = (-1, -1)
 
@@ -91,10 +90,18 @@ def import_transformer_engine() -> Any:
     try:
         import transformer_engine.pytorch as te
     except (ImportError, OSError, RuntimeError) as error:
+        # The `core_cu12` / `core_cu13` extra brings TE's core library built for that CUDA major version; `pytorch`
+        # alone brings only the extension (TE 2.20.2 wheel metadata; `common/__init__.py` refuses a missing core).
+        major = torch.version.cuda.split(".")[0] if torch.version.cuda else None
+        extra = f"core_cu{major}" if major else "core_cu12"
+        install = (
+            f"`pip install --no-build-isolation 'transformer-engine[pytorch,{extra}]=={TESTED_TRANSFORMER_ENGINE_VERSION}'`"
+            + (f" (the core for torch's CUDA {major})" if major else " (core_cu13 for a CUDA 13 build of torch)")
+        )
         raise TransformerEngineUnavailableError(
             "decoder_backend='transformer_engine' needs NVIDIA TransformerEngine for PyTorch, which could not be "
             f"imported ({type(error).__name__}: {error}). On a machine with a CUDA GPU and a CUDA build of torch, "
-            f"install it with `pip install --no-build-isolation 'transformer-engine[pytorch]=={TESTED_TRANSFORMER_ENGINE_VERSION}'`, or "
+            f"install it with {install}; its PyTorch extension compiles against torch and needs the CUDA toolkit. Or "
             "leave decoder_backend unset to run the stock layers."
         ) from error
     if not torch.cuda.is_available():
@@ -274,14 +281,18 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
         init_method,
         device,
         dtype,
-        fp8_recipe: Any = None,
+        precision: ModelPrecision,
+        fp8: bool = False,
     ):
         super().__init__()
         self.layer_idx = layer_idx
         self.shape = shape
         self._te = te
         self._apply_rotary_pos_emb = apply_rotary_pos_emb
-        self.fp8_recipe = fp8_recipe
+        self.precision = precision
+        self.fp8 = fp8
+        # FP8 GEMMs need the token count aligned (`transformer_engine_precision.py`); other layers need nothing.
+        self.token_alignment = precision.token_alignment if fp8 else 1
         common = {"params_dtype": dtype, "device": device, "init_method": init_method}
 
         def linear_sub_block(eps: float) -> nn.Module:  # `x + W @ norm(x)`
@@ -313,7 +324,7 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
 
     @property
     def backend(self) -> str:
-        return "transformer_engine (fp8)" if self.fp8_recipe is not None else "transformer_engine"
+        return "transformer_engine (fp8)" if self.fp8 else "transformer_engine"
 
     def forward(
         self,
@@ -325,23 +336,29 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        with self._precision(hidden_states):
+        # FP8 with the model's recipe where chosen, off otherwise (an outer autocast cannot then run a layer whose
+        # dimensions FP8 cannot take); the recipe object is the model's, built once (`transformer_engine_precision.py`).
+        with self._te.autocast(enabled=self.fp8, recipe=self.precision.recipe):
             if isinstance(self.self_attention, TransformerEngineAttention):
                 hidden_states = hidden_states + self._attend(
                     hidden_states, attention_mask, position_embeddings, past_key_values
                 )
             elif self.self_attention is not None:
-                hidden_states = hidden_states + self.self_attention(hidden_states)
+                hidden_states = hidden_states + self._gemm(self.self_attention, hidden_states)
             if self.layernorm_mlp is not None:
-                hidden_states = hidden_states + self.layernorm_mlp(hidden_states)
+                hidden_states = hidden_states + self._gemm(self.layernorm_mlp, hidden_states)
         return hidden_states
+
+    def _gemm(self, module: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+        """A TE module with GEMMs on `hidden_states`, its token rows padded to what FP8 needs (a no-op without FP8)."""
+        return pad_tokens(module, hidden_states, self.token_alignment)
 
     def _attend(self, hidden_states, attention_mask, position_embeddings, past_key_values) -> torch.Tensor:
         attention = self.self_attention
         batch_size, query_length, _ = hidden_states.shape
         query, key, value = (
             states.view(batch_size, query_length, -1, attention.head_dim)  # bshd
-            for states in attention.layernorm_qkv(hidden_states).split(attention.split_sizes, dim=-1)
+            for states in self._gemm(attention.layernorm_qkv, hidden_states).split(attention.split_sizes, dim=-1)
         )
         if attention.q_norm is not None:  # before rope, as Qwen3 does
             query, key = attention.q_norm(query), attention.k_norm(key)
@@ -361,20 +378,7 @@ class TransformerEngineDecoderLayer(GradientCheckpointingLayer):
             window_size=window_size,
             qkv_format="bshd",
         )
-        return attention.proj(context)
-
-    def _precision(self, hidden_states: torch.Tensor):
-        """TE's autocast for this layer: FP8 with its recipe when asked and the call's token count allows it, off
-        otherwise (so an outer autocast cannot run a layer whose dimensions FP8 cannot take)."""
-        fp8 = self.fp8_recipe is not None
-        tokens = hidden_states.shape[:-1].numel()
-        if fp8 and tokens % _FP8_TOKEN_ALIGNMENT:
-            logger.warning_once(
-                f"Layer {self.layer_idx}: a call with {tokens} tokens runs unquantized; FP8 GEMMs need the token count "
-                f"divisible by {_FP8_TOKEN_ALIGNMENT}."
-            )
-            fp8 = False
-        return self._te.autocast(enabled=fp8, recipe=self.fp8_recipe if fp8 else None)
+        return self._gemm(attention.proj, context)
 
     def weight_conversions(self, prefix: str) -> list[Any]:
         """Load-time transforms from HF checkpoint names under `prefix` (`layers.3.`) to this layer's; `save_pretrained`
@@ -389,7 +393,9 @@ def _te_mask(attention_mask: Any, window_size: tuple[int, int] | None, layer_idx
     causal mask be implied (sdpa); TE's boolean masks are True where masked out (TE 2.20.2, `attention/dot_product_attention`). TE's
     `"arbitrary"` mask is the caller's mask as is (TE runs it on its unfused backend); an implied causal mask is
     aligned bottom-right, which covers a cached step (queries are the last positions) and equals top-left without a
-    cache.
+    cache. Without a mask the layer's window goes to TE: HF's own SDPA masks hold the window whenever it binds
+    (transformers 5.23 `masking_utils._ignore_causal_mask_sdpa` never skips a mask once the keys reach the window), but
+    a caller may give none (a per-layer-type mapping of `None`, as flash-style mask functions do).
     """
     if attention_mask is None:
         return None, "causal_bottom_right", window_size
@@ -418,42 +424,63 @@ def _ignore_missing_extra_state(module: nn.Module, incompatible_keys) -> None:
     ]
 
 
-def build_transformer_engine_layer(
-    stock_layer: nn.Module, layer_config: Any, plan: LayerBackend, choice: TransformerEngineBackend
-) -> TransformerEngineDecoderLayer:
-    """The TE layer that computes what `stock_layer` (built from `layer_config`) computes, on the same device and in
-    the same dtype; its weights are TE's initialisation with the config's `initializer_range` (loading overwrites them).
+def build_transformer_engine_layers(
+    layers: nn.ModuleList, config: Any, choice: TransformerEngineBackend
+) -> dict[int, TransformerEngineDecoderLayer]:
+    """The TE layers of a model built from `config`, by layer index: each computes what its stock layer in `layers`
+    (built from `config.per_layer_config[i]`) computes, on the same device and in the same dtype. Every chosen layer
+    is checked before the first is built. A layer's weights are TE's initialisation with the config's
+    `initializer_range`, or, for stock layers on the meta device (`from_pretrained`), nothing until loading.
 
     Raises:
         TransformerEngineUnavailableError: TE or CUDA is missing.
-        DecoderBackendError: the stock layer has something TE cannot express, or FP8 was asked for where TE cannot
-            run it.
+        DecoderBackendError: a stock layer has something TE cannot express, or FP8 was asked for where the recipe or
+            the device cannot run it.
     """
-    layer_idx = plan.layer_idx
-    shape = _read_layer_shape(stock_layer, layer_config, layer_idx)
     te = import_transformer_engine()
-    fp8_recipe = _fp8_recipe(te, choice, plan)
-    reference = next(iter(stock_layer.parameters()), None)
-    device = reference.device if reference is not None else torch.get_default_device()
-    dtype = reference.dtype if reference is not None else torch.get_default_dtype()
-    init_method = functools.partial(nn.init.normal_, mean=0.0, std=getattr(layer_config, "initializer_range", 0.02))
-    # The architecture's own rope function, so that the TE layer rotates exactly as the stock layer does.
-    apply_rotary_pos_emb = sys.modules[type(stock_layer).__module__].apply_rotary_pos_emb
-    return TransformerEngineDecoderLayer(
-        te, shape, layer_idx, apply_rotary_pos_emb, init_method, device, dtype, fp8_recipe=fp8_recipe
-    )
-
-
-def _fp8_recipe(te: Any, choice: TransformerEngineBackend, plan: LayerBackend) -> Any:
-    if not choice.fp8:
-        return None
-    if not plan.fp8:
-        logger.warning(f"Layer {plan.layer_idx}: TransformerEngine {plan.note}.")
-        return None
-    available, reason = te.is_fp8_available(return_reason=True)
-    if not available:
-        raise DecoderBackendError(
-            f"Layer {plan.layer_idx}: decoder_backend asks for FP8, which this device cannot run ({reason}); drop "
-            "`fp8` from TransformerEngineBackend."
+    precision = model_precision(te, choice)
+    plan = [
+        entry
+        for entry in plan_layer_backends(config, choice, fp8_alignment=precision.alignment)
+        if entry.backend == TRANSFORMER_ENGINE
+    ]
+    shapes = {
+        entry.layer_idx: _read_layer_shape(
+            layers[entry.layer_idx], config.per_layer_config[entry.layer_idx], entry.layer_idx
         )
-    return te.get_default_recipe() if choice.fp8 is True else choice.fp8
+        for entry in plan
+    }
+    check_fp8_plan(te, plan, precision)
+    fp8_layers = [entry.layer_idx for entry in plan if entry.fp8]
+    if fp8_layers:
+        logger.info(
+            f"TransformerEngine FP8 ({precision.recipe_name}) on layers {fp8_layers}: their GEMMs' token rows are padded "
+            f"to a multiple of {precision.token_alignment}."
+        )
+    built = {}
+    for entry in plan:
+        stock_layer, layer_config = layers[entry.layer_idx], config.per_layer_config[entry.layer_idx]
+        reference = next(iter(stock_layer.parameters()), None)
+        device = reference.device if reference is not None else torch.get_default_device()
+        dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+        init_method = functools.partial(
+            nn.init.normal_, mean=0.0, std=getattr(layer_config, "initializer_range", 0.02)
+        )
+        # The architecture's own rope function, so that the TE layer rotates exactly as the stock layer does.
+        apply_rotary_pos_emb = sys.modules[type(stock_layer).__module__].apply_rotary_pos_emb
+        built[entry.layer_idx] = TransformerEngineDecoderLayer(
+            te, shapes[entry.layer_idx], entry.layer_idx, apply_rotary_pos_emb, init_method, _te_device(device), dtype,
+            precision, fp8=entry.fp8,
+        )  # fmt: skip
+    return built
+
+
+def _te_device(device: torch.device) -> torch.device | str:
+    """The `device` argument for TE modules: the string `"meta"` for the meta device.
+
+    TE 2.20.2's `Linear`, `LayerNormLinear` and `LayerNormMLP` defer their initialisation only when `device == "meta"`
+    (`module/linear.py`, `module/layernorm_linear.py`, `module/layernorm_mlp.py`: `reset_parameters(defer_init=device
+    == "meta")`), and `torch.device("meta") == "meta"` is False: given the `torch.device`, `reset_parameters`
+    (`module/base.py`) allocates every parameter on the GPU and initialises it, before loading overwrites it.
+    """
+    return "meta" if device.type == "meta" else device

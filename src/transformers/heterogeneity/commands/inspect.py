@@ -35,6 +35,15 @@ def inspect(
         ),
     ] = None,
     fp8: Annotated[bool, typer.Option(help="With --decoder-backend: show which TE layers FP8 can run.")] = False,
+    fp8_alignment: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --decoder-backend: what the FP8 recipe needs of every GEMM dimension (for --fp8 and the "
+            "'fp8_compatible' rule): 16 for TE's per-tensor recipes (the default below Blackwell), 32 for MXFP8 (the "
+            "default on Blackwell).",
+        ),
+    ] = 16,
 ) -> None:
     """Print each layer's sub-blocks (attention / linear / skipped), dimensions, parameters, KV bytes and FLOPs per
     token, and the model's totals. Works for any supported checkpoint, including nemotron-nas and deci. Reads only
@@ -64,7 +73,9 @@ def inspect(
             kv_dtype, source = checkpoint_dtype(config, config_file.parent)
         else:
             kv_dtype, source = getattr(torch, dtype), "--dtype"
-        summary = summarize_config(unquantized(config), dtype=kv_dtype, decoder_backend=choice)
+        summary = summarize_config(
+            unquantized(config), dtype=kv_dtype, decoder_backend=choice, fp8_alignment=fp8_alignment
+        )
     except (OSError, ValueError) as error:
         _fail(f"cannot inspect {path}: {error}")
     typer.echo(f"{path}: model_type {config.model_type}, {config.num_hidden_layers} layers")
