@@ -498,3 +498,27 @@ def test_a_nemotron_nas_checkpoint_runs_on_transformer_engine(tmp_path, te_runti
     input_ids = make_input_ids(seq_len=7).to(te_runtime.device) % stock.config.vocab_size
     with te_runtime.active(), torch.no_grad():
         torch.testing.assert_close(model(input_ids).logits, stock(input_ids).logits, atol=ATOL, rtol=1e-4)
+
+
+def test_te_parameters_the_checkpoint_lacks_get_te_s_init(tmp_path, te_runtime):
+    """A tensor missing from the checkpoint is reported as newly initialised; on a TE layer it must then hold TE's
+    initial values (the stock model's `_init_weights` skips TE modules), not the memory it was allocated with, and
+    the other parameters of the same TE module keep their loaded values."""
+    from safetensors.torch import save_file
+
+    stock = build_model(ARCHS["llama"], PER_LAYER, 3)
+    stock.save_pretrained(tmp_path / "stock")
+    weights = load_file(tmp_path / "stock" / "model.safetensors")
+    del weights["model.layers.0.mlp.down_proj.weight"]
+    save_file(weights, tmp_path / "stock" / "model.safetensors", metadata={"format": "pt"})
+    with te_runtime.active():
+        model, info = AutoModelForCausalLM.from_pretrained(
+            tmp_path / "stock", decoder_backend="transformer_engine", output_loading_info=True
+        )
+    assert info["missing_keys"] == {"model.layers.0.layernorm_mlp.fc2_weight"}
+    layernorm_mlp = model.model.layers[0].layernorm_mlp
+    fc2 = layernorm_mlp.fc2_weight.detach()
+    assert torch.isfinite(fc2).all()
+    assert 0.5 * stock.config.initializer_range < fc2.std() < 2 * stock.config.initializer_range
+    intermediate = stock.config.per_layer_config[0].intermediate_size
+    torch.testing.assert_close(layernorm_mlp.fc1_weight[:intermediate], weights["model.layers.0.mlp.gate_proj.weight"])

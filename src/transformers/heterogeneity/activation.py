@@ -319,7 +319,8 @@ def patch_export_cache_layout(executorch: ModuleType) -> Callable[[], None]:
 
 
 def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
-    """`PreTrainedModel.from_pretrained`, `PreTrainedModel._from_config` and `get_model_conversion_mapping`
+    """`PreTrainedModel.from_pretrained`, `PreTrainedModel._from_config`, `PreTrainedModel._initialize_missing_keys` and
+    `get_model_conversion_mapping`
     (transformers 5.23, `modeling_utils.py`; the latter also as `conversion_mapping.get_model_conversion_mapping`,
     which `core_model_loading.revert_weight_conversion` imports when saving).
 
@@ -328,9 +329,10 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
     both entry points take `decoder_backend=...` and build the model inside `backends.use_decoder_backend(...)`, the
     run-time choice that is never stored in the config (like `attn_implementation`); a model's transforms also include
     those of its TransformerEngine layers (HF names and shapes <-> TE's), so loading maps each tensor as it streams in
-    and `save_pretrained` maps back. Homogeneous stock models get exactly upstream's result (no TE layer, no
-    transform). Removal: upstream takes `decoder_backend` like `attn_implementation` and asks the model for
-    per-instance weight transforms.
+    and `save_pretrained` maps back; `_initialize_missing_keys` also initialises the TE parameters a checkpoint lacks
+    (upstream's `_init_weights` cannot: it skips TE modules). Homogeneous stock models get exactly upstream's result
+    (no TE layer, no transform). Removal: upstream takes `decoder_backend` like `attn_implementation` and asks the
+    model for per-instance weight transforms and initialisation.
     """
     from .. import conversion_mapping
 
@@ -362,14 +364,26 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
         # hetero-patch: per-instance transforms of the TE layers
         return original_mapping(model, *args, **kwargs) + model_weight_conversions(model)
 
+    original_initialize = cls._initialize_missing_keys
+    _check_signature(original_initialize, ["self", "is_quantized"], "PreTrainedModel._initialize_missing_keys")
+
+    @functools.wraps(original_initialize)
+    def _initialize_missing_keys(self, is_quantized):
+        original_initialize(self, is_quantized)
+        from .backends.modeling import initialize_missing_parameters
+
+        initialize_missing_parameters(self)  # hetero-patch: TE parameters the checkpoint lacks
+
     for name, original in originals.items():
         setattr(cls, name, with_decoder_backend(original.__func__))
+    cls._initialize_missing_keys = _initialize_missing_keys
     modeling_utils.get_model_conversion_mapping = get_model_conversion_mapping
     conversion_mapping.get_model_conversion_mapping = get_model_conversion_mapping
 
     def undo() -> None:
         for name, original in originals.items():
             setattr(cls, name, original)
+        cls._initialize_missing_keys = original_initialize
         modeling_utils.get_model_conversion_mapping = original_mapping
         conversion_mapping.get_model_conversion_mapping = original_mapping
 

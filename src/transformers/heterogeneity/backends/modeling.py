@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ...utils import logging
@@ -32,7 +33,7 @@ from .selection import TRANSFORMER_ENGINE, plan_layer_backends, requested_decode
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["apply_decoder_backend", "model_weight_conversions"]
+__all__ = ["apply_decoder_backend", "initialize_missing_parameters", "model_weight_conversions"]
 
 
 def apply_decoder_backend(base_model: nn.Module) -> None:
@@ -63,3 +64,29 @@ def model_weight_conversions(model: nn.Module) -> list[Any]:
         if isinstance(module, TransformerEngineDecoderLayer):
             conversions += module.weight_conversions(f"{name.removeprefix(base_prefix)}.")
     return conversions
+
+
+def initialize_missing_parameters(model: nn.Module) -> None:
+    """Initialises the TE parameters that loading left unset, with TE's own init of each parameter.
+
+    `from_pretrained` marks every parameter it loads (`_is_hf_initialized`, transformers 5.23 `core_model_loading.py`)
+    and then runs the model's `_init_weights` on the rest; TE modules are kept out of `_init_weights` (it would set the
+    projection of a `LayerNormLinear` to ones, taking it for a norm), so a TE parameter whose tensor the checkpoint
+    lacks would keep the uninitialised memory it was allocated with while the load report calls it newly initialised.
+    Each such parameter gets the init function TE registered for it (`param_init_meta`, TE 2.20.2 `module/base.py`),
+    leaving the loaded parameters of the same module untouched.
+    """
+    from .transformer_engine import TransformerEngineDecoderLayer
+
+    for layer in model.modules():
+        if not isinstance(layer, TransformerEngineDecoderLayer):
+            continue
+        for module in layer.modules():
+            init_meta = getattr(module, "param_init_meta", None)
+            if not init_meta:
+                continue
+            for name, parameter in module.named_parameters(recurse=False):
+                if not getattr(parameter, "_is_hf_initialized", False) and name in init_meta:
+                    with torch.no_grad():
+                        init_meta[name].init_fn(parameter.data)
+                    parameter._is_hf_initialized = True
