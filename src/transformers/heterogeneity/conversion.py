@@ -54,7 +54,14 @@ from .models.format_utils import CheckpointFormatConfigMixin
 from .staging import check_destination, staged_output_directory
 
 
-__all__ = ["ConversionError", "convert_checkpoint"]
+__all__ = [
+    "ConversionError",
+    "canonical_config",
+    "convert_checkpoint",
+    "list_weight_files",
+    "loading_rename",
+    "read_tensor_names",
+]
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -89,10 +96,9 @@ def convert_checkpoint(
     source, destination = Path(source), Path(destination)
     check_destination(destination, what="converted checkpoint")  # before reading the source: fail fast
     config = _read_config(source)
-    weight_files = _weight_files(source)
-    canonical_dict = anymodel_canonical_dict(config) if is_anymodel_config(config) else config.to_canonical_dict()
-    canonical = CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
-    tensors = _tensor_names(source, weight_files)
+    weight_files = list_weight_files(source)
+    canonical = canonical_config(config)
+    tensors = read_tensor_names(source, weight_files)
     dropped = _check_tensor_names(source, config, canonical, tensors, drop_unused, progress)
     rewritten = {name for name, names in tensors.items() if dropped & set(names)}
     other_files = sorted(
@@ -139,7 +145,18 @@ def _read_config(source: Path) -> PreTrainedConfig:
     return config
 
 
-def _weight_files(source: Path) -> list[str]:
+def canonical_config(config: PreTrainedConfig) -> PreTrainedConfig:
+    """The same model in the canonical form (stock model type plus `per_layer_config`); a canonical config as it is."""
+    if is_anymodel_config(config):
+        canonical_dict = anymodel_canonical_dict(config)
+    elif isinstance(config, CheckpointFormatConfigMixin):
+        canonical_dict = config.to_canonical_dict()
+    else:
+        return config
+    return CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
+
+
+def list_weight_files(source: Path) -> list[str]:
     if (source / INDEX_FILE).is_file():
         try:
             weight_map = json.loads((source / INDEX_FILE).read_text())["weight_map"]
@@ -155,7 +172,7 @@ def _weight_files(source: Path) -> list[str]:
     raise ConversionError(f"{source} has no {INDEX_FILE} and no {SINGLE_FILE}; only safetensors checkpoints convert.")
 
 
-def _tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
+def read_tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
     """Weight file -> the tensor names in its safetensors header."""
     tensors = {}
     for name in weight_files:
@@ -179,7 +196,7 @@ def _check_tensor_names(
 ) -> set[str]:
     """Every tensor, under the name upstream gives it when loading the canonical model, must be one that model holds,
     and every tensor of the model must be there. Returns the tensors to leave out."""
-    # Built unquantized; the quantized tensor names are mapped back to its parameters below (`_loading_rename`).
+    # Built unquantized; the quantized tensor names are mapped back to its parameters below (`loading_rename`).
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(unquantized(canonical))
     expected = set(model.state_dict())
@@ -187,7 +204,7 @@ def _check_tensor_names(
         expected.discard("lm_head.weight")
     stock_ignores = [re.compile(pattern) for pattern in model._keys_to_ignore_on_load_unexpected or ()]
     unused_kinds = _family_model_class(config)._unused_tensors if config.model_type in CHECKPOINT_FORMATS else ()
-    rename = _loading_rename(canonical)
+    rename = loading_rename(canonical)
     found, unexpected, kept, dropped, refused = set(), [], [], set(), []
     for name in sorted(name for names in tensors.values() for name in names):
         unused = any(re.search(kind.pattern, name) for kind in unused_kinds)
@@ -224,7 +241,7 @@ def _family_model_class(config: PreTrainedConfig) -> type:
     return checkpoint_format.model_class(checkpoint_format.models["AutoModelForCausalLM"])
 
 
-def _loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
+def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
     """The name a checkpoint tensor gets when upstream loads it into a model of `config`: the model type's checkpoint
     conversion mapping (`conversion_mapping.py`: renames, then at most one converter, as `rename_source_key` applies
     them), and for MXFP4 experts `{name}_blocks` / `{name}_scales` -> `{name}` (upstream's MXFP4 integration loads both
