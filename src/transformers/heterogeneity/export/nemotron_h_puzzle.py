@@ -17,10 +17,11 @@ The released format (see `models/nemotron_h_puzzle/configuration_nemotron_h_puzz
 
 - `block_configs`: one flat entry per block keyed by `block_type`; a MoE block always gives its expert count, top-k,
   expert width and shared-expert width, an MLP block its width. An optional field (`moe_latent_size`,
-  `routed_scaling_factor`, `n_group`, `topk_group`, `norm_topk_prob`, a Mamba block's `ssm_state_size`) is written
-  in every block of its type when some block's value differs from the global one; otherwise the global value stays.
-- Every field written in a block is listed in `blockwise_members` and deleted from the globals (a block that lacked
-  it would read NemotronH's default, not the model's global value: that is why optional fields go in every block).
+  `routed_scaling_factor`, `n_group`, `topk_group`, `norm_topk_prob`, a Mamba block's `ssm_state_size`) stays a
+  global value while every block has the global value; otherwise it is written in each block whose value is not
+  NemotronH's default.
+- Every field written in a block is listed in `blockwise_members` and deleted from the globals, so a block that leaves
+  it out reads NemotronH's default (the release's remote code deletes the global and reads the default back).
 - `hybrid_override_pattern` is derived from the block types. No MTP layers are written (the model has none).
 - Tensors: NemotronH's released names, as upstream's checkpoint conversion mapping for `nemotron_h` reverts them
   (`conversion_mapping.py`: `backbone.` for `model.`, one `mixer.experts.{e}.up_proj.weight` / `down_proj.weight`
@@ -96,16 +97,18 @@ def plan_nemotron_h_puzzle(config: Any) -> ExportPlan:
                 raise refuse(FAMILY, idx, name, value, f"it is not a field of {block_type!r} blocks")
         layer = config.per_layer_config[idx]
         layer_values.append({name: getattr(layer, name) for name in BLOCK_FIELDS[block_type]})
-    written = _blockwise_fields(block_types, layer_values, globals_)
+    defaults = NemotronHConfig().to_dict()
+    written = _blockwise_fields(block_types, layer_values, globals_, defaults)
     blocks, expected = [], {}
     for new_idx, (block_type, values) in enumerate(zip(block_types, layer_values)):
         block = {"block_type": block_type}
-        # The release's writer drops null fields.
+        # A written optional field is deleted from the globals, so a block leaving it out reads NemotronH's default:
+        # each block writes it where its value is another (the release's writer drops nulls too).
         block.update(
             {
                 name: values[name]
-                for name in BLOCK_FIELDS[block_type]
-                if name in written[block_type] and values[name] is not None
+                for name, (required, _, _) in BLOCK_FIELDS[block_type].items()
+                if name in written[block_type] and (required or values[name] != defaults.get(name))
             }
         )
         blocks.append(block)
@@ -142,12 +145,12 @@ def plan_nemotron_h_puzzle(config: Any) -> ExportPlan:
 
 
 def _blockwise_fields(
-    block_types: list[str], layer_values: list[dict[str, Any]], globals_: dict[str, Any]
+    block_types: list[str], layer_values: list[dict[str, Any]], globals_: dict[str, Any], defaults: dict[str, Any]
 ) -> dict[str, set[str]]:
     """Per block type, the fields written in its blocks: the required ones, and the optional ones where some block
     differs from the global value. Such a field is then deleted from the globals, so a block that leaves it out (the
-    writer drops nulls) reads NemotronH's default: allowed only where that default is the block's null."""
-    defaults = NemotronHConfig().to_dict()
+    writer drops nulls) reads NemotronH's default (`defaults`): a null value is allowed only where that default is
+    null."""
     written = {}
     for block_type, fields in BLOCK_FIELDS.items():
         values = [values for kind, values in zip(block_types, layer_values) if kind == block_type]
