@@ -365,3 +365,11 @@ def test_export_holds_one_shard_not_the_model(tmp_path):
     # the model's size.
     assert growth < model_bytes / 2, (growth, model_bytes)
     assert len(list((tmp_path / "out").glob("*.safetensors"))) == len(shards)
+
+
+def test_docs_show_the_compatibility_table_the_exports_write():
+    from transformers.heterogeneity.export.engines import SUB_BLOCK_KINDS, compatibility_table
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "source" / "en" / "heterogeneity_export.md").read_text()
+    for family in SUB_BLOCK_KINDS:
+        assert compatibility_table(family) in page, family
