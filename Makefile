@@ -54,8 +54,8 @@ gpu-check: install
 
 # llama.cpp runs an exported Nemotron-NAS child (docs/source/en/heterogeneity_export.md): its own
 # `convert_hf_to_gguf.py` converts the export, and its CPU library (through the pure-Python bindings of the same source
-# distribution) computes logits that are compared with ours. Not part of `make test`: building llama.cpp takes ~12
-# minutes on 2 cores, once (the check itself ~1 minute); the build is cached under $(LLAMA_CPP_CACHE) (git-ignored) and reused.
+# distribution) computes logits that are compared with ours. Not part of `make test`: building llama.cpp takes ~5
+# minutes on 2 cores, once (the check itself ~1 minute); the build is cached under $(LLAMA_CPP_CACHE) (git-ignored).
 LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
 DISKCACHE_VERSION ?= 5.6.3
 LLAMA_CPP_CACHE ?= .cache
