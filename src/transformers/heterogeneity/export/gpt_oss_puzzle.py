@@ -30,6 +30,7 @@ from .plan import (
     ExportError,
     ExportPlan,
     check_layer_fields,
+    check_source_type,
     layer_overrides,
     plain_tensor,
     refuse,
@@ -49,11 +50,7 @@ AUTO_MAP = {
 
 def plan_gpt_oss_puzzle(config: Any) -> ExportPlan:
     """The gpt-oss-puzzle checkpoint of a canonical GPT-OSS config; refuses what the format cannot express."""
-    if config.model_type != "gpt_oss":
-        raise ExportError(
-            f"Cannot export a '{config.model_type}' model to {FAMILY}: its blocks are GPT-OSS layers; only gpt_oss "
-            "models (or gpt_oss_puzzle checkpoints) are written in it. Nothing was written."
-        )
+    check_source_type(FAMILY, config, ("gpt_oss",), "its blocks are GPT-OSS decoder layers")
     overrides = layer_overrides(config)
     for layer_idx, values in sorted(overrides.items()):
         if values.get("skip"):

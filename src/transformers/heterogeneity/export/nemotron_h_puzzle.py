@@ -47,6 +47,7 @@ from .plan import (
     ExportError,
     ExportPlan,
     check_layer_fields,
+    check_source_type,
     layer_overrides,
     refuse,
     release_conventions,
@@ -72,11 +73,7 @@ _MTP_KEYS = ("mtp_layers_block_type", "mtp_hybrid_override_pattern", "mtp_block_
 
 def plan_nemotron_h_puzzle(config: Any) -> ExportPlan:
     """The Nemotron-H Puzzle checkpoint of a canonical NemotronH config; refuses what the format cannot express."""
-    if config.model_type != "nemotron_h":
-        raise ExportError(
-            f"Cannot export a '{config.model_type}' model to {FAMILY}: its blocks are NemotronH blocks; only "
-            "nemotron_h models (or nemotron_h_puzzle checkpoints) are written in it. Nothing was written."
-        )
+    check_source_type(FAMILY, config, ("nemotron_h",), "its blocks are NemotronH blocks")
     overrides = layer_overrides(config)
     all_fields = {name for fields in BLOCK_FIELDS.values() for name in fields}
     check_layer_fields(

@@ -52,6 +52,7 @@ from .plan import (
     ExportError,
     ExportPlan,
     check_layer_fields,
+    check_source_type,
     layer_overrides,
     refuse,
     release_conventions,
@@ -102,12 +103,9 @@ def ffn_mult_for_width(width: int, hidden_size: int) -> float:
 
 def plan_nemotron_nas(config: Any) -> ExportPlan:
     """The Nemotron-NAS checkpoint of a canonical Llama-family config; refuses what the format cannot express."""
-    if config.model_type not in SOURCE_MODEL_TYPES:
-        raise ExportError(
-            f"Cannot export a '{config.model_type}' model to {FAMILY}: its blocks are Llama decoder layers (no "
-            f"q/k/v-only biases, no QK norm, no window), which {list(SOURCE_MODEL_TYPES)} models have. Nothing was "
-            "written."
-        )
+    check_source_type(
+        FAMILY, config, SOURCE_MODEL_TYPES, "its blocks are Llama decoder layers (no q/k/v-only biases, no QK norm)"
+    )
     overrides = layer_overrides(config)
     check_layer_fields(
         FAMILY,

@@ -83,6 +83,15 @@ def refuse(family: str, layer_idx: int, name: str, value: Any, why: str) -> Expo
     )
 
 
+def check_source_type(family: str, config: Any, model_types: tuple[str, ...], why: str) -> None:
+    """Refuses a source whose layers are not the family's (`why` says what the family's layers are)."""
+    if config.model_type not in model_types:
+        raise ExportError(
+            f"Cannot export a '{config.model_type}' model to {family}: {why}; {list(model_types)} models are written "
+            "in it. Nothing was written."
+        )
+
+
 def layer_overrides(config: Any) -> dict[int, dict[str, Any]]:
     """The sparse `per_layer_config` of a canonical config, by layer index (the overrides only, skips included)."""
     raw = config.to_dict().get("per_layer_config") or {}
