@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-install gpu-check quality style clean
+.PHONY: install demo test bench gpu-install gpu-check llama-cpp-check quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,33 @@ gpu-check: gpu-install
 		tests/heterogeneity/test_backends_transformer_engine_precision.py tests/heterogeneity/test_backends_selection.py \
 		tests/heterogeneity/transformer_engine
 	$(BIN)/python -m benchmarks.transformer_engine $(BENCH_ARGS)
+
+# llama.cpp runs an exported Nemotron-NAS child (docs/source/en/heterogeneity_export.md): its own
+# `convert_hf_to_gguf.py` converts the export, and its CPU library (through the pure-Python bindings of the same source
+# distribution) computes logits that are compared with ours. Not part of `make test`: building llama.cpp takes ~5
+# minutes on 2 cores, once (the check itself ~1 minute); the build is cached under $(LLAMA_CPP_CACHE) (git-ignored).
+LLAMA_CPP_PYTHON_VERSION ?= 0.3.36
+DISKCACHE_VERSION ?= 5.6.3
+LLAMA_CPP_CACHE ?= .cache
+LLAMA_CPP_SRC := $(LLAMA_CPP_CACHE)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION)
+LLAMA_CPP_BUILD := $(LLAMA_CPP_SRC)/build
+
+$(LLAMA_CPP_BUILD)/.built: | $(VENV)/.installed
+	mkdir -p $(LLAMA_CPP_CACHE)
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(LLAMA_CPP_CACHE) "llama-cpp-python==$(LLAMA_CPP_PYTHON_VERSION)"
+	tar -xzf $(LLAMA_CPP_CACHE)/llama_cpp_python-$(LLAMA_CPP_PYTHON_VERSION).tar.gz -C $(LLAMA_CPP_CACHE)
+	# Only the shared libraries the bindings load (llama, ggml); no tools, tests, server or network code.
+	cmake -S $(LLAMA_CPP_SRC)/vendor/llama.cpp -B $(LLAMA_CPP_BUILD) -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+		-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+		-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_OPENSSL=OFF
+	cmake --build $(LLAMA_CPP_BUILD) --target llama -j2
+	touch $@
+
+llama-cpp-check: $(LLAMA_CPP_BUILD)/.built
+	# The one Python dependency of the bindings that the test environment lacks.
+	$(BIN)/python -m pip install --quiet "diskcache==$(DISKCACHE_VERSION)"
+	LLAMA_CPP_SOURCE=$(abspath $(LLAMA_CPP_SRC)) LLAMA_CPP_LIB_PATH=$(abspath $(LLAMA_CPP_BUILD)/bin) \
+		$(BIN)/python -m pytest tests/heterogeneity/llama_cpp -v -s
 
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)

@@ -80,6 +80,7 @@ setup(
         "transformers.heterogeneity",
         "transformers.heterogeneity.backends",
         "transformers.heterogeneity.commands",
+        "transformers.heterogeneity.export",
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
         "transformers.heterogeneity.models.gpt_oss_puzzle",

@@ -19,8 +19,8 @@ already have the stock architecture's names, up to the renames that upstream app
 and links (or copies) the weight files as they are: nothing is loaded into memory, and a 250B checkpoint converts in
 seconds. Everything is checked first (config readable and of a supported family, weight files present, every tensor
 name, read from the safetensors headers and mapped as upstream maps it when loading, is one the canonical model holds),
-and the output is written to a temporary directory beside the destination that is renamed at the end, so a failure
-leaves no partial output.
+and the output is written through `staging.staged_output_directory` (a directory beside the destination, renamed at
+the end), so a failure or an interruption leaves no partial output.
 
 Tensors the family reads and does not use (`models/loading_utils.py`: fp8 KV-cache scales, Nemotron-H Puzzle's MTP
 layers) are the one thing a stock model may not accept. Those the stock model ignores on its own (upstream NemotronH
@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,9 +51,17 @@ from .inspection import unquantized
 from .models import CHECKPOINT_FORMATS
 from .models.anymodel import anymodel_canonical_dict, anymodel_model_types, is_anymodel_config
 from .models.format_utils import CheckpointFormatConfigMixin
+from .staging import check_destination, staged_output_directory
 
 
-__all__ = ["ConversionError", "convert_checkpoint"]
+__all__ = [
+    "ConversionError",
+    "canonical_config",
+    "convert_checkpoint",
+    "list_weight_files",
+    "loading_rename",
+    "read_tensor_names",
+]
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -75,23 +82,23 @@ def convert_checkpoint(
 
     Args:
         source: directory of a checkpoint of one of `CHECKPOINT_FORMATS` (safetensors, sharded or single file).
-        destination: directory to create; it must not exist.
+        destination: directory to create; it must not exist, and its parent must be a writable directory.
         link: hard-link the weight files (falls back to copying across file systems); `False` copies them.
         progress: called with one line per step.
         drop_unused: leave out the tensors the family does not use and the stock model would not accept (fp8 KV
             scales); the shards holding them are rewritten. Without it such tensors make the conversion refuse.
 
     Raises:
-        ConversionError: naming what is wrong; nothing is left at `destination`.
+        ConversionError: naming what is wrong with the source; nothing is left at `destination`.
+        OutputDirectoryError: the destination cannot be written (exists, parent missing or read-only, disk full);
+            nothing is left at it.
     """
     source, destination = Path(source), Path(destination)
-    if destination.exists():
-        raise ConversionError(f"{destination} already exists; give a directory that does not exist yet.")
+    check_destination(destination, what="converted checkpoint")  # before reading the source: fail fast
     config = _read_config(source)
-    weight_files = _weight_files(source)
-    canonical_dict = anymodel_canonical_dict(config) if is_anymodel_config(config) else config.to_canonical_dict()
-    canonical = CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
-    tensors = _tensor_names(source, weight_files)
+    weight_files = list_weight_files(source)
+    canonical = canonical_config(config)
+    tensors = read_tensor_names(source, weight_files)
     dropped = _check_tensor_names(source, config, canonical, tensors, drop_unused, progress)
     rewritten = {name for name, names in tensors.items() if dropped & set(names)}
     other_files = sorted(
@@ -101,9 +108,7 @@ def convert_checkpoint(
         if path.is_file() and path.name not in {"config.json", *weight_files} and path.suffix != ".py"
     )
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged_output_directory(destination, what="converted checkpoint") as staging:
         canonical.save_pretrained(staging)
         progress(
             f"Wrote config.json: model_type {canonical.model_type} with per_layer_config "
@@ -120,10 +125,6 @@ def convert_checkpoint(
                 how = _transfer(source / name, staging / name, link and name in weight_files)
             size = (staging / name).stat().st_size
             progress(f"[{number}/{len(files)}] {how} {name} ({size / 2**20:,.1f} MiB)")
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     progress(f"Converted {source} ({config.model_type}) to {destination} ({canonical.model_type} + per_layer_config).")
     return canonical
 
@@ -144,7 +145,18 @@ def _read_config(source: Path) -> PreTrainedConfig:
     return config
 
 
-def _weight_files(source: Path) -> list[str]:
+def canonical_config(config: PreTrainedConfig) -> PreTrainedConfig:
+    """The same model in the canonical form (stock model type plus `per_layer_config`); a canonical config as it is."""
+    if is_anymodel_config(config):
+        canonical_dict = anymodel_canonical_dict(config)
+    elif isinstance(config, CheckpointFormatConfigMixin):
+        canonical_dict = config.to_canonical_dict()
+    else:
+        return config
+    return CONFIG_MAPPING[canonical_dict["model_type"]].from_dict(canonical_dict)
+
+
+def list_weight_files(source: Path) -> list[str]:
     if (source / INDEX_FILE).is_file():
         try:
             weight_map = json.loads((source / INDEX_FILE).read_text())["weight_map"]
@@ -160,7 +172,7 @@ def _weight_files(source: Path) -> list[str]:
     raise ConversionError(f"{source} has no {INDEX_FILE} and no {SINGLE_FILE}; only safetensors checkpoints convert.")
 
 
-def _tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
+def read_tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
     """Weight file -> the tensor names in its safetensors header."""
     tensors = {}
     for name in weight_files:
@@ -184,7 +196,7 @@ def _check_tensor_names(
 ) -> set[str]:
     """Every tensor, under the name upstream gives it when loading the canonical model, must be one that model holds,
     and every tensor of the model must be there. Returns the tensors to leave out."""
-    # Built unquantized; the quantized tensor names are mapped back to its parameters below (`_loading_rename`).
+    # Built unquantized; the quantized tensor names are mapped back to its parameters below (`loading_rename`).
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(unquantized(canonical))
     expected = set(model.state_dict())
@@ -192,7 +204,7 @@ def _check_tensor_names(
         expected.discard("lm_head.weight")
     stock_ignores = [re.compile(pattern) for pattern in model._keys_to_ignore_on_load_unexpected or ()]
     unused_kinds = _family_model_class(config)._unused_tensors if config.model_type in CHECKPOINT_FORMATS else ()
-    rename = _loading_rename(canonical)
+    rename = loading_rename(canonical)
     found, unexpected, kept, dropped, refused = set(), [], [], set(), []
     for name in sorted(name for names in tensors.values() for name in names):
         unused = any(re.search(kind.pattern, name) for kind in unused_kinds)
@@ -229,7 +241,7 @@ def _family_model_class(config: PreTrainedConfig) -> type:
     return checkpoint_format.model_class(checkpoint_format.models["AutoModelForCausalLM"])
 
 
-def _loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
+def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
     """The name a checkpoint tensor gets when upstream loads it into a model of `config`: the model type's checkpoint
     conversion mapping (`conversion_mapping.py`: renames, then at most one converter, as `rename_source_key` applies
     them), and for MXFP4 experts `{name}_blocks` / `{name}_scales` -> `{name}` (upstream's MXFP4 integration loads both

@@ -54,10 +54,10 @@ from ...configuration_utils import HeterogeneousConfigError
 from ..format_utils import CheckpointFormatConfigMixin, most_common
 
 
-__all__ = ["NemotronHPuzzleConfig"]
+__all__ = ["BLOCK_FIELDS", "BLOCK_TYPES", "NemotronHPuzzleConfig"]
 
 # Block type in `block_configs` -> NemotronH's name in `layers_block_type`, and its pattern letter.
-_BLOCK_TYPES = {"mamba": "linear_attention", "attention": "full_attention", "moe": "moe", "mlp": "mlp"}
+BLOCK_TYPES = {"mamba": "linear_attention", "attention": "full_attention", "moe": "moe", "mlp": "mlp"}
 _PATTERN = {"linear_attention": "M", "full_attention": "*", "moe": "E", "mlp": "-"}
 
 
@@ -71,7 +71,7 @@ def _positive_number(value: Any) -> bool:
 
 # Per block type: field -> (required, check of its value, what the check wants). The fields are those of the release's
 # block dataclasses; each is an attribute NemotronH's mixer of that type reads when it is built.
-_FIELDS: dict[str, dict[str, tuple[bool, Any, str]]] = {
+BLOCK_FIELDS: dict[str, dict[str, tuple[bool, Any, str]]] = {
     "moe": {
         "n_routed_experts": (True, _positive_int, "a positive integer"),
         "num_experts_per_tok": (True, _positive_int, "a positive integer"),
@@ -155,7 +155,7 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
         if isinstance(given, str):
             found = given
         else:  # a list of block types, in NemotronH's names or the release's
-            found = "".join(_PATTERN.get(_BLOCK_TYPES.get(kind, kind), "?") for kind in given)
+            found = "".join(_PATTERN.get(BLOCK_TYPES.get(kind, kind), "?") for kind in given)
         if found != expected:
             raise HeterogeneousConfigError(
                 f"nemotron_h_puzzle: `{name}` gives the blocks {found!r} but `block_configs` gives {expected!r}; "
@@ -172,7 +172,7 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
         derived = {}
         for kind in ("moe", "mlp"):  # the same name in both vocabularies
             layers = [layer for layer, block_type in zip(values, self.layers_block_type) if block_type == kind]
-            for name, (required, _, _) in _FIELDS[kind].items():
+            for name, (required, _, _) in BLOCK_FIELDS[kind].items():
                 if required and layers:
                     derived[name] = most_common((layer[name] for layer in layers), None)
         per_layer = {}
@@ -186,8 +186,8 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
 
     def _block_values(self, what: str, idx: int, block_type: str, block: dict[str, Any]) -> dict[str, Any]:
         """The per-layer attributes a block sets, checked; refuses fields its type does not have."""
-        kind = next(name for name, nemotron_name in _BLOCK_TYPES.items() if nemotron_name == block_type)
-        fields = _FIELDS[kind]
+        kind = next(name for name, nemotron_name in BLOCK_TYPES.items() if nemotron_name == block_type)
+        fields = BLOCK_FIELDS[kind]
         layer = {}
         for name, value in sorted(block.items()):
             if name == "block_type" or value is None:  # the writer drops nulls; a null changes nothing
@@ -223,12 +223,12 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
 
 def _block_type(what: str, idx: int, block: Any) -> str:
     kind = block.get("block_type") if isinstance(block, dict) else None
-    if kind not in _BLOCK_TYPES:
+    if kind not in BLOCK_TYPES:
         raise HeterogeneousConfigError(
             f"nemotron_h_puzzle {what} {idx}: `block_type`={kind!r}; a block is a mapping whose `block_type` is one of "
-            f"{sorted(_BLOCK_TYPES)}, got {block!r}."
+            f"{sorted(BLOCK_TYPES)}, got {block!r}."
         )
-    return _BLOCK_TYPES[kind]
+    return BLOCK_TYPES[kind]
 
 
 def _why_refused(name: str, kind: str) -> str:
@@ -236,7 +236,7 @@ def _why_refused(name: str, kind: str) -> str:
         return _REFUSED[name]
     if kind == "attention" and name.startswith(_REFUSED_PREFIX[0]):
         return _REFUSED_PREFIX[1]
-    owner = next((other for other, fields in _FIELDS.items() if name in fields), None)
+    owner = next((other for other, fields in BLOCK_FIELDS.items() if name in fields), None)
     if owner is None and name in _REFUSED:
         owner = "attention"
     if owner is not None:

@@ -1,0 +1,21 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Export: a model built with this package, written in a released heterogeneous family's format (Nemotron-NAS,
+gpt-oss-puzzle, Nemotron-H Puzzle) for the engines that read those formats natively (`engines.py` says which)."""
+
+from .plan import ExportError, ExportPlan
+from .writing import EXPORT_FORMATS, export_checkpoint
+
+
+__all__ = ["EXPORT_FORMATS", "ExportError", "ExportPlan", "export_checkpoint"]
