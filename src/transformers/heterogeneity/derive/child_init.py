@@ -32,7 +32,7 @@ from .records import DeriveRecord, SubBlockRecord
 from .statistics import ActivationStatistics
 
 
-__all__ = ["initialize_child"]
+__all__ = ["initialize_child", "initialize_parameters"]
 
 # A changed sub-block's new tensors: parameter name (relative to the sub-block) -> (value, parent tensors it came from).
 NewTensors = dict[str, tuple[torch.Tensor, list[str]]]
@@ -54,6 +54,33 @@ def initialize_child(
     """
     parent_parameters = dict(parent.named_parameters(remove_duplicate=False))
     child_parameters = dict(child.named_parameters(remove_duplicate=False))
+    initialize_parameters(plans, parent_parameters, child_parameters, statistics, record)
+
+
+@torch.no_grad()
+def initialize_parameters(
+    plans: list[SlotPlan],
+    parent_parameters: dict[str, nn.Parameter],
+    child_parameters: dict[str, nn.Parameter],
+    statistics: ActivationStatistics,
+    record: DeriveRecord,
+) -> None:
+    """Carries out `plans` on the child's parameters (by qualified name, of a model or of one layer) and copies the
+    parameters that no slot holds (embeddings, final norm, LM head: model-level, never per layer)."""
+    handled = _initialize_slots(plans, parent_parameters, child_parameters, statistics, record)
+    for name in child_parameters:
+        if name not in handled:
+            _copy(name, name, child_parameters, parent_parameters, record)
+
+
+def _initialize_slots(
+    plans: list[SlotPlan],
+    parent_parameters: dict[str, nn.Parameter],
+    child_parameters: dict[str, nn.Parameter],
+    statistics: ActivationStatistics,
+    record: DeriveRecord,
+) -> set[str]:
+    """Carries out `plans` on the child's parameters (by qualified name); returns the names it handled."""
     handled: set[str] = set()
     for plan in plans:
         members = [f"{plan.child_prefix}.{member}." for member in plan.slot.members]
@@ -82,9 +109,7 @@ def initialize_child(
         entry = record.sub_blocks[sub_block]
         entry.kind, entry.mode = plan.kind, plan.mode
         entry.kept = {unit: value.tolist() for unit, value in plan.kept.items()}
-    for name in child_parameters:
-        if name not in handled:  # embeddings, final norm, LM head: model-level, never per layer
-            _copy(name, name, child_parameters, parent_parameters, record)
+    return handled
 
 
 def _parent_name(plan: SlotPlan, child_name: str) -> str:

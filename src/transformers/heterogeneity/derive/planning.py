@@ -91,22 +91,34 @@ class SlotPlan:
 def plan_child(parent: nn.Module, child: nn.Module, init: InitConfig) -> list[SlotPlan]:
     """One plan per sub-block slot of every layer; raises `DeriveError` for a change its mode cannot initialise."""
     spec = model_spec(parent)
-    parent_layers, child_layers = decoder_layers(parent, spec), decoder_layers(child, spec)
     plans = []
-    for layer_idx, ((parent_prefix, parent_layer), (child_prefix, child_layer)) in enumerate(
-        zip(parent_layers, child_layers)
+    for layer_idx, (parent_layer, child_layer) in enumerate(
+        zip(decoder_layers(parent, spec), decoder_layers(child, spec))
     ):
-        for slot in layer_slots(spec):
-            plan = SlotPlan(layer_idx, slot, parent_layer, child_layer, parent_prefix, child_prefix, COPY)
-            _classify(plan)
-            if plan.action == INIT:
-                plan.mode = getattr(init, plan.kind)
-                if plan.change.startswith(_RANDOM_ONLY) and plan.mode != "random":
-                    raise DeriveError(
-                        f"{plan.where}: {plan.change[len(_RANDOM_ONLY) :]} cannot be initialised from the parent's "
-                        f"weights; pass init={{'{plan.kind}': 'random'}} to initialise it randomly."
-                    )
-            plans.append(plan)
+        plans.extend(plan_layer(layer_idx, parent_layer, child_layer, layer_slots(spec), init))
+    return plans
+
+
+def plan_layer(
+    layer_idx: int,
+    parent_layer: tuple[str, nn.Module],
+    child_layer: tuple[str, nn.Module],
+    slots: tuple[Slot, ...],
+    init: InitConfig,
+) -> list[SlotPlan]:
+    """The plans of one layer's slots; `parent_layer` and `child_layer` are `(qualified name, module)`."""
+    plans = []
+    for slot in slots:
+        plan = SlotPlan(layer_idx, slot, parent_layer[1], child_layer[1], parent_layer[0], child_layer[0], COPY)
+        _classify(plan)
+        if plan.action == INIT:
+            plan.mode = getattr(init, plan.kind)
+            if plan.change.startswith(_RANDOM_ONLY) and plan.mode != "random":
+                raise DeriveError(
+                    f"{plan.where}: {plan.change[len(_RANDOM_ONLY) :]} cannot be initialised from the parent's "
+                    f"weights; pass init={{'{plan.kind}': 'random'}} to initialise it randomly."
+                )
+        plans.append(plan)
     return plans
 
 
