@@ -63,6 +63,7 @@ def distill_globally(
     """Trains the whole `child` for `steps` optimizer steps to match `parent` on `data`; returns the logged losses.
     `training_arguments` go to `TrainingArguments` (e.g. `bf16=True`, `gradient_accumulation_steps`)."""
     dataset = [{"input_ids": sequence} for sequence in data.input_ids]
+    training_arguments.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     with tempfile.TemporaryDirectory(prefix="derive-kd-") as output_dir:
         arguments = TrainingArguments(
             output_dir=output_dir,
