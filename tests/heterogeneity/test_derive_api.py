@@ -21,7 +21,7 @@ import torch
 
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError
-from transformers.heterogeneity.derive import CalibrationConfig, DeriveError, InitConfig, derive
+from transformers.heterogeneity.derivation import CalibrationConfig, DeriveError, InitConfig, derive
 
 from .derive_models import CALIBRATION_TEXT, PARENT, calibration_ids, save_parent, tiny_parent
 
@@ -100,7 +100,7 @@ def test_output_dir_holds_a_standard_checkpoint_with_its_record(parent_dir, tmp_
 def test_calibration_text_is_read_with_the_parents_tokenizer(parent_dir, tmp_path):
     text_file = tmp_path / "calibration.txt"
     text_file.write_text(CALIBRATION_TEXT)
-    from transformers.heterogeneity.derive.calibration import load_calibration
+    from transformers.heterogeneity.derivation.calibration import load_calibration
 
     from .derive_models import byte_tokenizer
 

@@ -19,9 +19,9 @@ import logging
 import pytest
 import torch
 
-from transformers.heterogeneity.derive import DistillationConfig, derive
-from transformers.heterogeneity.derive.calibration import load_calibration
-from transformers.heterogeneity.derive.global_distillation import distill_globally
+from transformers.heterogeneity.derivation import DistillationConfig, derive
+from transformers.heterogeneity.derivation.calibration import load_calibration
+from transformers.heterogeneity.derivation.global_distillation import distill_globally
 from transformers.utils import logging as transformers_logging
 
 from .derive_models import calibration_ids, save_parent, tiny_parent

@@ -360,7 +360,7 @@ def patch_parent_loading(modeling_utils: ModuleType) -> Callable[[], None]:
     UNEXPECTED. Change: for a heterogeneous config, mismatches raise `ParentShapeMismatchError` naming layer, tensor
     and both shapes and pointing to `derive` (with `ignore_mismatched_sizes=True`, upstream's random initialisation
     stays and a warning points to `derive`), and tensors removed by a skip are reported as dropped by that skip
-    (`derive/loading.py`). Homogeneous configs get upstream's behaviour. Removal: upstream asks the model for its
+    (`derivation/loading.py`). Homogeneous configs get upstream's behaviour. Removal: upstream asks the model for its
     intentionally removed tensors and gives per-layer mismatch messages.
     """
     cls = modeling_utils.PreTrainedModel
@@ -372,7 +372,7 @@ def patch_parent_loading(modeling_utils: ModuleType) -> Callable[[], None]:
 
     @functools.wraps(function)
     def _finalize_model_loading(model, load_config, loading_info):
-        from .derive.loading import check_loaded_tensors
+        from .derivation.loading import check_loaded_tensors
 
         # hetero-patch: per-layer mismatch errors and tensors dropped by skips
         check_loaded_tensors(model, load_config.ignore_mismatched_sizes, loading_info)

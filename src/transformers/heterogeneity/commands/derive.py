@@ -73,11 +73,11 @@ def derive(
     """
     overrides = parse_json_option(per_layer_config, "--per-layer-config")
     from ..configuration_utils import HeterogeneousConfigError
-    from ..derive.api import derive as derive_child
-    from ..derive.api import load_parent, save_child
-    from ..derive.calibration import load_calibration
-    from ..derive.configs import CalibrationConfig, DistillationConfig
-    from ..derive.global_distillation import distill_globally
+    from ..derivation.api import derive as derive_child
+    from ..derivation.api import load_parent, save_child
+    from ..derivation.calibration import load_calibration
+    from ..derivation.configs import CalibrationConfig, DistillationConfig
+    from ..derivation.global_distillation import distill_globally
     from ..staging import OutputDirectoryError, check_destination
 
     try:

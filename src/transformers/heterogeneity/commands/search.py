@@ -71,8 +71,8 @@ def search(
     if library is not None and not isinstance(library, list):
         fail("--variants: expected a JSON list of per-layer overrides.")
     from ..configuration_utils import HeterogeneousConfigError
-    from ..derive.configs import CalibrationConfig, DistillationConfig
-    from ..derive.search import search as search_child
+    from ..derivation.configs import CalibrationConfig, DistillationConfig
+    from ..derivation.search import search as search_child
     from ..staging import OutputDirectoryError
 
     try:

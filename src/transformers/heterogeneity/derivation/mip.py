@@ -31,8 +31,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from .configs import DeriveError
 
 
@@ -102,7 +100,15 @@ def choose_variants(
     Raises:
         DeriveError: no choice meets the budgets; the message gives, for each budget, the least any choice needs.
     """
-    from scipy.optimize import Bounds, LinearConstraint, milp
+    try:
+        from scipy.optimize import Bounds, LinearConstraint, milp
+    except ImportError as error:
+        raise ImportError(
+            "The budgeted search solves a mixed-integer program with SciPy, which is not installed: "
+            "pip install 'transformers-heterogeneity[derive]' (or scipy>=1.9)."
+        ) from error
+
+    import numpy as np  # installed with SciPy
 
     num_layers, num_variants = len(scores), len(scores[0])
     score = np.asarray(scores, dtype=float).reshape(-1)
@@ -129,6 +135,8 @@ def choose_variants(
 
 
 def _infeasible_message(scores, costs, limits, names, allowed) -> str:
+    import numpy as np
+
     parts = []
     for name in sorted(limits):
         table = np.where(allowed, np.asarray(costs[name], dtype=float), np.inf)

@@ -14,7 +14,7 @@
 """Deriving heterogeneous children from a pretrained parent (contract 11): `derive` (init from the parent's weights,
 optional blockwise local distillation) and `search` (one variant per layer under a budget, by an exact MIP).
 
-Names load their module on first access: `transformers.heterogeneity.derive.loading` runs inside every
+Names load their module on first access: `transformers.heterogeneity.derivation.loading` runs inside every
 `from_pretrained` of a heterogeneous config and must not import the rest (SciPy, the search).
 """
 
@@ -26,6 +26,7 @@ _LAZY_ATTRIBUTES = {
     "api": ["derive", "save_child"],
     "configs": ["CalibrationConfig", "DeriveError", "DistillationConfig", "INIT_MODES", "InitConfig"],
     "records": ["DeriveRecord"],
+    "search": ["SearchResult", "search"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY_ATTRIBUTES.items() for name in names}
 
@@ -36,14 +37,17 @@ __all__ = [
     "DeriveRecord",
     "DistillationConfig",
     "InitConfig",
+    "SearchResult",
     "derive",
     "save_child",
+    "search",
 ]
 
 if TYPE_CHECKING:
     from .api import derive, save_child
     from .configs import INIT_MODES, CalibrationConfig, DeriveError, DistillationConfig, InitConfig
     from .records import DeriveRecord
+    from .search import SearchResult, search
 
 
 def __getattr__(name: str):

@@ -86,7 +86,7 @@ def _report_skipped_tensors(model, config, spec, layer_prefixes: list[str], load
     if dropped and missing_linear:
         logger.warning(
             f"{type(model).__name__}: the checkpoint has no weights for the linear sub-blocks {missing_linear}; they "
-            "are initialised randomly. `transformers.heterogeneity.derive` fits them to the replaced sub-blocks by "
+            "are initialised randomly. `transformers.heterogeneity.derivation` fits them to the replaced sub-blocks by "
             "least squares on calibration data."
         )
 
@@ -105,7 +105,7 @@ def _report_mismatches(model, config, layer_prefixes: list[str], loading_info, i
         )
     advice = (
         "A checkpoint loaded with another per-layer shape is a new model made from its weights: use "
-        "`transformers.heterogeneity.derive(checkpoint, per_layer_config, ...)` (or `transformers-heterogeneity derive "
+        "`transformers.heterogeneity.derivation(checkpoint, per_layer_config, ...)` (or `transformers-heterogeneity derive "
         "CHECKPOINT OUT --per-layer-config ...`), which initialises these tensors from the checkpoint's (truncation, "
         "activation importance, KV-head averaging, ...)."
     )
