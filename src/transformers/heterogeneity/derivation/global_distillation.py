@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ...trainer import Trainer
+from ...trainer_callback import ProgressCallback
 from ...training_args import TrainingArguments
 from .calibration import CalibrationData
 from .scoring import kl_divergence
@@ -50,6 +51,13 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class _ProgressBarOnly(ProgressCallback):
+    """The progress bar, without the line of metrics it prints at every logging step (the losses are returned)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
 def distill_globally(
     child: nn.Module,
     parent: nn.Module,
@@ -64,6 +72,7 @@ def distill_globally(
     `training_arguments` go to `TrainingArguments` (e.g. `bf16=True`, `gradient_accumulation_steps`)."""
     dataset = [{"input_ids": sequence} for sequence in data.input_ids]
     training_arguments.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    training_arguments.setdefault("disable_tqdm", False)
     with tempfile.TemporaryDirectory(prefix="derive-kd-") as output_dir:
         arguments = TrainingArguments(
             output_dir=output_dir,
@@ -77,6 +86,8 @@ def distill_globally(
             **training_arguments,
         )
         trainer = DistillationTrainer(model=child, args=arguments, train_dataset=dataset, teacher=parent)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_ProgressBarOnly)
         trainer.train()
     child.eval()
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
