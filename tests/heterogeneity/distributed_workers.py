@@ -126,7 +126,7 @@ def blockwise_distillation_worker(
 ) -> dict:
     """Derives a child with blockwise distillation spread over the ranks (the process group comes from the
     environment, as under `torchrun`); returns its state dict and what the distillation recorded."""
-    from transformers.heterogeneity.derivation import DistillationConfig, derive
+    from transformers.heterogeneity import DistillationConfig, derive
 
     child = derive(
         parent_dir,

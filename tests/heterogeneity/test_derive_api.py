@@ -20,8 +20,7 @@ import pytest
 import torch
 
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
-from transformers.heterogeneity import HeterogeneousConfigError
-from transformers.heterogeneity.derivation import CalibrationConfig, DeriveError, InitConfig, derive
+from transformers.heterogeneity import CalibrationConfig, DeriveError, HeterogeneousConfigError, InitConfig, derive
 
 from .derive_models import CALIBRATION_TEXT, PARENT, calibration_ids, save_parent, tiny_parent
 

@@ -19,7 +19,7 @@ import logging
 import pytest
 import torch
 
-from transformers.heterogeneity.derivation import DistillationConfig, derive
+from transformers.heterogeneity import DistillationConfig, derive
 from transformers.heterogeneity.derivation.calibration import load_calibration
 from transformers.heterogeneity.derivation.global_distillation import distill_globally
 from transformers.utils import logging as transformers_logging

@@ -17,7 +17,8 @@ exactly the parent's ones that the definition selects, computed here from the pa
 import pytest
 import torch
 
-from transformers.heterogeneity.derivation import DeriveRecord, derive
+from transformers.heterogeneity import derive
+from transformers.heterogeneity.derivation.records import DeriveRecord
 
 from .derive_models import calibration_ids, capture_inputs, tiny_parent
 

@@ -20,7 +20,7 @@ import random
 import pytest
 import torch
 
-from transformers.heterogeneity.derivation import DeriveError
+from transformers.heterogeneity import DeriveError
 from transformers.heterogeneity.derivation.mip import Budget, choose_variants, parse_budget
 from transformers.heterogeneity.derivation.search import default_variants, search
 
@@ -153,7 +153,7 @@ def test_search_needs_calibration_and_a_budget():
 
 
 def test_search_with_a_distilled_library_and_measured_latency(single_thread):
-    from transformers.heterogeneity.derivation import DistillationConfig
+    from transformers.heterogeneity import DistillationConfig
 
     result = search(
         tiny_parent(), ["params=80%", "latency=200%"], calibration=calibration_ids(4, 32), variants=VARIANTS[:2],

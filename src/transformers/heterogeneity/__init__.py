@@ -28,7 +28,9 @@ _LAZY_ATTRIBUTES = {
     "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"],
     "configuration_utils": ["HeterogeneousConfigError"],
     "continuous_batching": ["UnservableLayerError"],
-    "derivation": ["CalibrationConfig", "DeriveError", "DistillationConfig", "InitConfig", "derive", "search"],
+    "derivation.api": ["derive"],
+    "derivation.configs": ["CalibrationConfig", "DeriveError", "DistillationConfig", "InitConfig"],
+    "derivation.search": ["search"],
     "modeling_utils": ["UnsupportedArchitectureError"],
     "skip_utils": ["ReturnEntry", "SkippedModule", "get_skip_replacement"],
     "supported_models": [
@@ -74,7 +76,9 @@ if TYPE_CHECKING:
     from .cache_utils import LayerKVCacheSize, kv_cache_bytes, kv_cache_total_bytes, layers_without_kv_cache
     from .configuration_utils import HeterogeneousConfigError
     from .continuous_batching import UnservableLayerError
-    from .derivation import CalibrationConfig, DeriveError, DistillationConfig, InitConfig, derive, search
+    from .derivation.api import derive
+    from .derivation.configs import CalibrationConfig, DeriveError, DistillationConfig, InitConfig
+    from .derivation.search import search
     from .modeling_utils import UnsupportedArchitectureError
     from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement
     from .supported_models import (

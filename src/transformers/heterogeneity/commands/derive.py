@@ -22,6 +22,18 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 
+# Options that `derive` and `search` share.
+Calibration = Annotated[
+    str | None,
+    typer.Option(help="Calibration text: a file (.txt, .jsonl with 'text'), a folder, or dataset:NAME[:SPLIT]."),
+]
+NumSequences = Annotated[int, typer.Option(help="Calibration sequences to read.")]
+SequenceLength = Annotated[int, typer.Option(help="Tokens per calibration sequence.")]
+LearningRate = Annotated[float, typer.Option(help="Learning rate of the blockwise distillation.")]
+Seed = Annotated[int, typer.Option(help="Seed of random init modes and of the distillation.")]
+Dtype = Annotated[str | None, typer.Option(help="dtype to load the parent in (default: the checkpoint's).")]
+
+
 def derive(
     parent: Annotated[
         str, typer.Argument(help="Parent checkpoint directory (or Hub id) of a supported architecture.")
@@ -42,16 +54,13 @@ def derive(
             "Default: the modes that measured best."
         ),
     ] = None,
-    calibration: Annotated[
-        str | None,
-        typer.Option(help="Calibration text: a file (.txt, .jsonl with 'text'), a folder, or dataset:NAME[:SPLIT]."),
-    ] = None,
-    num_sequences: Annotated[int, typer.Option(help="Calibration sequences to read.")] = 64,
-    sequence_length: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 256,
+    calibration: Calibration = None,
+    num_sequences: NumSequences = 64,
+    sequence_length: SequenceLength = 256,
     distill_steps: Annotated[
         int, typer.Option(help="Blockwise local distillation steps per changed layer (0: none).")
     ] = 0,
-    learning_rate: Annotated[float, typer.Option(help="Learning rate of the blockwise distillation.")] = 1e-3,
+    learning_rate: LearningRate = 1e-3,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -61,8 +70,8 @@ def derive(
     global_distill_steps: Annotated[
         int, typer.Option(help="Steps of global distillation of the whole child with the stock Trainer (0: none).")
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of random init modes and of the distillation.")] = 0,
-    dtype: Annotated[str | None, typer.Option(help="dtype to load the parent in (default: the checkpoint's).")] = None,
+    seed: Seed = 0,
+    dtype: Dtype = None,
 ) -> None:
     """Derive a child with the given per-layer shapes from PARENT's weights and save it to OUTPUT.
 

@@ -20,7 +20,17 @@ from typing import Annotated
 
 import typer
 
-from .derive import calibration_option, fail, parse_init_option, parse_json_option
+from .derive import (
+    Dtype,
+    LearningRate,
+    NumSequences,
+    Seed,
+    SequenceLength,
+    calibration_option,
+    fail,
+    parse_init_option,
+    parse_json_option,
+)
 
 
 def search(
@@ -48,17 +58,17 @@ def search(
         ),
     ] = None,
     init: Annotated[str | None, typer.Option(help="Init modes, as for `derive`.")] = None,
-    num_sequences: Annotated[int, typer.Option(help="Calibration sequences to read.")] = 32,
-    sequence_length: Annotated[int, typer.Option(help="Tokens per calibration sequence.")] = 256,
+    num_sequences: NumSequences = 32,
+    sequence_length: SequenceLength = 256,
     distill_steps: Annotated[
         int, typer.Option(help="Blockwise local distillation steps for every variant of the library (0: none).")
     ] = 0,
-    learning_rate: Annotated[float, typer.Option(help="Learning rate of the blockwise distillation.")] = 1e-3,
+    learning_rate: LearningRate = 1e-3,
     measure_latency: Annotated[
         bool, typer.Option("--measure-latency", help="Time every variant's forward; makes `latency` a cost.")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of random init modes and of the distillation.")] = 0,
-    dtype: Annotated[str | None, typer.Option(help="dtype to load the parent in (default: the checkpoint's).")] = None,
+    seed: Seed = 0,
+    dtype: Dtype = None,
 ) -> None:
     """Pick one variant per layer of PARENT under the budgets and save that child to OUTPUT.
 

@@ -67,20 +67,6 @@ def initialize_parameters(
 ) -> None:
     """Carries out `plans` on the child's parameters (by qualified name, of a model or of one layer) and copies the
     parameters that no slot holds (embeddings, final norm, LM head: model-level, never per layer)."""
-    handled = _initialize_slots(plans, parent_parameters, child_parameters, statistics, record)
-    for name in child_parameters:
-        if name not in handled:
-            _copy(name, name, child_parameters, parent_parameters, record)
-
-
-def _initialize_slots(
-    plans: list[SlotPlan],
-    parent_parameters: dict[str, nn.Parameter],
-    child_parameters: dict[str, nn.Parameter],
-    statistics: ActivationStatistics,
-    record: DeriveRecord,
-) -> set[str]:
-    """Carries out `plans` on the child's parameters (by qualified name); returns the names it handled."""
     handled: set[str] = set()
     for plan in plans:
         members = [f"{plan.child_prefix}.{member}." for member in plan.slot.members]
@@ -109,7 +95,9 @@ def _initialize_slots(
         entry = record.sub_blocks[sub_block]
         entry.kind, entry.mode = plan.kind, plan.mode
         entry.kept = {unit: value.tolist() for unit, value in plan.kept.items()}
-    return handled
+    for name in child_parameters:
+        if name not in handled:
+            _copy(name, name, child_parameters, parent_parameters, record)
 
 
 def _parent_name(plan: SlotPlan, child_name: str) -> str:
