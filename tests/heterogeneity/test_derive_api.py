@@ -25,6 +25,9 @@ from transformers.heterogeneity import CalibrationConfig, DeriveError, Heterogen
 from .derive_models import CALIBRATION_TEXT, PARENT, calibration_ids, save_parent, tiny_parent
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+
 @pytest.fixture(scope="module")
 def parent():
     return tiny_parent()
@@ -67,7 +70,7 @@ def test_layers_and_sub_blocks_that_do_not_change_are_copied_bit_for_bit(parent)
 
 def test_the_parents_own_overrides_stay(tmp_path):
     parent = tiny_parent(per_layer_config={0: {"intermediate_size": 64}})
-    child = derive(parent, {1: {"num_key_value_heads": 2}})
+    child = derive(parent, {1: {"num_key_value_heads": 2}}, init={"kv_heads": "average"})
     assert child.config.per_layer_config[0].intermediate_size == 64
     assert child.config.per_layer_config[1].num_key_value_heads == 2
     assert torch.equal(child.model.layers[0].mlp.up_proj.weight, parent.model.layers[0].mlp.up_proj.weight)
@@ -156,6 +159,6 @@ def test_init_config_is_checked_when_made():
     with pytest.raises(DeriveError, match="Unknown init mode 'mean' for kv_heads: choose one of"):
         InitConfig(kv_heads="mean")
     assert InitConfig().to_dict() == {
-        "ffn": "importance", "kv_heads": "average", "attention_heads": "importance", "linear": "least_squares",
+        "ffn": "importance", "kv_heads": "importance", "attention_heads": "importance", "linear": "least_squares",
         "experts": "importance",
     }  # fmt: skip

@@ -28,6 +28,9 @@ from .derive_models import calibration_ids, save_parent, tiny_parent
 from .distributed_workers import blockwise_distillation_worker, run_on_two_ranks
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+
 PER_LAYER_CONFIG = {0: {"intermediate_size": 32}, 1: {"num_key_value_heads": 1}, 3: {"num_attention_heads": 4}}
 STEPS = 25
 
@@ -63,7 +66,7 @@ def layer_error(parent, child, layer_idx, calibration) -> float:
     return ((output - y).pow(2).sum() / (y - seen["x"]).pow(2).sum()).item()
 
 
-def test_distillation_trains_only_changed_tensors_and_lowers_each_layers_error(parent, calibration, single_thread):
+def test_distillation_trains_only_changed_tensors_and_lowers_each_layers_error(parent, calibration):
     initial = derive(parent, PER_LAYER_CONFIG, calibration=calibration, init="random")
     child = derive(
         parent, PER_LAYER_CONFIG, calibration=calibration, init="random",
@@ -82,7 +85,7 @@ def test_distillation_trains_only_changed_tensors_and_lowers_each_layers_error(p
     assert sorted(errors) == ["0", "1", "3"] and all(e["after"] < e["before"] for e in errors.values())
 
 
-def test_distillation_is_deterministic_and_resumes(parent, calibration, tmp_path, single_thread):
+def test_distillation_is_deterministic_and_resumes(parent, calibration, tmp_path):
     config = DistillationConfig(steps=STEPS, batch_size=4, work_dir=tmp_path / "blocks")
     first = derive(parent, PER_LAYER_CONFIG, calibration=calibration, distillation=config).state_dict()
     again = derive(parent, PER_LAYER_CONFIG, calibration=calibration, distillation=DistillationConfig(steps=STEPS, batch_size=4)).state_dict()  # fmt: skip
@@ -137,7 +140,7 @@ def test_many_processes_need_a_shared_work_dir(parent, calibration, monkeypatch)
         derive(parent, PER_LAYER_CONFIG, calibration=calibration, distillation=True)
 
 
-def test_global_distillation_with_the_stock_trainer_brings_the_child_closer(parent, calibration, single_thread):
+def test_global_distillation_with_the_stock_trainer_brings_the_child_closer(parent, calibration):
     child = derive(parent, {1: {"intermediate_size": 16}, 2: {"intermediate_size": 16}}, init="random")
     data = load_calibration(calibration)
 

@@ -23,6 +23,9 @@ from transformers.heterogeneity.derivation.records import DeriveRecord
 from .derive_models import calibration_ids, capture_inputs, tiny_parent
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+
 HEAD_DIM = 8
 
 

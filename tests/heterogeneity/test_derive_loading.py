@@ -27,6 +27,9 @@ from .derive_models import save_parent
 from .test_loading import load_report
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+
 @pytest.fixture(scope="module")
 def parent_dir(tmp_path_factory):
     return save_parent(tmp_path_factory.mktemp("parent"))

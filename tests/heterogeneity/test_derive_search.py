@@ -27,6 +27,9 @@ from transformers.heterogeneity.derivation.search import default_variants, searc
 from .derive_models import PARENT, calibration_ids, tiny_parent
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny models: threads only contend
+
+
 def brute_force(scores, costs, limits):
     """The best total score over every choice within the limits (None if none is), by enumeration."""
     best = None
@@ -152,7 +155,7 @@ def test_search_needs_calibration_and_a_budget():
         search(tiny_parent(), ["latency=50%"], calibration=calibration_ids(2, 16))
 
 
-def test_search_with_a_distilled_library_and_measured_latency(single_thread):
+def test_search_with_a_distilled_library_and_measured_latency():
     from transformers.heterogeneity import DistillationConfig
 
     result = search(

@@ -41,7 +41,7 @@ INIT_MODES: dict[str, tuple[str, ...]] = {
     # FFN width (`intermediate_size`): channels kept by importance, the first ones, or a fresh random FFN.
     "ffn": ("importance", "truncate", "random"),
     # Fewer KV heads, the same query heads: each new KV head from the group of parent KV heads it stands for.
-    "kv_heads": ("average", "first", "importance", "random"),
+    "kv_heads": ("importance", "average", "first", "random"),
     # Fewer query heads (and, with the same group size, fewer KV heads): heads kept by importance or the first ones.
     "attention_heads": ("importance", "truncate", "random"),
     # An attention or MLP replaced by one linear map: least squares on calibration activations, the product of the
