@@ -152,6 +152,12 @@ def test_search_refuses_bad_budgets_and_writes_nothing(files, tmp_path, budget, 
     assert os.listdir(tmp_path) == []
 
 
+def test_search_needs_calibration(files, tmp_path):
+    result = runner.invoke(app, ["search", str(files / "parent"), str(tmp_path / "out"), "--budget", "params=50%"])
+    assert result.exit_code == 1 and "--calibration is required" in result.output
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_existing_output_is_refused(files, tmp_path):
     (tmp_path / "taken").mkdir()
     result = runner.invoke(app, ["derive", str(files / "parent"), str(tmp_path / "taken"), "--per-layer-config", "{}"])

@@ -229,3 +229,25 @@ def test_record_names_every_tensor(parent, calibration, tmp_path):
     loaded = DeriveRecord.load(tmp_path)
     assert loaded.tensors["model.layers.1.mlp.down_proj.weight"].how == "ffn:importance"
     assert [(e.layer, e.slot, e.kind) for e in loaded.sub_blocks] == [(1, "attention", None), (1, "mlp", "ffn")]
+
+
+def test_the_mode_functions_on_hand_written_tensors():
+    from transformers.heterogeneity.derivation import init_modes
+
+    assert init_modes.keep_most_important(torch.tensor([1.0, 3.0, 3.0, 0.0, 2.0]), 3).tolist() == [1, 2, 4]
+    assert init_modes.keep_most_important(torch.tensor([5.0, 5.0, 5.0]), 2).tolist() == [0, 1]  # ties: lower index
+    assert init_modes.keep_first(5, 2).tolist() == [0, 1]
+    rows = torch.arange(12.0).reshape(6, 2)  # three heads of two rows
+    assert init_modes.select_heads(rows, torch.tensor([2, 0]), 2, dim=0).tolist() == [[8, 9], [10, 11], [0, 1], [2, 3]]
+    assert init_modes.select_heads(rows.T, torch.tensor([1]), 2, dim=1).tolist() == [[4, 6], [5, 7]]
+    kv = torch.tensor([[1.0], [2.0], [3.0], [5.0]])  # four KV heads of one row each -> two
+    assert init_modes.average_kv_heads(kv, 2, 1).tolist() == [[1.5], [4.0]]
+    assert init_modes.first_kv_heads(4, 2).tolist() == [0, 2]
+    query_importance = torch.tensor([1.0, 1.0, 0.0, 3.0, 2.0, 2.0, 1.0, 0.0])  # two query heads per KV head
+    assert init_modes.important_kv_heads(query_importance, 4, 2).tolist() == [1, 2]
+    assert init_modes.kept_query_heads(2, 4, 2, query_importance).tolist() == [0, 3, 4, 5]  # a tie: the lower
+    assert init_modes.kept_groups(4, 2, query_importance).tolist() == [1, 2]
+    weight = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = x @ weight.T
+    torch.testing.assert_close(init_modes.linear_from_least_squares(x.T @ x, x.T @ y, ridge=0.0), weight)

@@ -77,6 +77,10 @@ def search(
     picks the best choice under the budgets. OUTPUT gets the child checkpoint, derivation.json, search.json (library,
     scores, costs, choice) and search.md (the table printed here). On any error nothing is left at OUTPUT.
     """
+    if calibration is None:
+        fail(
+            "--calibration is required: every variant is scored on calibration text (a file, a folder, dataset:NAME)."
+        )
     library = None if variants is None else parse_json_option(variants, "--variants")
     if library is not None and not isinstance(library, list):
         fail("--variants: expected a JSON list of per-layer overrides.")
