@@ -225,8 +225,10 @@ def blockwise_distill(
                     f"[rank {rank}] layer {idx}: normalised error {losses[idx][0]:.4f} -> {losses[idx][1]:.4f} in "
                     f"{config.steps} steps, {time.perf_counter() - started:.1f} s"
                 )
-        if world_size > 1:
-            torch.distributed.barrier()
+        if world_size > 1:  # every process gets every block's errors, for the record
+            gathered: list[dict] = [{} for _ in range(world_size)]
+            torch.distributed.all_gather_object(gathered, losses)
+            losses = {idx: value for part in gathered for idx, value in part.items()}
         for idx, names in trainable.items():
             prefix, layer = child_layers[idx]
             parameters = dict(layer.named_parameters(prefix=prefix))
