@@ -154,7 +154,7 @@ def test_search_refuses_bad_budgets_and_writes_nothing(files, tmp_path, budget, 
 
 def test_search_needs_calibration(files, tmp_path):
     result = runner.invoke(app, ["search", str(files / "parent"), str(tmp_path / "out"), "--budget", "params=50%"])
-    assert result.exit_code == 1 and "--calibration is required" in result.output
+    assert result.exit_code == 2 and "Missing option '--calibration'" in result.output  # typer's usage error
     assert os.listdir(tmp_path) == []
 
 

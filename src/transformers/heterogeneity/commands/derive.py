@@ -23,10 +23,8 @@ import typer
 
 
 # Options that `derive` and `search` share.
-Calibration = Annotated[
-    str | None,
-    typer.Option(help="Calibration text: a file (.txt, .jsonl with 'text'), a folder, or dataset:NAME[:SPLIT]."),
-]
+CALIBRATION_HELP = "Calibration text: a file (.txt, .jsonl with 'text'), a folder, or dataset:NAME[:SPLIT]."
+Calibration = Annotated[str | None, typer.Option(help=CALIBRATION_HELP)]
 NumSequences = Annotated[int, typer.Option(help="Calibration sequences to read.")]
 SequenceLength = Annotated[int, typer.Option(help="Tokens per calibration sequence.")]
 LearningRate = Annotated[float, typer.Option(help="Learning rate of the blockwise distillation.")]

@@ -21,6 +21,7 @@ from typing import Annotated
 import typer
 
 from .derive import (
+    CALIBRATION_HELP,
     Dtype,
     LearningRate,
     NumSequences,
@@ -45,10 +46,7 @@ def search(
             "the parent's decoder layers ('params=50%') or absolute ('params=1.5e6')."
         ),
     ],
-    calibration: Annotated[
-        str,
-        typer.Option(help="Calibration text: a file (.txt, .jsonl with 'text'), a folder, or dataset:NAME[:SPLIT]."),
-    ],
+    calibration: Annotated[str, typer.Option(help=CALIBRATION_HELP)],
     variants: Annotated[
         str | None,
         typer.Option(
@@ -77,10 +75,6 @@ def search(
     picks the best choice under the budgets. OUTPUT gets the child checkpoint, derivation.json, search.json (library,
     scores, costs, choice) and search.md (the table printed here). On any error nothing is left at OUTPUT.
     """
-    if calibration is None:
-        fail(
-            "--calibration is required: every variant is scored on calibration text (a file, a folder, dataset:NAME)."
-        )
     library = None if variants is None else parse_json_option(variants, "--variants")
     if library is not None and not isinstance(library, list):
         fail("--variants: expected a JSON list of per-layer overrides.")
