@@ -65,6 +65,10 @@ SERVING = [
     "psutil==7.2.2",
 ]
 
+# `transformers-heterogeneity search` solves its mixed-integer program with SciPy's HiGHS (`scipy.optimize.milp`).
+# SciPy 1.17 needs Python 3.11; 1.15 is the last release for Python 3.10.
+DERIVE = ["scipy==1.17.1; python_version >= '3.11'", "scipy==1.15.3; python_version < '3.11'"]
+
 with open("README.md", encoding="utf-8") as readme:
     long_description = readme.read()
 
@@ -80,6 +84,7 @@ setup(
         "transformers.heterogeneity",
         "transformers.heterogeneity.backends",
         "transformers.heterogeneity.commands",
+        "transformers.heterogeneity.derivation",
         "transformers.heterogeneity.export",
         "transformers.heterogeneity.models",
         "transformers.heterogeneity.models.deci",
@@ -96,9 +101,11 @@ setup(
         "te-cpu-tests": TE_CPU_TESTS,
         # `transformers serve` (continuous batching included): transformers' own `serving` extra, pinned.
         "serving": SERVING,
+        # `search` (derive's budgeted choice of layer variants): SciPy for the MIP.
+        "derive": DERIVE,
         # peft and accelerate (in SERVING): the ecosystem tests (test_integrations.py) and the Trainer step through TE
         # layers; versions that work with transformers 5.23 and torch 2.13 and do not pull another torch.
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "peft==0.21.0", *TE_CPU_TESTS, *SERVING],
+        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "peft==0.21.0", *TE_CPU_TESTS, *SERVING, *DERIVE],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

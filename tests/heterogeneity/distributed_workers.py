@@ -119,3 +119,20 @@ def fsdp_worker(rank: int, checkpoint: Path, batches: list[torch.Tensor], learni
     losses = torch.stack(train_steps(model, [batch[rank::WORLD_SIZE] for batch in batches], learning_rate))
     torch.distributed.all_reduce(losses)  # every half holds the same number of tokens: the mean of the two halves
     return {"losses": losses / WORLD_SIZE, "weight_type": type(model.model.layers[0].mlp.up_proj.weight).__name__}
+
+
+def blockwise_distillation_worker(
+    rank: int, parent_dir: Path, per_layer_config: dict, calibration: torch.Tensor, work_dir: Path, steps: int
+) -> dict:
+    """Derives a child with blockwise distillation spread over the ranks (the process group comes from the
+    environment, as under `torchrun`); returns its state dict and what the distillation recorded."""
+    from transformers.heterogeneity import DistillationConfig, derive
+
+    child = derive(
+        parent_dir,
+        per_layer_config,
+        calibration=calibration,
+        distillation=DistillationConfig(steps=steps, batch_size=4, work_dir=work_dir),
+    )
+    trained = sorted(path.name for path in work_dir.iterdir())
+    return {"state": child.state_dict(), "distillation": child.derive_record.distillation, "files": trained}

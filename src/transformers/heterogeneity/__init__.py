@@ -28,6 +28,9 @@ _LAZY_ATTRIBUTES = {
     "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"],
     "configuration_utils": ["HeterogeneousConfigError"],
     "continuous_batching": ["UnservableLayerError"],
+    "derivation.api": ["derive"],
+    "derivation.configs": ["CalibrationConfig", "DeriveError", "DistillationConfig", "InitConfig"],
+    "derivation.search": ["search"],
     "modeling_utils": ["UnsupportedArchitectureError"],
     "skip_utils": ["ReturnEntry", "SkippedModule", "get_skip_replacement"],
     "supported_models": [
@@ -43,6 +46,10 @@ _MODULE_OF = {name: module for module, names in _LAZY_ATTRIBUTES.items() for nam
 
 __all__ = [
     "NATIVE_PER_LAYER_MODEL_TYPES",
+    "CalibrationConfig",
+    "DeriveError",
+    "DistillationConfig",
+    "InitConfig",
     "SUPPORTED_ARCHITECTURES",
     "ArchitectureSpec",
     "HeterogeneousConfigError",
@@ -55,18 +62,23 @@ __all__ = [
     "UnsupportedArchitectureError",
     "activate",
     "deactivate",
+    "derive",
     "get_skip_replacement",
     "is_active",
     "kv_cache_bytes",
     "kv_cache_total_bytes",
     "layers_without_kv_cache",
     "register_architecture",
+    "search",
 ]
 
 if TYPE_CHECKING:
     from .cache_utils import LayerKVCacheSize, kv_cache_bytes, kv_cache_total_bytes, layers_without_kv_cache
     from .configuration_utils import HeterogeneousConfigError
     from .continuous_batching import UnservableLayerError
+    from .derivation.api import derive
+    from .derivation.configs import CalibrationConfig, DeriveError, DistillationConfig, InitConfig
+    from .derivation.search import search
     from .modeling_utils import UnsupportedArchitectureError
     from .skip_utils import ReturnEntry, SkippedModule, get_skip_replacement
     from .supported_models import (

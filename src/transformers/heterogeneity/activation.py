@@ -390,6 +390,41 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
     return undo
 
 
+def patch_parent_loading(modeling_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedModel._finalize_model_loading` (transformers 5.23, `modeling_utils.py`), the static method that
+    `from_pretrained` calls with the load's report (`LoadStateDictInfo`) before logging it.
+
+    Upstream behaviour: a checkpoint tensor whose shape differs from the model's ends the load with a `RuntimeError`
+    that suggests `ignore_mismatched_sizes=True`, and the tensors of sub-blocks the config skips are reported as
+    UNEXPECTED. Change: for a heterogeneous config, mismatches raise `ParentShapeMismatchError` naming layer, tensor
+    and both shapes and pointing to `derive` (with `ignore_mismatched_sizes=True`, upstream's random initialisation
+    stays and a warning points to `derive`), and tensors removed by a skip are reported as dropped by that skip
+    (`derivation/loading.py`). Homogeneous configs get upstream's behaviour. Removal: upstream asks the model for its
+    intentionally removed tensors and gives per-layer mismatch messages.
+    """
+    cls = modeling_utils.PreTrainedModel
+    original = cls.__dict__["_finalize_model_loading"]
+    if not isinstance(original, staticmethod):
+        raise _mismatch("PreTrainedModel._finalize_model_loading", "expected a staticmethod")
+    function = original.__func__
+    _check_signature(function, ["model", "load_config", "loading_info"], "PreTrainedModel._finalize_model_loading")
+
+    @functools.wraps(function)
+    def _finalize_model_loading(model, load_config, loading_info):
+        from .derivation.loading import check_loaded_tensors
+
+        # hetero-patch: per-layer mismatch errors and tensors dropped by skips
+        check_loaded_tensors(model, load_config.ignore_mismatched_sizes, loading_info)
+        return function(model, load_config, loading_info)
+
+    cls._finalize_model_loading = staticmethod(_finalize_model_loading)
+
+    def undo() -> None:
+        cls._finalize_model_loading = original
+
+    return undo
+
+
 def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
     """`PagedAttentionCache`, `ContinuousBatchProcessor` and `resolve_continuous_batching_config` as
     `generation/continuous_batching/continuous_api.py` (transformers 5.23) names them, and
@@ -530,6 +565,7 @@ _CALLBACKS = (
     ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_decoder_backends)),
+    ("transformers.modeling_utils", functools.partial(_apply, patch_parent_loading)),
     ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
     (

@@ -21,7 +21,9 @@ import typer
 
 from .convert import convert
 from .demo import demo
+from .derive import derive
 from .inspect import inspect
+from .search import search
 
 
 app = typer.Typer(
@@ -41,6 +43,8 @@ def callback() -> None:
 app.command()(demo)
 app.command()(inspect)
 app.command()(convert)
+app.command()(derive)
+app.command()(search)
 
 
 def main() -> None:

@@ -1,0 +1,20 @@
+# Copyright 2026 The HuggingFace Inc. team. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Deriving heterogeneous children from a pretrained parent (contract 11): `api.derive` (init from the parent's
+weights, optional blockwise local distillation) and `search.search` (one variant per layer under a budget, by an exact
+MIP); `transformers.heterogeneity` exports them.
+
+This file imports nothing: `derivation.loading` runs inside every `from_pretrained` of a heterogeneous config and must
+not import the rest (the search, the Trainer).
+"""
