@@ -352,29 +352,39 @@ def patch_decoder_backends(modeling_utils: ModuleType) -> Callable[[], None]:
 
 
 def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
-    """`PagedAttentionCache`, `ContinuousBatchProcessor` and `resolve_continuous_batching_config` as
-    `generation/continuous_batching/continuous_api.py` (transformers 5.23) names them, and
+    """`PagedAttentionCache`, `ContinuousBatchingIOs`, `ContinuousBatchProcessor` and
+    `resolve_continuous_batching_config` as `generation/continuous_batching/continuous_api.py` (transformers 5.23) names
+    them, `ContinuousBatchingIOs` as `input_outputs.py` names it (for its async IO pairs), and
     `ContinuousBatchingManager.__init__`.
 
-    Upstream behaviour: the paged cache sizes every page from the global `num_key_value_heads` / `head_dim` and the
-    global `sliding_window`; on a heterogeneous config it raises in the generation thread, so `generate_batch` returns
+    Upstream behaviour: the paged cache sizes every page from the global `num_key_value_heads` / `head_dim` and pages
+    at most two groups, full attention and one global `sliding_window`, and the batch IO tensors hold key lengths and
+    masks for those two; on a heterogeneous config it raises in the generation thread, so `generate_batch` returns
     empty generations and raises nothing (and the config resolution raises on a per-layer `sliding_window`). Change:
-    for a heterogeneous config of an architecture this package builds, the cache pages each layer in its own shape
-    and window and nothing for layers without KV, planned from the real per-layer sizes (`continuous_batching.py`);
-    the config resolution and the batch processor read the model's config through that plan; a model that cannot be
-    paged (also for its tensor-parallel size) is refused by layer when the manager is made. Homogeneous and native
-    per-layer models get upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from
-    per-layer page shapes.
+    for a heterogeneous config of an architecture this package builds, the cache pages each layer in its own shape,
+    one group per distinct window, and nothing for layers without KV, planned from the real per-layer sizes
+    (`continuous_batching.py`); the IO tensors hold every group's key lengths and masks; the config resolution and the
+    batch processor read the model's config through that plan; a model that cannot be paged (also for its
+    tensor-parallel size) is refused by layer when the manager is made. Homogeneous and native per-layer models get
+    upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from per-layer page shapes and
+    windows, and its IO tensors hold one row per page group.
     """
-    # Imported when called, not here: `continuous_batching.py` imports this very module (through
-    # `generation.continuous_batching.cache`), so at this point it may be half-imported itself.
+    # `continuous_batching.py` is imported when called, not here: it imports this very module (through
+    # `generation.continuous_batching.cache`), so at this point it may be half-imported itself. `input_outputs` is
+    # complete: `continuous_api` imports it.
+    from ..generation.continuous_batching import input_outputs
+
     manager_cls = continuous_api.ContinuousBatchingManager
     original_init = manager_cls.__init__
     _check_signature(original_init, ["self", "model", "generation_config"], "ContinuousBatchingManager.__init__")
     original_cache, processor_cls = continuous_api.PagedAttentionCache, continuous_api.ContinuousBatchProcessor
+    original_io = continuous_api.ContinuousBatchingIOs
+    if input_outputs.ContinuousBatchingIOs is not original_io:
+        raise _mismatch("input_outputs.ContinuousBatchingIOs", "expected the class `continuous_api` imports")
     original_processor_init = processor_cls.__init__
     original_resolve = continuous_api.resolve_continuous_batching_config
     _check_signature(original_cache.__init__, ["self", "config"], "PagedAttentionCache.__init__")
+    _check_signature(original_io.__init__, ["self", "cache", "config"], "ContinuousBatchingIOs.__init__")
     _check_signature(original_processor_init, ["self", "cache", "config"], "ContinuousBatchProcessor.__init__")
     _check_signature(original_resolve, ["config", "cb_config"], "resolve_continuous_batching_config")
 
@@ -403,6 +413,12 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
 
         return make_paged_attention_cache(config, *args, **kwargs)  # hetero-patch: per-layer pages
 
+    @functools.wraps(original_io)
+    def ContinuousBatchingIOs(**kwargs):  # named as the class it stands in for where upstream calls it
+        from .continuous_batching import batch_io
+
+        return batch_io(original_io, **kwargs)  # hetero-patch: key lengths and masks of every page group
+
     @functools.wraps(original_processor_init)
     def processor_init(self, cache, config, *args, **kwargs):
         from .continuous_batching import processor_config
@@ -414,12 +430,77 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
     processor_cls.__init__ = processor_init
     continuous_api.resolve_continuous_batching_config = resolve_continuous_batching_config
     continuous_api.PagedAttentionCache = PagedAttentionCache
+    continuous_api.ContinuousBatchingIOs = ContinuousBatchingIOs
+    input_outputs.ContinuousBatchingIOs = ContinuousBatchingIOs
 
     def undo() -> None:
         manager_cls.__init__ = original_init
         processor_cls.__init__ = original_processor_init
         continuous_api.resolve_continuous_batching_config = original_resolve
         continuous_api.PagedAttentionCache = original_cache
+        continuous_api.ContinuousBatchingIOs = original_io
+        input_outputs.ContinuousBatchingIOs = original_io
+
+    return undo
+
+
+class _AllocatorsByGroup(dict):
+    """Upstream's `ATTN_TYPE_TO_ALLOCATOR` (its classes, as readers of `supports_block_table` expect), looked up through
+    `continuous_batching.page_group_allocator`: while a per-layer cache runs upstream's `__init__`, a page group's name
+    gives the constructor of that group's per-layer allocator; otherwise upstream's class."""
+
+    def __getitem__(self, attn_type: str) -> Callable:
+        from .continuous_batching import page_group_allocator
+
+        return page_group_allocator(attn_type, self.get(attn_type))  # hetero-patch: per-layer allocators
+
+
+def patch_paged_cache_groups(continuous_api: ModuleType) -> Callable[[], None]:
+    """`group_layers_by_attn_type`, `ATTN_TYPE_TO_ALLOCATOR` and `PagedAttentionMemoryHandler` as
+    `generation/continuous_batching/cache.py` (transformers 5.23) names them in `PagedAttentionCache.__init__`.
+
+    Upstream behaviour: `PagedAttentionCache.__init__` groups layers by `config.layer_types` (or the global
+    `sliding_window`), builds one allocator per group from the global KV heads and head_dim, and plans memory with a
+    whole-model block of `num_hidden_layers` equal pages and at most two attention masks. Change: while
+    `HeterogeneousPagedAttentionCache` runs upstream's `__init__` on a `continuous_batching.ServingConfig` (the
+    per-layer view of the model's config), the groups are the plan's page groups, each built by a per-layer allocator,
+    and memory is planned with the real whole-model block and one mask per group; everything else gets upstream's
+    functions and classes. Applied once `continuous_api` is imported, so that `initialization.py` keeps upstream's
+    dict object. Removal: upstream's `PagedAttentionCache.__init__` takes its groups, allocators and block size from a
+    per-layer page plan.
+    """
+    from ..generation.continuous_batching import cache  # complete: `continuous_api` imports it
+
+    original_groups = cache.group_layers_by_attn_type
+    original_allocators = cache.ATTN_TYPE_TO_ALLOCATOR
+    original_handler = cache.PagedAttentionMemoryHandler
+    _check_signature(original_groups, ["config"], "cache.group_layers_by_attn_type")
+    _check_signature(
+        original_handler.__init__, ["self", "config", "cb_config", "dtype"], "PagedAttentionMemoryHandler"
+    )
+    if not isinstance(original_allocators, dict):
+        raise _mismatch("cache.ATTN_TYPE_TO_ALLOCATOR", "expected a dict of allocator classes")
+
+    @functools.wraps(original_groups)
+    def group_layers_by_attn_type(config):
+        from .continuous_batching import page_groups
+
+        return page_groups(config, original_groups)  # hetero-patch: the plan's page groups
+
+    @functools.wraps(original_handler)
+    def PagedAttentionMemoryHandler(**kwargs):  # named as the class it stands in for where upstream calls it
+        from .continuous_batching import memory_handler
+
+        return memory_handler(original_handler, **kwargs)  # hetero-patch: real whole-model block, masks per group
+
+    cache.group_layers_by_attn_type = group_layers_by_attn_type
+    cache.ATTN_TYPE_TO_ALLOCATOR = _AllocatorsByGroup(original_allocators)
+    cache.PagedAttentionMemoryHandler = PagedAttentionMemoryHandler
+
+    def undo() -> None:
+        cache.group_layers_by_attn_type = original_groups
+        cache.ATTN_TYPE_TO_ALLOCATOR = original_allocators
+        cache.PagedAttentionMemoryHandler = original_handler
 
     return undo
 
@@ -536,6 +617,10 @@ _CALLBACKS = (
     (
         "transformers.generation.continuous_batching.continuous_api",
         functools.partial(_apply, patch_continuous_batching),
+    ),
+    (
+        "transformers.generation.continuous_batching.continuous_api",
+        functools.partial(_apply, patch_paged_cache_groups),
     ),
 )
 
