@@ -505,6 +505,192 @@ def patch_paged_cache_groups(continuous_api: ModuleType) -> Callable[[], None]:
     return undo
 
 
+class _TransformersForModelManager:
+    """The `transformers` module as the model manager reads it (`getattr(transformers, config.architectures[0])`):
+    upstream's attributes, and the model classes of the checkpoint families resolved to their Auto class."""
+
+    def __init__(self, transformers: ModuleType) -> None:
+        self._transformers = transformers
+
+    def __getattr__(self, name: str):
+        from .serving import architecture_class
+
+        return architecture_class(name, self._transformers)  # hetero-patch: family architectures
+
+
+# Where a patched `ModelManager` keeps its `serving.ServingState`.
+_SERVING_STATE = "_heterogeneity_serving_state"
+
+
+def patch_serving_model_manager(model_manager: ModuleType) -> Callable[[], None]:
+    """`ModelManager.__init__`, `ModelManager.load_model_and_processor` and the `transformers` module as
+    `cli/serving/model_manager.py` (transformers 5.23, `transformers serve`) names them.
+
+    Upstream behaviour: a checkpoint's class is `getattr(transformers, config.architectures[0])`, an `AttributeError`
+    (HTTP 500) for the checkpoint families registered with the Auto classes (`DeciLMForCausalLM`, ...); with
+    `--continuous-batching`, a model continuous batching cannot page loads and then fails every request. Change: those
+    architecture names resolve to the Auto class that builds the family's model (`serving.architecture_class`); a
+    per-layer model continuous batching cannot page is refused when it is loaded, with the reason logged: a model
+    preloaded at start-up (`transformers serve MODEL`) stops the server with that message (exit status 1), one named
+    by a request is unloaded and that request, and every later one naming it, gets the reason (HTTP 422, through
+    `patch_serving_requests`). Other models load as upstream. Removal: upstream's model manager resolves
+    architectures through the Auto classes and checks continuous-batching support when it loads a model.
+    """
+    cls = model_manager.ModelManager
+    original_init, original_load = cls.__init__, cls.load_model_and_processor
+    original_transformers = model_manager.transformers
+    _check_signature(original_init, ["self", "device", "dtype"], "ModelManager.__init__")
+    _check_signature(original_load, ["self", "model_id_and_revision"], "ModelManager.load_model_and_processor")
+    init_signature, load_signature = inspect.signature(original_init), inspect.signature(original_load)
+    for signature, name in ((init_signature, "continuous_batching"), (load_signature, "gguf_file")):
+        if name not in signature.parameters:
+            raise _mismatch("ModelManager", f"expected a `{name}` argument")
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        from .serving import ServingState, UnservableModelError
+
+        arguments = init_signature.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        setattr(self, _SERVING_STATE, ServingState(arguments.arguments["continuous_batching"]))
+        try:
+            original_init(self, *args, **kwargs)
+        except UnservableModelError as error:  # the preloaded model: the server does not start
+            raise SystemExit(f"transformers serve: {error}") from error
+
+    @functools.wraps(original_load)
+    def load_model_and_processor(self, model_id_and_revision, *args, **kwargs):
+        arguments = load_signature.bind(self, model_id_and_revision, *args, **kwargs)
+        gguf_file = arguments.arguments.get("gguf_file")
+        model_key = model_id_and_revision if gguf_file is None else f"{model_id_and_revision}:{gguf_file}"
+        state = getattr(self, _SERVING_STATE)
+        state.check_not_refused(model_key)
+        model, processor = original_load(self, model_id_and_revision, *args, **kwargs)
+
+        def unload() -> None:
+            for timed_model in list(self.loaded_models.values()):
+                if timed_model.model is model:
+                    timed_model.delete_model()
+
+        state.refuse_if_unservable(model_key, model, unload)  # hetero-patch: refused when loaded
+        return model, processor
+
+    cls.__init__ = __init__
+    cls.load_model_and_processor = load_model_and_processor
+    model_manager.transformers = _TransformersForModelManager(original_transformers)
+
+    def undo() -> None:
+        cls.__init__ = original_init
+        cls.load_model_and_processor = original_load
+        model_manager.transformers = original_transformers
+
+    return undo
+
+
+def patch_serving_requests(serving_utils: ModuleType) -> Callable[[], None]:
+    """`BaseHandler._resolve_model` and the `generate_streaming` / `generate_non_streaming` methods of
+    `GenerateManager` and `CBGenerateManager`, in `cli/serving/utils.py` (transformers 5.23).
+
+    Upstream behaviour: a malformed field (`max_tokens: "lots"`) raises in the handler (HTTP 500); an empty prompt
+    kills the continuous-batching worker (every later request gets 503) or fails `generate` (500); `max_tokens` is
+    taken as given, so `max_tokens: 1000000000` holds the model's inference thread until the client gives up, or
+    grows past the paged cache and kills the worker. Change: for the models this package builds per layer
+    (`serving.applies_to`), malformed fields get a 400 naming the field (`serving.check_request_fields`), an empty
+    prompt or one the model cannot take gets a 400, and `max_tokens` is lowered to what the model's context and the
+    paged cache hold, which the response says in a header (`serving.cap_generation`); a model the model manager
+    refused gets its reason with HTTP 422. Other models are served as upstream. Removal: upstream's handlers validate
+    their fields and prompt and bound `max_tokens`.
+    """
+    base_handler = serving_utils.BaseHandler
+    original_resolve = base_handler._resolve_model
+    _check_signature(original_resolve, ["self", "body"], "BaseHandler._resolve_model")
+    generation_methods = {
+        (manager_cls, name): getattr(manager_cls, name)
+        for manager_cls in (serving_utils.GenerateManager, serving_utils.CBGenerateManager)
+        for name in ("generate_streaming", "generate_non_streaming")
+    }
+    for (manager_cls, name), method in generation_methods.items():
+        _check_signature(
+            method, ["self", "model", "processor", "inputs", "gen_config"], f"{manager_cls.__name__}.{name}"
+        )
+
+    @functools.wraps(original_resolve)
+    def _resolve_model(self, body):
+        from fastapi import HTTPException
+
+        from .serving import UNSERVABLE_MODEL, UnservableModelError, applies_to, check_request_fields
+
+        try:
+            model_id, model, processor = original_resolve(self, body)
+        except UnservableModelError as error:
+            raise HTTPException(status_code=UNSERVABLE_MODEL, detail=str(error)) from error
+        if applies_to(model.config):
+            check_request_fields(body)  # hetero-patch: 400 naming a malformed field
+        return model_id, model, processor
+
+    def checked(method: Callable, continuous_batching: bool) -> Callable:
+        def prepare(manager, model, inputs, gen_config) -> None:
+            from .serving import applies_to, cap_generation, continuous_batching_cache
+
+            if applies_to(model.config):
+                cache = continuous_batching_cache(manager._cb) if continuous_batching else None
+                cap_generation(model.config, inputs["input_ids"], gen_config, cache)  # hetero-patch: prompt, cap
+
+        if inspect.iscoroutinefunction(method):
+
+            @functools.wraps(method)
+            async def generate(self, model, processor, inputs, gen_config, *args, **kwargs):
+                prepare(self, model, inputs, gen_config)
+                return await method(self, model, processor, inputs, gen_config, *args, **kwargs)
+
+        else:
+
+            @functools.wraps(method)
+            def generate(self, model, processor, inputs, gen_config, *args, **kwargs):
+                prepare(self, model, inputs, gen_config)
+                return method(self, model, processor, inputs, gen_config, *args, **kwargs)
+
+        return generate
+
+    base_handler._resolve_model = _resolve_model
+    for (manager_cls, name), method in generation_methods.items():
+        setattr(manager_cls, name, checked(method, manager_cls is serving_utils.CBGenerateManager))
+
+    def undo() -> None:
+        base_handler._resolve_model = original_resolve
+        for (manager_cls, name), method in generation_methods.items():
+            setattr(manager_cls, name, method)
+
+    return undo
+
+
+def patch_serving_app(server: ModuleType) -> Callable[[], None]:
+    """`build_server` of `cli/serving/server.py` (transformers 5.23), which makes the FastAPI app.
+
+    Upstream behaviour: a response carries what the handler built. Change: the app also has
+    `serving.ResponseNotesMiddleware`, which adds to a response the headers `serving.cap_generation` recorded for its
+    request (only requests to the models this package builds per layer record any). Removal: upstream's handlers say
+    in their responses that `max_tokens` was lowered.
+    """
+    original_build = server.build_server
+    _check_signature(original_build, ["model_manager", "chat_handler"], "build_server")
+
+    @functools.wraps(original_build)
+    def build_server(*args, **kwargs):
+        from .serving import ResponseNotesMiddleware
+
+        app = original_build(*args, **kwargs)
+        app.add_middleware(ResponseNotesMiddleware)  # hetero-patch: what the server changed in a request
+        return app
+
+    server.build_server = build_server
+
+    def undo() -> None:
+        server.build_server = original_build
+
+    return undo
+
+
 _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 
@@ -622,6 +808,9 @@ _CALLBACKS = (
         "transformers.generation.continuous_batching.continuous_api",
         functools.partial(_apply, patch_paged_cache_groups),
     ),
+    ("transformers.cli.serving.model_manager", functools.partial(_apply, patch_serving_model_manager)),
+    ("transformers.cli.serving.utils", functools.partial(_apply, patch_serving_requests)),
+    ("transformers.cli.serving.server", functools.partial(_apply, patch_serving_app)),
 )
 
 
