@@ -616,14 +616,18 @@ def patch_serving_requests(serving_utils: ModuleType) -> Callable[[], None]:
 
     @functools.wraps(original_resolve)
     def _resolve_model(self, body):
-        from fastapi import HTTPException
-
-        from .serving import UNSERVABLE_MODEL, UnservableModelError, applies_to, check_request_fields
+        from .serving import (
+            UNSERVABLE_MODEL,
+            ServingRequestError,
+            UnservableModelError,
+            applies_to,
+            check_request_fields,
+        )
 
         try:
             model_id, model, processor = original_resolve(self, body)
         except UnservableModelError as error:
-            raise HTTPException(status_code=UNSERVABLE_MODEL, detail=str(error)) from error
+            raise ServingRequestError(UNSERVABLE_MODEL, str(error), param="model") from error
         if applies_to(model.config):
             check_request_fields(body)  # hetero-patch: 400 naming a malformed field
         return model_id, model, processor
@@ -667,19 +671,22 @@ def patch_serving_requests(serving_utils: ModuleType) -> Callable[[], None]:
 def patch_serving_app(server: ModuleType) -> Callable[[], None]:
     """`build_server` of `cli/serving/server.py` (transformers 5.23), which makes the FastAPI app.
 
-    Upstream behaviour: a response carries what the handler built. Change: the app also has
-    `serving.ResponseNotesMiddleware`, which adds to a response the headers `serving.cap_generation` recorded for its
-    request (only requests to the models this package builds per layer record any). Removal: upstream's handlers say
-    in their responses that `max_tokens` was lowered.
+    Upstream behaviour: a response carries what the handler built; an exception it has no handler for is a 500.
+    Change: the app answers `serving.ServingRequestError` (raised by the fixes of `patch_serving_requests`) with its
+    status and an OpenAI-style error body, and `serving.ResponseNotesMiddleware` adds to a response the headers
+    `serving.cap_generation` recorded for its request (only requests to the models this package builds per layer
+    raise or record any). Removal: upstream's handlers answer client errors and say in their responses that
+    `max_tokens` was lowered.
     """
     original_build = server.build_server
     _check_signature(original_build, ["model_manager", "chat_handler"], "build_server")
 
     @functools.wraps(original_build)
     def build_server(*args, **kwargs):
-        from .serving import ResponseNotesMiddleware
+        from .serving import ResponseNotesMiddleware, ServingRequestError, serving_request_error_response
 
         app = original_build(*args, **kwargs)
+        app.add_exception_handler(ServingRequestError, serving_request_error_response)  # hetero-patch: 4xx
         app.add_middleware(ResponseNotesMiddleware)  # hetero-patch: what the server changed in a request
         return app
 

@@ -52,6 +52,7 @@ logger = logging.get_logger(__name__)
 __all__ = [
     "MAX_TOKENS_CAPPED_HEADER",
     "ResponseNotesMiddleware",
+    "ServingRequestError",
     "ServingState",
     "UnservableModelError",
     "applies_to",
@@ -62,6 +63,7 @@ __all__ = [
     "continuous_batching_refusal",
     "max_request_tokens",
     "response_notes",
+    "serving_request_error_response",
 ]
 
 # The response header that says `max_tokens` was lowered, and to what.
@@ -74,6 +76,20 @@ CACHE_READY_TIMEOUT_S = 600
 
 class UnservableModelError(ValueError):
     """A model this server will not serve as it is configured (the message says why and what to do)."""
+
+
+class ServingRequestError(Exception):
+    """A request the server cannot take: answered with `status_code` and an OpenAI-style error body naming the
+    request field at fault (`param`), which OpenAI clients show (`openai.BadRequestError: Error code: 400 - ...`)."""
+
+    def __init__(self, status_code: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": "invalid_request_error", "param": self.param, "code": None}}
 
 
 def applies_to(config: PreTrainedConfig) -> bool:
@@ -143,22 +159,16 @@ _FIELD_CHECKS = {
 }
 
 
-def _client_error(status_code: int, message: str) -> Exception:
-    from fastapi import HTTPException
-
-    return HTTPException(status_code=status_code, detail=message)
-
-
 def check_request_fields(body: Mapping[str, Any]) -> None:
     """Checks the fields the handlers convert (`int(body["max_tokens"])`, `float(body["temperature"])`, ...).
 
     Raises:
-        HTTPException: 400 naming the first malformed field, what it must be and what it is.
+        ServingRequestError: 400 naming the first malformed field, what it must be and what it is.
     """
     for name, (is_valid, expected) in _FIELD_CHECKS.items():
         value = body.get(name)
         if value is not None and not is_valid(value):
-            raise _client_error(BAD_REQUEST, f"`{name}` must be {expected}; got {value!r}.")
+            raise ServingRequestError(BAD_REQUEST, f"`{name}` must be {expected}; got {value!r}.", param=name)
 
 
 _notes: ContextVar[dict[str, str] | None] = ContextVar("serving_response_notes", default=None)
@@ -214,11 +224,13 @@ def cap_generation(config: PreTrainedConfig, input_ids: Any, generation_config: 
     request; a lowered value is noted in the response (`MAX_TOKENS_CAPPED_HEADER`) and logged.
 
     Raises:
-        HTTPException: 400 for an empty prompt, or one that leaves no room to generate.
+        ServingRequestError: 400 for an empty prompt, or one that leaves no room to generate.
     """
     prompt_length = _length(input_ids)
     if prompt_length == 0:
-        raise _client_error(BAD_REQUEST, "The prompt is empty: there is nothing to continue. Send at least one token.")
+        raise ServingRequestError(
+            BAD_REQUEST, "The prompt is empty: there is nothing to continue. Send at least one token.", param="prompt"
+        )
     limits = {}
     context = getattr(config.get_text_config(), "max_position_embeddings", None)
     if context is not None:
@@ -231,9 +243,10 @@ def cap_generation(config: PreTrainedConfig, input_ids: Any, generation_config: 
     limit_name, limit = min(limits.items(), key=lambda item: item[1])
     room = limit - prompt_length
     if room < 1:
-        raise _client_error(
+        raise ServingRequestError(
             BAD_REQUEST,
             f"The prompt has {prompt_length} tokens; {limit_name} holds {limit}, which leaves no room to generate.",
+            param="prompt",
         )
     requested = generation_config.max_new_tokens
     if requested is not None and requested > room:
@@ -287,6 +300,13 @@ class ServingState:
         with self._lock:
             self.refused[model_key] = message
         raise UnservableModelError(message)
+
+
+async def serving_request_error_response(request: Any, error: ServingRequestError) -> Any:
+    """The FastAPI exception handler of `ServingRequestError`."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(error.body(), status_code=error.status_code)
 
 
 class ResponseNotesMiddleware:
