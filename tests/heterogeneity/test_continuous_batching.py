@@ -296,9 +296,9 @@ def test_pages_of_each_layer_have_its_own_shape():
     assert isinstance(cache, HeterogeneousPagedAttentionCache)
     expected_shapes = {0: (1, 16), 2: (4, 8), 4: (2, 16)}
     (allocator,) = cache.cache_allocators.values()
-    assert sorted(allocator._layer_views) == sorted(expected_shapes)
+    assert sorted(allocator.layer_pages) == sorted(expected_shapes)
     for layer_idx, (heads, head_dim) in expected_shapes.items():
-        keys, values = allocator._layer_views[layer_idx]
+        keys, values = allocator.page_views(layer_idx)
         assert (
             keys.shape
             == values.shape
@@ -312,6 +312,16 @@ def test_pages_of_each_layer_have_its_own_shape():
     assert cache.num_sectors * cache.bytes_per_sector // block_bytes >= 64  # `num_blocks` whole-model blocks
 
 
+def test_layers_whose_row_does_not_divide_the_block_are_addressed_by_page():
+    """Rows of 2 x 16 (layers 0, 2) and 2 x 24 (layer 1) elements: a block of PAGE_SIZE tokens of each is
+    2 * 4 * (32 + 48 + 32) = 896 elements, which 32 divides (those layers read and write rows) and 48 does not (that
+    layer addresses its pages by block and slot); every request's tokens still equal `generate`."""
+    model = build_model(ARCHS["llama"], {1: {"head_dim": 24}}, 3)
+    assert_batch_equals_generate(model, model.config.vocab_size)
+    (allocator,) = served_cache(model).cache_allocators.values()
+    assert {layer_idx: access[2] for layer_idx, access in allocator._access.items()} == {0: 28, 1: None, 2: 28}
+
+
 def test_pages_of_one_layer_never_overlap_another():
     """Writes to every layer's pages of every block land in distinct bytes of the cache tensor."""
     per_layer = {0: {"num_key_value_heads": 1}, 2: {"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8}}
@@ -319,7 +329,7 @@ def test_pages_of_one_layer_never_overlap_another():
     (allocator,) = cache.cache_allocators.values()
     written = torch.zeros_like(cache.cache_tensor, dtype=torch.int32)
     no_zero_byte = torch.tensor([0x3F818283], dtype=torch.int32).view(torch.float32).item()  # bytes 83 82 81 3F
-    for keys, values in allocator._layer_views.values():
+    for keys, values in map(allocator.page_views, allocator.layer_pages):
         for view in (keys, values):
             cache.cache_tensor.zero_()
             view.fill_(no_zero_byte)

@@ -51,10 +51,12 @@ class _PerLayerPagesMixin:
 
     Upstream's allocators (5.23) give every layer of a group the same page and address a token by one row index,
     `block_id * block_physical_stride + slot`, into a per-layer view shifted by the layer's page. Here a block is one
-    unit holding a page of every layer of the group, so `block_physical_stride` is `2 * page_size` (the K and V rows of
-    one page), the index math of the upstream classes (reads, writes, ring buffer, trash and sentinel indices) is kept,
-    and each layer addresses (block, slot) of its own view. The index tensors of a step are the same for every layer of
-    the group, so they are decoded into (block, slot) once per step.
+    unit holding a page of every layer of the group (each layer's K page, then its V page), so `block_physical_stride`
+    is `2 * page_size` (the K and V rows of one page) and the index math of the upstream classes (reads, writes, ring
+    buffer, trash and sentinel indices) is kept. A layer whose token row (`num_key_value_heads * head_dim` elements)
+    divides the block reads and writes a flat view of rows with upstream's `index_select` / `index_copy_`, at row
+    `block_id * rows_per_block + slot`; another addresses (block, slot) of its page view. The index tensors of a step
+    are the same for every layer of the group, so each is translated once per step and row layout.
     """
 
     supports_block_table = False  # `flash_attn_with_kvcache` takes one page shape for all layers
@@ -85,39 +87,54 @@ class _PerLayerPagesMixin:
         self.tokens_per_block = page_size
         self.block_physical_stride = self.rows_per_token * page_size
         self.bytes_per_block = block_bytes
-        self._decoded: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._translated: dict[tuple[str, int | None], tuple[torch.Tensor, Any]] = {}
 
     def register_cache_tensor(
         self, bytes_per_sector: int, non_trash_bytes: int, cache_tensor: torch.Tensor, pool: CachePool
     ) -> None:
-        """Makes each layer's K and V views `[num_blocks, page_size, num_key_value_heads, head_dim]` over the cache
-        bytes, with the block stride of the whole group, so a layer's pages are strided views, never copies."""
+        """Makes each layer's K and V views over the cache bytes, never copies: pages
+        `[num_blocks, page_size, num_key_value_heads, head_dim]` with the block stride of the whole group, and where the
+        layer's row divides the block, rows `[num_rows, num_key_value_heads, head_dim]`."""
         self._copy_view = cache_tensor.view(-1, self.bytes_per_block)
         total_blocks = (non_trash_bytes + 2 * bytes_per_sector) // self.bytes_per_block
         typed = cache_tensor.view(self.cache_dtype)
         block_stride = self.bytes_per_block // self.cache_dtype.itemsize
-        self._layer_views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._page_views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._access: dict[int, tuple[torch.Tensor, torch.Tensor, int | None]] = {}
         for layer_idx, layer in self.layer_pages.items():
             row = layer.num_key_value_heads * layer.head_dim
-            shape = (total_blocks, self.tokens_per_page, layer.num_key_value_heads, layer.head_dim)
-            strides = (block_stride, row, layer.head_dim, 1)
-            key_offset = self._page_offsets[layer_idx]
-            self._layer_views[layer_idx] = (
-                typed.as_strided(shape, strides, key_offset),
-                typed.as_strided(shape, strides, key_offset + self.tokens_per_page * row),
-            )
+            offsets = (self._page_offsets[layer_idx], self._page_offsets[layer_idx] + self.tokens_per_page * row)
+            pages = (total_blocks, self.tokens_per_page, layer.num_key_value_heads, layer.head_dim)
+            keys, values = (typed.as_strided(pages, (block_stride, row, layer.head_dim, 1), o) for o in offsets)
+            self._page_views[layer_idx] = (keys, values)
+            if block_stride % row:
+                self._access[layer_idx] = (keys, values, None)
+                continue
+            rows_per_block = block_stride // row
+            rows = ((total_blocks - 1) * rows_per_block + self.tokens_per_page, *pages[2:])
+            keys, values = (typed.as_strided(rows, (row, layer.head_dim, 1), o) for o in offsets)
+            self._access[layer_idx] = (keys, values, rows_per_block)
         self._after_cache_tensor_init(non_trash_bytes, bytes_per_sector, cache_tensor, pool)
 
-    def _blocks_and_slots(self, kind: str, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row indices of the upstream scheme as (block, slot) of a layer's view, decoded once per index tensor: a
-        step passes the same tensor to every layer of the group (a new one each step), and holding it here keeps its
-        identity from being reused. Within a block, K rows come first: the allocators' indices point at K rows."""
-        decoded = self._decoded.get(kind)
-        if decoded is None or decoded[0] is not index:
-            stride = self.block_physical_stride
-            decoded = (index, (torch.div(index, stride, rounding_mode="floor"), index % stride))
-            self._decoded[kind] = decoded
-        return decoded[1]
+    def page_views(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K and V pages of a layer, `[num_blocks, page_size, num_key_value_heads, head_dim]` each (trash sectors
+        included), as views of the cache tensor."""
+        return self._page_views[layer_idx]
+
+    def _translate(self, kind: str, index: torch.Tensor, rows_per_block: int | None) -> Any:
+        """Row indices of the upstream scheme as rows of a layer's row view (`rows_per_block`), or as (block, slot) of
+        its page view (`None`); once per index tensor and layout: a step passes the same tensor to every layer of the
+        group (a new one each step), and holding it here keeps its identity from being reused. Within a block, K rows
+        come first: the allocators' indices point at K rows."""
+        translated = self._translated.get((kind, rows_per_block))
+        if translated is None or translated[0] is not index:
+            blocks = torch.div(index, self.block_physical_stride, rounding_mode="floor")
+            if rows_per_block is None:
+                at = (blocks, index % self.block_physical_stride)
+            else:  # block * rows_per_block + slot, with slot = index - block * stride
+                at = index + blocks * (rows_per_block - self.block_physical_stride)
+            translated = self._translated[(kind, rows_per_block)] = (index, at)
+        return translated[1]
 
     def update(
         self,
@@ -131,23 +148,23 @@ class _PerLayerPagesMixin:
         does (`full_attention.py`, `sliding_attention.py`): a full-attention layer writes, then reads its whole
         sequence; a sliding layer reads its window first (the new tokens may overwrite it in the ring) and puts the
         new states at the sentinel slots."""
-        keys, values = self._layer_views[layer_idx]
-        write_at = self._blocks_and_slots("write", write_index)
+        keys, values, rows_per_block = self._access[layer_idx]
+        write_at = self._translate("write", write_index, rows_per_block)
         if read_index.numel() == 0:
-            keys.index_put_(write_at, key_states)
-            values.index_put_(write_at, value_states)
+            _write(keys, write_at, key_states)
+            _write(values, write_at, value_states)
             return key_states, value_states
-        read_at = self._blocks_and_slots("read", read_index)
+        read_at = self._translate("read", read_index, rows_per_block)
         if self.reads_before_writing:
             new_slots = (read_index == self.sentinel_index)[:, None, None]
-            all_keys = keys[read_at].masked_scatter_(new_slots, key_states)
-            all_values = values[read_at].masked_scatter_(new_slots, value_states)
-            keys.index_put_(write_at, key_states)
-            values.index_put_(write_at, value_states)
+            all_keys = _read(keys, read_at).masked_scatter_(new_slots, key_states)
+            all_values = _read(values, read_at).masked_scatter_(new_slots, value_states)
+            _write(keys, write_at, key_states)
+            _write(values, write_at, value_states)
             return all_keys, all_values
-        keys.index_put_(write_at, key_states)
-        values.index_put_(write_at, value_states)
-        return keys[read_at], values[read_at]
+        _write(keys, write_at, key_states)
+        _write(values, write_at, value_states)
+        return _read(keys, read_at), _read(values, read_at)
 
     def get_cache_for_block_table(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError("Per-layer pages have no block-table view (the decode fast path is off).")
@@ -156,6 +173,18 @@ class _PerLayerPagesMixin:
         self, request_id: str, past_length: int, query_length: int, block_table: torch.Tensor
     ) -> None:
         raise NotImplementedError("Per-layer pages have no block-table view (the decode fast path is off).")
+
+
+def _write(view: torch.Tensor, at: Any, states: torch.Tensor) -> None:
+    """`states` into a layer's view at the translated indices `at` (rows, or (block, slot))."""
+    if isinstance(at, tuple):
+        view.index_put_(at, states)
+    else:
+        view.index_copy_(0, at, states)
+
+
+def _read(view: torch.Tensor, at: Any) -> torch.Tensor:
+    return view[at] if isinstance(at, tuple) else torch.index_select(view, 0, at)
 
 
 class PerLayerFullAttentionAllocator(_PerLayerPagesMixin, FullAttentionCacheAllocator):
