@@ -235,9 +235,23 @@ def test_admission_needs_room_in_every_group():
     assert cache.count_storable_requests([needed] * 5) == 3
 
 
-def test_generate_batch_equals_generate_gpt_oss_several_windows():
-    """GPT-OSS (sinks, `layer_types`) with windows 6 and 3, full attention, per-layer experts and KV heads."""
-    per_layer = {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"sliding_window": 3}}
+# GPT-OSS (sinks, `layer_types` sliding / full / sliding / sliding) with per-layer KV heads and experts, and a skipped
+# attention or a second window; the page groups each case must get.
+GPT_OSS_CASES = {
+    "skipped_attention": (
+        {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"skip": ["attention"]}},
+        {"sliding_attention": ([0, 3], WINDOW), "full_attention": ([1], None)},
+    ),
+    "several_windows": (
+        {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"sliding_window": 3}},
+        {"sliding_attention_6": ([0, 3], 6), "full_attention": ([1], None), "sliding_attention_3": ([2], 3)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GPT_OSS_CASES))
+def test_generate_batch_equals_generate_gpt_oss(case):
+    per_layer, groups = GPT_OSS_CASES[case]
     config = GptOssConfig(
         **{**GPT_OSS_GLOBALS, "sliding_window": WINDOW},
         layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
@@ -247,25 +261,7 @@ def test_generate_batch_equals_generate_gpt_oss_several_windows():
     torch.manual_seed(0)
     model = GptOssForCausalLM(config).eval()
     assert_batch_equals_generate(model, config.vocab_size)
-    assert groups_of(served_cache(model)) == {
-        "sliding_attention_6": ([0, 3], 6),
-        "full_attention": ([1], None),
-        "sliding_attention_3": ([2], 3),
-    }
-
-
-def test_generate_batch_equals_generate_gpt_oss():
-    """Sliding and full layers from `layer_types`, attention sinks, per-layer KV heads and experts."""
-    per_layer = {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"skip": ["attention"]}}
-    config = GptOssConfig(
-        **{**GPT_OSS_GLOBALS, "sliding_window": WINDOW},
-        layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
-        per_layer_config=per_layer,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(0)
-    model = GptOssForCausalLM(config).eval()
-    assert_batch_equals_generate(model, config.vocab_size)
+    assert groups_of(served_cache(model)) == groups
 
 
 def served_cache(model, **config: Any) -> PagedAttentionCache:
