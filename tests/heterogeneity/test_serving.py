@@ -334,9 +334,12 @@ def test_malformed_fields_get_a_client_error_naming_them(server, checkpoint_fold
         ("max_tokens", 0, "`max_tokens` must be a positive integer; got 0"),
         ("temperature", "hot", "`temperature` must be a number >= 0; got 'hot'"),
         ("seed", 1.5, "`seed` must be an integer; got 1.5"),
+        ("frequency_penalty", -1, "`frequency_penalty` must be a number in (-1, 2]; got -1"),
+        ("generation_config", "{not json", "`generation_config` must be a JSON object, as a string; got '{not json'"),
     ):
-        with pytest.raises(openai.BadRequestError, match=re.escape(message)):
-            complete(client, checkpoint, text_of([1, 2]), stream=False, **{field: value})
+        with pytest.raises(openai.BadRequestError, match=re.escape(message)) as error:
+            complete(client, checkpoint, text_of([1, 2]), stream=False, extra_body={field: value})
+        assert error.value.body["param"] == field
     with pytest.raises(openai.BadRequestError, match="`max_completion_tokens` must be a positive integer"):
         client.chat.completions.create(
             model=str(checkpoint),

@@ -35,6 +35,7 @@ they belong in upstream's server for every model.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import threading
 import time
@@ -134,28 +135,37 @@ def continuous_batching_refusal(config: PreTrainedConfig) -> str | None:
     )
 
 
-# Fields the handlers turn into numbers, with the check each value must pass (bools are JSON `true` / `false`).
 def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON `true` is a Python int
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_json_object(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and isinstance(json.loads(value), dict)
+    except ValueError:
+        return False
+
+
+# The fields the handlers convert (transformers 5.23, `cli/serving/*.py`), with the check each value must pass and
+# what it must be. `frequency_penalty` becomes `repetition_penalty = 1 + frequency_penalty`, which must be positive.
 _FIELD_CHECKS = {
     "max_tokens": (lambda value: _is_integer(value) and value >= 1, "a positive integer"),
     "max_completion_tokens": (lambda value: _is_integer(value) and value >= 1, "a positive integer"),
     "max_output_tokens": (lambda value: _is_integer(value) and value >= 1, "a positive integer"),
     "temperature": (lambda value: _is_number(value) and value >= 0, "a number >= 0"),
     "top_p": (lambda value: _is_number(value) and 0 < value <= 1, "a number in (0, 1]"),
-    "frequency_penalty": (lambda value: _is_number(value) and -2 <= value <= 2, "a number in [-2, 2]"),
+    "frequency_penalty": (lambda value: _is_number(value) and -1 < value <= 2, "a number in (-1, 2]"),
     "seed": (_is_integer, "an integer"),
     "stream": (lambda value: isinstance(value, bool), "true or false"),
     "stop": (
         lambda value: isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
         "a string or a list of strings",
     ),
+    "generation_config": (_is_json_object, "a JSON object, as a string"),
 }
 
 
@@ -211,7 +221,10 @@ def max_request_tokens(cache: Any) -> int | None:
 
 def continuous_batching_cache(manager: Any, timeout: float = CACHE_READY_TIMEOUT_S) -> Any:
     """The paged cache of a started `ContinuousBatchingManager`, which its worker thread builds when it starts; waits
-    for it (the first request of a model only). `None` if the worker died first (requests then get upstream's 503)."""
+    for it (the first request of a model only). `None` without a manager, or if the worker died first (requests then
+    get upstream's 503)."""
+    if manager is None:
+        return None
     deadline = time.monotonic() + timeout
     while manager.batch_processor is None and manager.is_running() and time.monotonic() < deadline:
         time.sleep(0.01)
