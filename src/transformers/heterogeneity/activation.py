@@ -552,6 +552,7 @@ def patch_serving_model_manager(model_manager: ModuleType) -> Callable[[], None]
 
         arguments = init_signature.bind(self, *args, **kwargs)
         arguments.apply_defaults()
+        # hetero-patch: what the loading wrapper needs to know of the server's options
         setattr(self, _SERVING_STATE, ServingState(arguments.arguments["continuous_batching"]))
         try:
             original_init(self, *args, **kwargs)
@@ -563,7 +564,9 @@ def patch_serving_model_manager(model_manager: ModuleType) -> Callable[[], None]
         arguments = load_signature.bind(self, model_id_and_revision, *args, **kwargs)
         gguf_file = arguments.arguments.get("gguf_file")
         model_key = model_id_and_revision if gguf_file is None else f"{model_id_and_revision}:{gguf_file}"
-        state = getattr(self, _SERVING_STATE)
+        state = getattr(self, _SERVING_STATE, None)  # `None`: made before the activation, so its options are unknown
+        if state is None:
+            return original_load(self, model_id_and_revision, *args, **kwargs)
         state.check_not_refused(model_key)
         model, processor = original_load(self, model_id_and_revision, *args, **kwargs)
 
