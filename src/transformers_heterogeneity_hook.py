@@ -3,7 +3,8 @@
 `transformers_heterogeneity.pth` runs `install()` in every interpreter. It must cost nothing in processes that never
 use Transformers, so it imports neither torch nor transformers, nor anything of `transformers.heterogeneity`: it puts
 one finder on `sys.meta_path` that sees every `transformers` module being imported and knows when each has finished
-executing. Once `transformers.configuration_utils` has (it is imported before any config or model exists), it imports
+executing. Once `transformers.configuration_utils` has (it is imported before any config or model exists), or the
+model manager of `transformers serve` (which builds its server before it loads any model), it imports
 `transformers.heterogeneity`, which activates the feature. Set `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0` to turn
 the automatic activation off; `import transformers.heterogeneity` still activates it explicitly.
 
@@ -24,7 +25,8 @@ import threading
 
 
 ENV_VARIABLE = "TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE"
-TRIGGER_MODULE = "transformers.configuration_utils"
+# `transformers serve` makes its model manager, whose loading the activation patches, before any config exists.
+TRIGGER_MODULES = ("transformers.configuration_utils", "transformers.cli.serving.model_manager")
 PACKAGE = "transformers.heterogeneity"
 
 _lock = threading.RLock()
@@ -157,4 +159,5 @@ def install() -> None:
         with _lock:
             if any(_activate in callbacks for callbacks in _waiting.values()):
                 return
-        after_import(TRIGGER_MODULE, _activate)
+        for trigger in TRIGGER_MODULES:
+            after_import(trigger, _activate)

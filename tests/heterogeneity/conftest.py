@@ -198,7 +198,9 @@ def randomize_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             value = 0.2 * noise
         elif "embed_tokens" in name:
             value = noise
-        else:  # Linear weight (out, in): unit variance outputs for unit variance inputs
+        elif parameter.ndim < 2:  # other vectors: GPT-OSS attention sinks
+            value = 0.2 * noise
+        else:  # Linear weight (out, in), or experts' (experts, in, out): unit variance outputs for unit variance inputs
             value = noise / math.sqrt(parameter.shape[1])
         parameter.copy_(value.to(parameter.dtype))
     return model.eval()

@@ -11,13 +11,14 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Continuous batching of heterogeneous models: per-layer pages, outputs equal to `generate`, clear refusals.
+"""Continuous batching of heterogeneous models: per-layer pages, one page group per window, outputs equal to
+`generate`, clear refusals.
 
 `generate_batch` and `ContinuousBatchingManager` run many requests of different lengths at once, with pages small
 enough that requests span several pages, prefills are split across steps and windows wrap around their ring buffer.
 Every request's tokens must equal the greedy `generate` of the same model on that prompt alone (`generate` itself is
-checked against the independent reference in the architecture tests). Page sizes are checked against arithmetic
-written here from the test's numbers.
+checked against the independent reference in the architecture tests). Page sizes, group memberships and admission
+counts are checked against arithmetic written here from the test's numbers.
 """
 
 from __future__ import annotations
@@ -35,13 +36,10 @@ from transformers import (
     Llama4ForCausalLM,
     Llama4TextConfig,
 )
-from transformers.generation.continuous_batching import PagedAttentionCache
+from transformers.generation.continuous_batching import PagedAttentionCache, cache_allocators
 from transformers.generation.continuous_batching.continuous_api import ContinuousBatchingManager
-from transformers.heterogeneity.continuous_batching import (
-    HeterogeneousPagedAttentionCache,
-    UnservableLayerError,
-    plan_serving,
-)
+from transformers.heterogeneity.continuous_batching import HeterogeneousPagedAttentionCache
+from transformers.heterogeneity.continuous_batching_plan import UnservableLayerError, plan_serving
 
 from .conftest import ARCHS, build_model
 from .gpt_oss_checkpoints import GPT_OSS_GLOBALS
@@ -165,16 +163,92 @@ def test_generate_batch_equals_generate_per_layer_windows(attn_implementation):
     model = build_model(ARCHS["mistral"], per_layer, 4, attn_implementation, sliding_window=WINDOW)
     assert_batch_equals_generate(model, model.config.vocab_size)
     cache = served_cache(model)
-    assert cache.plan.sliding_window == WINDOW
-    assert {kind: list(a.layer_pages) for kind, a in cache.cache_allocators.items()} == {
-        "sliding_attention": [0, 3],
-        "full_attention": [1],
+    assert groups_of(cache) == {"sliding_attention": ([0, 3], WINDOW), "full_attention": ([1], None)}
+
+
+def groups_of(cache: PagedAttentionCache) -> dict[str, tuple[list[int], int | None]]:
+    """Each allocator's layers and window, by the group name that keys it."""
+    return {
+        name: (list(a.layer_pages), getattr(a, "sliding_window", None)) for name, a in cache.cache_allocators.items()
     }
 
 
-def test_generate_batch_equals_generate_gpt_oss():
-    """Sliding and full layers from `layer_types`, attention sinks, per-layer KV heads and experts."""
-    per_layer = {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"skip": ["attention"]}}
+# Windows 6 (global: layers 0 and 4), 3 and 10, full attention on layer 1: prompts of 1 to 14 tokens are shorter and
+# longer than each window.
+SEVERAL_WINDOWS = {
+    1: {"sliding_window": None, "num_key_value_heads": 1},
+    2: {"sliding_window": 3},
+    3: {"sliding_window": 10, "head_dim": 8},
+}
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_generate_batch_equals_generate_several_windows(attn_implementation):
+    """One page group per window, each with its own key lengths and mask, and one for full attention."""
+    model = build_model(ARCHS["mistral"], SEVERAL_WINDOWS, 5, attn_implementation, sliding_window=WINDOW)
+    assert_batch_equals_generate(model, model.config.vocab_size)
+    cache = served_cache(model)
+    assert groups_of(cache) == {
+        "sliding_attention_6": ([0, 4], 6),
+        "full_attention": ([1], None),
+        "sliding_attention_3": ([2], 3),
+        "sliding_attention_10": ([3], 10),
+    }
+    # A windowed group holds a request's window (its ring buffer), the full group every token.
+    long_request = 10 * PAGE_SIZE
+    needed = {name: a.needs_new_blocks("r", 0, long_request) for name, a in cache.cache_allocators.items()}
+    assert needed == {
+        "sliding_attention_6": 2,
+        "full_attention": 10,
+        "sliding_attention_3": 1,
+        "sliding_attention_10": 3,
+    }
+
+
+def test_only_windowed_layers_read_at_most_the_largest_window():
+    """Without a full-attention layer a request never reads more than its largest window (upstream's limit for one)."""
+    per_layer = {1: {"sliding_window": 3}, 2: {"skip": ["attention"]}}
+    model = build_model(ARCHS["mistral"], per_layer, 3, sliding_window=WINDOW)
+    assert_batch_equals_generate(model, model.config.vocab_size)
+    assert served_cache(model).read_cache_limit == WINDOW
+
+
+def test_admission_needs_room_in_every_group():
+    """A cache of 20 sectors: sequences of 40 tokens admitted one by one while every group has room.
+
+    Blocks (fp32, PAGE_SIZE tokens): group 6 = layers 0, 4 (2 heads x 16 each) -> 2 * (2*2*16*4*4) = 2048 bytes;
+    group 3 = layer 2 -> 1024; group 10 = layer 3 (2 x 8) -> 512; full = layer 1 (1 x 16) -> 512. A sector is their
+    lcm, 2048 bytes: 1, 2, 4 and 4 blocks of these groups. A 40-token sequence needs 2, 1, 3 and 10 blocks. Sectors
+    taken, counting the blocks left free in a group's sectors by the sequences before:
+    1st: 2 + 1 (1 block left) + 1 (1 left) + 3 (2 left) = 7; 2nd: 2 + 0 + 1 (2 left) + 2 (0 left) = 5;
+    3rd: 2 + 1 + 1 + 3 = 7, 19 in all; the 4th needs 2 more for group 6, and 1 is left: 3 are admitted."""
+    model = build_model(ARCHS["mistral"], SEVERAL_WINDOWS, 5, sliding_window=WINDOW)
+    bytes_per_model_block = 2048 + 1024 + 512 + 512
+    cache = served_cache(model, num_blocks=20 * 2048 // bytes_per_model_block)
+    assert cache.bytes_per_sector == 2048 and cache.num_sectors == 20
+    assert cache.bytes_per_model_block == bytes_per_model_block
+    long_request = 10 * PAGE_SIZE
+    needed = {name: a.needs_new_blocks("r", 0, long_request) for name, a in cache.cache_allocators.items()}
+    assert cache.count_storable_requests([needed] * 5) == 3
+
+
+# GPT-OSS (sinks, `layer_types` sliding / full / sliding / sliding) with per-layer KV heads and experts, and a skipped
+# attention or a second window; the page groups each case must get.
+GPT_OSS_CASES = {
+    "skipped_attention": (
+        {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"skip": ["attention"]}},
+        {"sliding_attention": ([0, 3], WINDOW), "full_attention": ([1], None)},
+    ),
+    "several_windows": (
+        {0: {"num_key_value_heads": 1}, 1: {"num_local_experts": 2}, 2: {"sliding_window": 3}},
+        {"sliding_attention_6": ([0, 3], 6), "full_attention": ([1], None), "sliding_attention_3": ([2], 3)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GPT_OSS_CASES))
+def test_generate_batch_equals_generate_gpt_oss(case):
+    per_layer, groups = GPT_OSS_CASES[case]
     config = GptOssConfig(
         **{**GPT_OSS_GLOBALS, "sliding_window": WINDOW},
         layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
@@ -184,6 +258,7 @@ def test_generate_batch_equals_generate_gpt_oss():
     torch.manual_seed(0)
     model = GptOssForCausalLM(config).eval()
     assert_batch_equals_generate(model, config.vocab_size)
+    assert groups_of(served_cache(model)) == groups
 
 
 def served_cache(model, **config: Any) -> PagedAttentionCache:
@@ -214,9 +289,9 @@ def test_pages_of_each_layer_have_its_own_shape():
     assert isinstance(cache, HeterogeneousPagedAttentionCache)
     expected_shapes = {0: (1, 16), 2: (4, 8), 4: (2, 16)}
     (allocator,) = cache.cache_allocators.values()
-    assert sorted(allocator._layer_views) == sorted(expected_shapes)
+    assert sorted(allocator.layer_pages) == sorted(expected_shapes)
     for layer_idx, (heads, head_dim) in expected_shapes.items():
-        keys, values = allocator._layer_views[layer_idx]
+        keys, values = allocator.page_views(layer_idx)
         assert (
             keys.shape
             == values.shape
@@ -230,6 +305,16 @@ def test_pages_of_each_layer_have_its_own_shape():
     assert cache.num_sectors * cache.bytes_per_sector // block_bytes >= 64  # `num_blocks` whole-model blocks
 
 
+def test_layers_whose_row_does_not_divide_the_block_are_addressed_by_page():
+    """Rows of 2 x 16 (layers 0, 2) and 2 x 24 (layer 1) elements: a block of PAGE_SIZE tokens of each is
+    2 * 4 * (32 + 48 + 32) = 896 elements, which 32 divides (those layers read and write rows) and 48 does not (that
+    layer addresses its pages by block and slot); every request's tokens still equal `generate`."""
+    model = build_model(ARCHS["llama"], {1: {"head_dim": 24}}, 3)
+    assert_batch_equals_generate(model, model.config.vocab_size)
+    (allocator,) = served_cache(model).cache_allocators.values()
+    assert {layer_idx: access[2] for layer_idx, access in allocator._access.items()} == {0: 28, 1: None, 2: 28}
+
+
 def test_pages_of_one_layer_never_overlap_another():
     """Writes to every layer's pages of every block land in distinct bytes of the cache tensor."""
     per_layer = {0: {"num_key_value_heads": 1}, 2: {"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8}}
@@ -237,7 +322,7 @@ def test_pages_of_one_layer_never_overlap_another():
     (allocator,) = cache.cache_allocators.values()
     written = torch.zeros_like(cache.cache_tensor, dtype=torch.int32)
     no_zero_byte = torch.tensor([0x3F818283], dtype=torch.int32).view(torch.float32).item()  # bytes 83 82 81 3F
-    for keys, values in allocator._layer_views.values():
+    for keys, values in map(allocator.page_views, allocator.layer_pages):
         for view in (keys, values):
             cache.cache_tensor.zero_()
             view.fill_(no_zero_byte)
@@ -301,10 +386,6 @@ REFUSED = {
         lambda: nemotron_h_model(["attention", "moe"]),
         r"Layer 1: continuous batching cannot serve a 'moe' layer \(config.layer_types\)",
     ),
-    "different_windows": (
-        lambda: build_model(ARCHS["mistral"], {1: {"sliding_window": 3}}, 3, sliding_window=WINDOW),
-        r"different sliding windows \(layer 0: 6, layer 1: 3, layer 2: 6\)",
-    ),
     "no_kv": (
         lambda: build_model(ARCHS["llama"], {0: {"skip": ["attention"]}, 1: {"skip": ["attention"]}}, 2),
         r"No layer holds a KV cache",
@@ -335,14 +416,36 @@ def test_tensor_parallel_needs_kv_heads_divisible_per_layer():
     assert [layer.num_key_value_heads for layer in plan.layers] == [1, 1, 2]
 
 
+def test_homogeneous_look_ups_answer_as_upstream():
+    """Outside a per-layer cache's construction, the patched names of upstream's `cache.py` give upstream's answers."""
+    from transformers.generation.continuous_batching import cache
+
+    assert cache.ATTN_TYPE_TO_ALLOCATOR["sliding_attention"] is cache_allocators.SlidingAttentionCacheAllocator
+    assert cache.ATTN_TYPE_TO_ALLOCATOR["full_attention"] is cache_allocators.FullAttentionCacheAllocator
+    with pytest.raises(KeyError):
+        cache.ATTN_TYPE_TO_ALLOCATOR["sliding_attention_6"]
+    config = build_model(ARCHS["mistral"], None, 3, sliding_window=WINDOW).config
+    assert cache.group_layers_by_attn_type(config) == {"sliding_attention": [0, 1, 2]}
+
+
 def test_deactivate_restores_upstreams_continuous_batching():
     from transformers import heterogeneity
-    from transformers.generation.continuous_batching import continuous_api
+    from transformers.generation.continuous_batching import cache, continuous_api, input_outputs
 
-    assert continuous_api.PagedAttentionCache.__wrapped__ is PagedAttentionCache
+    patched = {
+        (continuous_api, "PagedAttentionCache"),
+        (continuous_api, "ContinuousBatchingIOs"),
+        (input_outputs, "ContinuousBatchingIOs"),
+        (cache, "group_layers_by_attn_type"),
+        (cache, "PagedAttentionMemoryHandler"),
+    }
+    originals = {(module, name): getattr(module, name).__wrapped__ for module, name in patched}
+    assert type(cache.ATTN_TYPE_TO_ALLOCATOR) is not dict
     try:
         heterogeneity.deactivate()
-        assert continuous_api.PagedAttentionCache is PagedAttentionCache
+        for (module, name), original in originals.items():
+            assert getattr(module, name) is original, name
+        assert type(cache.ATTN_TYPE_TO_ALLOCATOR) is dict
         assert ContinuousBatchingManager.__init__.__qualname__ == "ContinuousBatchingManager.__init__"
         assert not hasattr(ContinuousBatchingManager.__init__, "__wrapped__")
         assert not hasattr(continuous_api.ContinuousBatchProcessor.__init__, "__wrapped__")

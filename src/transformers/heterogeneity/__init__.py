@@ -27,7 +27,7 @@ from .activation import activate, deactivate, is_active
 _LAZY_ATTRIBUTES = {
     "cache_utils": ["LayerKVCacheSize", "kv_cache_bytes", "kv_cache_total_bytes", "layers_without_kv_cache"],
     "configuration_utils": ["HeterogeneousConfigError"],
-    "continuous_batching": ["UnservableLayerError"],
+    "continuous_batching_plan": ["UnservableLayerError"],
     "derivation.api": ["derive"],
     "derivation.configs": ["CalibrationConfig", "DeriveError", "DistillationConfig", "InitConfig"],
     "derivation.search": ["search"],
@@ -75,7 +75,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .cache_utils import LayerKVCacheSize, kv_cache_bytes, kv_cache_total_bytes, layers_without_kv_cache
     from .configuration_utils import HeterogeneousConfigError
-    from .continuous_batching import UnservableLayerError
+    from .continuous_batching_plan import UnservableLayerError
     from .derivation.api import derive
     from .derivation.configs import CalibrationConfig, DeriveError, DistillationConfig, InitConfig
     from .derivation.search import search

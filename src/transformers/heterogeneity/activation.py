@@ -426,29 +426,39 @@ def patch_parent_loading(modeling_utils: ModuleType) -> Callable[[], None]:
 
 
 def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
-    """`PagedAttentionCache`, `ContinuousBatchProcessor` and `resolve_continuous_batching_config` as
-    `generation/continuous_batching/continuous_api.py` (transformers 5.23) names them, and
+    """`PagedAttentionCache`, `ContinuousBatchingIOs`, `ContinuousBatchProcessor` and
+    `resolve_continuous_batching_config` as `generation/continuous_batching/continuous_api.py` (transformers 5.23) names
+    them, `ContinuousBatchingIOs` as `input_outputs.py` names it (for its async IO pairs), and
     `ContinuousBatchingManager.__init__`.
 
-    Upstream behaviour: the paged cache sizes every page from the global `num_key_value_heads` / `head_dim` and the
-    global `sliding_window`; on a heterogeneous config it raises in the generation thread, so `generate_batch` returns
+    Upstream behaviour: the paged cache sizes every page from the global `num_key_value_heads` / `head_dim` and pages
+    at most two groups, full attention and one global `sliding_window`, and the batch IO tensors hold key lengths and
+    masks for those two; on a heterogeneous config it raises in the generation thread, so `generate_batch` returns
     empty generations and raises nothing (and the config resolution raises on a per-layer `sliding_window`). Change:
-    for a heterogeneous config of an architecture this package builds, the cache pages each layer in its own shape
-    and window and nothing for layers without KV, planned from the real per-layer sizes (`continuous_batching.py`);
-    the config resolution and the batch processor read the model's config through that plan; a model that cannot be
-    paged (also for its tensor-parallel size) is refused by layer when the manager is made. Homogeneous and native
-    per-layer models get upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from
-    per-layer page shapes.
+    for a heterogeneous config of an architecture this package builds, the cache pages each layer in its own shape,
+    one group per distinct window, and nothing for layers without KV, planned from the real per-layer sizes
+    (`continuous_batching.py`); the IO tensors hold every group's key lengths and masks; the config resolution and the
+    batch processor read the model's config through that plan; a model that cannot be paged (also for its
+    tensor-parallel size) is refused by layer when the manager is made. Homogeneous and native per-layer models get
+    upstream's code. Removal: upstream's `PagedAttentionCache` builds its allocators from per-layer page shapes and
+    windows, and its IO tensors hold one row per page group.
     """
-    # Imported when called, not here: `continuous_batching.py` imports this very module (through
-    # `generation.continuous_batching.cache`), so at this point it may be half-imported itself.
+    # `continuous_batching.py` is imported when called, not here: it imports this very module (through
+    # `generation.continuous_batching.cache`), so at this point it may be half-imported itself. `input_outputs` is
+    # complete: `continuous_api` imports it.
+    from ..generation.continuous_batching import input_outputs
+
     manager_cls = continuous_api.ContinuousBatchingManager
     original_init = manager_cls.__init__
     _check_signature(original_init, ["self", "model", "generation_config"], "ContinuousBatchingManager.__init__")
     original_cache, processor_cls = continuous_api.PagedAttentionCache, continuous_api.ContinuousBatchProcessor
+    original_io = continuous_api.ContinuousBatchingIOs
+    if input_outputs.ContinuousBatchingIOs is not original_io:
+        raise _mismatch("input_outputs.ContinuousBatchingIOs", "expected the class `continuous_api` imports")
     original_processor_init = processor_cls.__init__
     original_resolve = continuous_api.resolve_continuous_batching_config
     _check_signature(original_cache.__init__, ["self", "config"], "PagedAttentionCache.__init__")
+    _check_signature(original_io.__init__, ["self", "cache", "config"], "ContinuousBatchingIOs.__init__")
     _check_signature(original_processor_init, ["self", "cache", "config"], "ContinuousBatchProcessor.__init__")
     _check_signature(original_resolve, ["config", "cb_config"], "resolve_continuous_batching_config")
 
@@ -477,6 +487,12 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
 
         return make_paged_attention_cache(config, *args, **kwargs)  # hetero-patch: per-layer pages
 
+    @functools.wraps(original_io)
+    def ContinuousBatchingIOs(**kwargs):  # named as the class it stands in for where upstream calls it
+        from .continuous_batching import batch_io
+
+        return batch_io(original_io, **kwargs)  # hetero-patch: key lengths and masks of every page group
+
     @functools.wraps(original_processor_init)
     def processor_init(self, cache, config, *args, **kwargs):
         from .continuous_batching import processor_config
@@ -488,12 +504,273 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
     processor_cls.__init__ = processor_init
     continuous_api.resolve_continuous_batching_config = resolve_continuous_batching_config
     continuous_api.PagedAttentionCache = PagedAttentionCache
+    continuous_api.ContinuousBatchingIOs = ContinuousBatchingIOs
+    input_outputs.ContinuousBatchingIOs = ContinuousBatchingIOs
 
     def undo() -> None:
         manager_cls.__init__ = original_init
         processor_cls.__init__ = original_processor_init
         continuous_api.resolve_continuous_batching_config = original_resolve
         continuous_api.PagedAttentionCache = original_cache
+        continuous_api.ContinuousBatchingIOs = original_io
+        input_outputs.ContinuousBatchingIOs = original_io
+
+    return undo
+
+
+class _AllocatorsByGroup(dict):
+    """Upstream's `ATTN_TYPE_TO_ALLOCATOR` (its classes, as readers of `supports_block_table` expect), looked up through
+    `continuous_batching.page_group_allocator`: while a per-layer cache runs upstream's `__init__`, a page group's name
+    gives the constructor of that group's per-layer allocator; otherwise upstream's class."""
+
+    def __getitem__(self, attn_type: str) -> Callable:
+        from .continuous_batching import page_group_allocator
+
+        return page_group_allocator(attn_type, self.get(attn_type))  # hetero-patch: per-layer allocators
+
+
+def patch_paged_cache_groups(continuous_api: ModuleType) -> Callable[[], None]:
+    """`group_layers_by_attn_type`, `ATTN_TYPE_TO_ALLOCATOR` and `PagedAttentionMemoryHandler` as
+    `generation/continuous_batching/cache.py` (transformers 5.23) names them in `PagedAttentionCache.__init__`.
+
+    Upstream behaviour: `PagedAttentionCache.__init__` groups layers by `config.layer_types` (or the global
+    `sliding_window`), builds one allocator per group from the global KV heads and head_dim, and plans memory with a
+    whole-model block of `num_hidden_layers` equal pages and at most two attention masks. Change: while
+    `HeterogeneousPagedAttentionCache` runs upstream's `__init__` on a `continuous_batching.ServingConfig` (the
+    per-layer view of the model's config), the groups are the plan's page groups, each built by a per-layer allocator,
+    and memory is planned with the real whole-model block and one mask per group; everything else gets upstream's
+    functions and classes. Applied once `continuous_api` is imported, so that `initialization.py` keeps upstream's
+    dict object. Removal: upstream's `PagedAttentionCache.__init__` takes its groups, allocators and block size from a
+    per-layer page plan.
+    """
+    from ..generation.continuous_batching import cache  # complete: `continuous_api` imports it
+
+    original_groups = cache.group_layers_by_attn_type
+    original_allocators = cache.ATTN_TYPE_TO_ALLOCATOR
+    original_handler = cache.PagedAttentionMemoryHandler
+    _check_signature(original_groups, ["config"], "cache.group_layers_by_attn_type")
+    _check_signature(
+        original_handler.__init__, ["self", "config", "cb_config", "dtype"], "PagedAttentionMemoryHandler"
+    )
+    if not isinstance(original_allocators, dict):
+        raise _mismatch("cache.ATTN_TYPE_TO_ALLOCATOR", "expected a dict of allocator classes")
+
+    @functools.wraps(original_groups)
+    def group_layers_by_attn_type(config):
+        from .continuous_batching import page_groups
+
+        return page_groups(config, original_groups)  # hetero-patch: the plan's page groups
+
+    @functools.wraps(original_handler)
+    def PagedAttentionMemoryHandler(**kwargs):  # named as the class it stands in for where upstream calls it
+        from .continuous_batching import memory_handler
+
+        return memory_handler(original_handler, **kwargs)  # hetero-patch: real whole-model block, masks per group
+
+    cache.group_layers_by_attn_type = group_layers_by_attn_type
+    cache.ATTN_TYPE_TO_ALLOCATOR = _AllocatorsByGroup(original_allocators)
+    cache.PagedAttentionMemoryHandler = PagedAttentionMemoryHandler
+
+    def undo() -> None:
+        cache.group_layers_by_attn_type = original_groups
+        cache.ATTN_TYPE_TO_ALLOCATOR = original_allocators
+        cache.PagedAttentionMemoryHandler = original_handler
+
+    return undo
+
+
+class _TransformersForModelManager:
+    """The `transformers` module as the model manager reads it (`getattr(transformers, config.architectures[0])`):
+    upstream's attributes, and the model classes of the checkpoint families resolved to their Auto class."""
+
+    def __init__(self, transformers: ModuleType) -> None:
+        self._transformers = transformers
+
+    def __getattr__(self, name: str):
+        from .serving import architecture_class
+
+        return architecture_class(name, self._transformers)  # hetero-patch: family architectures
+
+
+# Where a patched `ModelManager` keeps its `serving.ServingState`.
+_SERVING_STATE = "_heterogeneity_serving_state"
+
+
+def patch_serving_model_manager(model_manager: ModuleType) -> Callable[[], None]:
+    """`ModelManager.__init__`, `ModelManager.load_model_and_processor` and the `transformers` module as
+    `cli/serving/model_manager.py` (transformers 5.23, `transformers serve`) names them.
+
+    Upstream behaviour: a checkpoint's class is `getattr(transformers, config.architectures[0])`, an `AttributeError`
+    (HTTP 500) for the checkpoint families registered with the Auto classes (`DeciLMForCausalLM`, ...); with
+    `--continuous-batching`, a model continuous batching cannot page loads and then fails every request. Change: those
+    architecture names resolve to the Auto class that builds the family's model (`serving.architecture_class`); a
+    per-layer model continuous batching cannot page is refused when it is loaded, with the reason logged: a model
+    preloaded at start-up (`transformers serve MODEL`) stops the server with that message (exit status 1), one named
+    by a request is unloaded and that request, and every later one naming it, gets the reason (HTTP 422, through
+    `patch_serving_requests`). Other models load as upstream. Removal: upstream's model manager resolves
+    architectures through the Auto classes and checks continuous-batching support when it loads a model.
+    """
+    cls = model_manager.ModelManager
+    original_init, original_load = cls.__init__, cls.load_model_and_processor
+    original_transformers = model_manager.transformers
+    _check_signature(original_init, ["self", "device", "dtype"], "ModelManager.__init__")
+    _check_signature(original_load, ["self", "model_id_and_revision"], "ModelManager.load_model_and_processor")
+    init_signature, load_signature = inspect.signature(original_init), inspect.signature(original_load)
+    for signature, name in ((init_signature, "continuous_batching"), (load_signature, "gguf_file")):
+        if name not in signature.parameters:
+            raise _mismatch("ModelManager", f"expected a `{name}` argument")
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        from .serving import ServingState, UnservableModelError
+
+        arguments = init_signature.bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        # hetero-patch: what the loading wrapper needs to know of the server's options
+        setattr(self, _SERVING_STATE, ServingState(arguments.arguments["continuous_batching"]))
+        try:
+            original_init(self, *args, **kwargs)
+        except UnservableModelError as error:  # the preloaded model: the server does not start
+            raise SystemExit(f"transformers serve: {error}") from error
+
+    @functools.wraps(original_load)
+    def load_model_and_processor(self, model_id_and_revision, *args, **kwargs):
+        arguments = load_signature.bind(self, model_id_and_revision, *args, **kwargs)
+        gguf_file = arguments.arguments.get("gguf_file")
+        model_key = model_id_and_revision if gguf_file is None else f"{model_id_and_revision}:{gguf_file}"
+        state = getattr(self, _SERVING_STATE, None)  # `None`: made before the activation, so its options are unknown
+        if state is None:
+            return original_load(self, model_id_and_revision, *args, **kwargs)
+        state.check_not_refused(model_key)
+        model, processor = original_load(self, model_id_and_revision, *args, **kwargs)
+
+        def unload() -> None:
+            for timed_model in list(self.loaded_models.values()):
+                if timed_model.model is model:
+                    timed_model.delete_model()
+
+        state.refuse_if_unservable(model_key, model, unload)  # hetero-patch: refused when loaded
+        return model, processor
+
+    cls.__init__ = __init__
+    cls.load_model_and_processor = load_model_and_processor
+    model_manager.transformers = _TransformersForModelManager(original_transformers)
+
+    def undo() -> None:
+        cls.__init__ = original_init
+        cls.load_model_and_processor = original_load
+        model_manager.transformers = original_transformers
+
+    return undo
+
+
+def patch_serving_requests(serving_utils: ModuleType) -> Callable[[], None]:
+    """`BaseHandler._resolve_model` and the `generate_streaming` / `generate_non_streaming` methods of
+    `GenerateManager` and `CBGenerateManager`, in `cli/serving/utils.py` (transformers 5.23).
+
+    Upstream behaviour: a malformed field (`max_tokens: "lots"`) raises in the handler (HTTP 500); an empty prompt
+    kills the continuous-batching worker (every later request gets 503) or fails `generate` (500); `max_tokens` is
+    taken as given, so `max_tokens: 1000000000` holds the model's inference thread until the client gives up, or
+    grows past the paged cache and kills the worker. Change: for the models this package builds per layer
+    (`serving.applies_to`), malformed fields get a 400 naming the field (`serving.check_request_fields`), an empty
+    prompt or one the model cannot take gets a 400, and `max_tokens` is lowered to what the model's context and the
+    paged cache hold, which the response says in a header (`serving.cap_generation`); a model the model manager
+    refused gets its reason with HTTP 422. Other models are served as upstream. Removal: upstream's handlers validate
+    their fields and prompt and bound `max_tokens`.
+    """
+    base_handler = serving_utils.BaseHandler
+    original_resolve = base_handler._resolve_model
+    _check_signature(original_resolve, ["self", "body"], "BaseHandler._resolve_model")
+    generation_methods = {
+        (manager_cls, name): getattr(manager_cls, name)
+        for manager_cls in (serving_utils.GenerateManager, serving_utils.CBGenerateManager)
+        for name in ("generate_streaming", "generate_non_streaming")
+    }
+    for (manager_cls, name), method in generation_methods.items():
+        _check_signature(
+            method, ["self", "model", "processor", "inputs", "gen_config"], f"{manager_cls.__name__}.{name}"
+        )
+
+    @functools.wraps(original_resolve)
+    def _resolve_model(self, body):
+        from .serving import (
+            UNSERVABLE_MODEL,
+            ServingRequestError,
+            UnservableModelError,
+            applies_to,
+            check_request_fields,
+        )
+
+        try:
+            model_id, model, processor = original_resolve(self, body)
+        except UnservableModelError as error:
+            raise ServingRequestError(UNSERVABLE_MODEL, str(error), param="model") from error
+        if applies_to(model.config):
+            check_request_fields(body)  # hetero-patch: 400 naming a malformed field
+        return model_id, model, processor
+
+    def checked(method: Callable, continuous_batching: bool) -> Callable:
+        def prepare(manager, model, inputs, gen_config) -> None:
+            from .serving import applies_to, cap_generation, continuous_batching_cache
+
+            if applies_to(model.config):
+                cache = continuous_batching_cache(manager._cb) if continuous_batching else None
+                cap_generation(model.config, inputs["input_ids"], gen_config, cache)  # hetero-patch: prompt, cap
+
+        if inspect.iscoroutinefunction(method):
+
+            @functools.wraps(method)
+            async def generate(self, model, processor, inputs, gen_config, *args, **kwargs):
+                prepare(self, model, inputs, gen_config)
+                return await method(self, model, processor, inputs, gen_config, *args, **kwargs)
+
+        else:
+
+            @functools.wraps(method)
+            def generate(self, model, processor, inputs, gen_config, *args, **kwargs):
+                prepare(self, model, inputs, gen_config)
+                return method(self, model, processor, inputs, gen_config, *args, **kwargs)
+
+        return generate
+
+    base_handler._resolve_model = _resolve_model
+    for (manager_cls, name), method in generation_methods.items():
+        setattr(manager_cls, name, checked(method, manager_cls is serving_utils.CBGenerateManager))
+
+    def undo() -> None:
+        base_handler._resolve_model = original_resolve
+        for (manager_cls, name), method in generation_methods.items():
+            setattr(manager_cls, name, method)
+
+    return undo
+
+
+def patch_serving_app(server: ModuleType) -> Callable[[], None]:
+    """`build_server` of `cli/serving/server.py` (transformers 5.23), which makes the FastAPI app.
+
+    Upstream behaviour: a response carries what the handler built; an exception it has no handler for is a 500.
+    Change: the app answers `serving.ServingRequestError` (raised by the fixes of `patch_serving_requests`) with its
+    status and an OpenAI-style error body, and `serving.ResponseNotesMiddleware` adds to a response the headers
+    `serving.cap_generation` recorded for its request (only requests to the models this package builds per layer
+    raise or record any). Removal: upstream's handlers answer client errors and say in their responses that
+    `max_tokens` was lowered.
+    """
+    original_build = server.build_server
+    _check_signature(original_build, ["model_manager", "chat_handler"], "build_server")
+
+    @functools.wraps(original_build)
+    def build_server(*args, **kwargs):
+        from .serving import ResponseNotesMiddleware, ServingRequestError, serving_request_error_response
+
+        app = original_build(*args, **kwargs)
+        app.add_exception_handler(ServingRequestError, serving_request_error_response)  # hetero-patch: 4xx
+        app.add_middleware(ResponseNotesMiddleware)  # hetero-patch: what the server changed in a request
+        return app
+
+    server.build_server = build_server
+
+    def undo() -> None:
+        server.build_server = original_build
 
     return undo
 
@@ -572,6 +849,13 @@ _CALLBACKS = (
         "transformers.generation.continuous_batching.continuous_api",
         functools.partial(_apply, patch_continuous_batching),
     ),
+    (
+        "transformers.generation.continuous_batching.continuous_api",
+        functools.partial(_apply, patch_paged_cache_groups),
+    ),
+    ("transformers.cli.serving.model_manager", functools.partial(_apply, patch_serving_model_manager)),
+    ("transformers.cli.serving.utils", functools.partial(_apply, patch_serving_requests)),
+    ("transformers.cli.serving.server", functools.partial(_apply, patch_serving_app)),
 )
 
 

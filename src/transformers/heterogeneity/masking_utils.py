@@ -31,8 +31,9 @@ its layers) raises an error naming the layer.
 
 So each distinct mask is built once per forward, sized against a cache layer of its own kind (windows and chunks come
 from the same `get_layer_types_and_kwargs` as the cache layers). Nothing is stored on modules between forwards, which
-keeps `torch.compile` graphs free of Python state. A 4D mask given by the caller is used as given; a mapping keyed by
-layer type (continuous batching prepares one per kind) gives each layer the mask of its kind.
+keeps `torch.compile` graphs free of Python state. A 4D mask given by the caller is used as given; a mapping of masks
+prepared by the caller (continuous batching prepares one per page group) gives each layer the mask of its setting,
+keyed by `mask_key` (`"sliding_attention_128"`), or else the mask of its kind (`"sliding_attention"`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +63,7 @@ __all__ = [
     "has_per_layer_masks",
     "layer_mask_settings",
     "mask_attributes_handled",
+    "mask_key",
 ]
 
 # Per-layer attributes that change a layer's attention mask.
@@ -94,6 +97,16 @@ class MaskSetting:
 
     kind: str
     size: int | None = None
+
+
+def mask_key(setting: MaskSetting) -> str:
+    """The key of the mask of `setting` in a mapping of masks prepared per window: its kind, followed by its size for a
+    windowed kind (`"sliding_attention_128"`)."""
+    return setting.kind if setting.size is None else f"{setting.kind}_{setting.size}"
+
+
+# A key of a mapping of prepared masks: a kind with a mask function, with or without a size (`mask_key`).
+_MASK_KEY = re.compile(rf"({'|'.join(_MASK_FUNCTION_NAMES)})(_\d+)?")
 
 
 def layer_mask_settings(config: PreTrainedConfig) -> list[MaskSetting | None]:
@@ -170,8 +183,9 @@ class _LayerMask:
 
 class PerLayerMasks:
     """The padding mask of one forward, and the masks built from it so far (one per distinct setting); or masks
-    prepared by the caller per layer type (`by_kind`, as continuous batching gives them: `{"full_attention": ...,
-    "sliding_attention": ...}`), each layer taking that of its own kind."""
+    prepared by the caller (`by_kind`, as continuous batching gives them, one per page group: `{"full_attention": ...,
+    "sliding_attention": ...}`, or with several windows `{"sliding_attention_8": ..., "sliding_attention_128": ...}`),
+    each layer taking that of its setting (`mask_key`), or else that of its kind."""
 
     def __init__(self, attention_mask: torch.Tensor | None, by_kind: Mapping[str, Any] | None = None) -> None:
         self.attention_mask = attention_mask
@@ -187,12 +201,13 @@ class PerLayerMasks:
     ) -> Any:
         setting = layer_mask.setting
         if self.by_kind is not None:
-            if setting.kind not in self.by_kind:
-                raise HeterogeneousConfigError(
-                    f"Layer {layer_mask.layer_idx}: the attention mask mapping has no {setting.kind!r} mask "
-                    f"(it has {sorted(self.by_kind)})."
-                )
-            return self.by_kind[setting.kind]
+            for key in (mask_key(setting), setting.kind):
+                if key in self.by_kind:
+                    return self.by_kind[key]
+            raise HeterogeneousConfigError(
+                f"Layer {layer_mask.layer_idx}: the attention mask mapping has no {mask_key(setting)!r} or "
+                f"{setting.kind!r} mask (it has {sorted(self.by_kind)})."
+            )
         if setting not in self.built:
             create_mask = getattr(masking_utils, _MASK_FUNCTION_NAMES[setting.kind])
             self.built[setting] = create_mask(
@@ -227,8 +242,8 @@ def _defer_masks_to_layers(position: int | None) -> Callable:
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         positional = "attention_mask" not in kwargs and position is not None and position < len(args)
         attention_mask = args[position] if positional else kwargs.get("attention_mask")
-        if isinstance(attention_mask, Mapping) and set(attention_mask) <= set(_MASK_FUNCTION_NAMES):
-            masks = PerLayerMasks(None, by_kind=attention_mask)  # prepared per layer type (continuous batching)
+        if isinstance(attention_mask, Mapping) and all(_MASK_KEY.fullmatch(key) for key in attention_mask):
+            masks = PerLayerMasks(None, by_kind=attention_mask)  # prepared per page group (continuous batching)
         elif attention_mask is not None and not (
             isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2
         ):
