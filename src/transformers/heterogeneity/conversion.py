@@ -19,8 +19,8 @@ already have the stock architecture's names, up to the renames that upstream app
 and links (or copies) the weight files as they are: nothing is loaded into memory, and a 250B checkpoint converts in
 seconds. Everything is checked first (config readable and of a supported family, weight files present, every tensor
 name, read from the safetensors headers and mapped as upstream maps it when loading, is one the canonical model holds),
-and the output is written to a temporary directory beside the destination that is renamed at the end, so a failure
-leaves no partial output.
+and the output is written through `staging.staged_output_directory` (a directory beside the destination, renamed at
+the end), so a failure or an interruption leaves no partial output.
 
 Tensors the family reads and does not use (`models/loading_utils.py`: fp8 KV-cache scales, Nemotron-H Puzzle's MTP
 layers) are the one thing a stock model may not accept. Those the stock model ignores on its own (upstream NemotronH
@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from .inspection import unquantized
 from .models import CHECKPOINT_FORMATS
 from .models.anymodel import ANYMODEL_MODEL_TYPES, anymodel_canonical_dict, is_anymodel_config
 from .models.format_utils import CheckpointFormatConfigMixin
+from .staging import check_destination, staged_output_directory
 
 
 __all__ = ["ConversionError", "convert_checkpoint"]
@@ -75,18 +75,19 @@ def convert_checkpoint(
 
     Args:
         source: directory of a checkpoint of one of `CHECKPOINT_FORMATS` (safetensors, sharded or single file).
-        destination: directory to create; it must not exist.
+        destination: directory to create; it must not exist, and its parent must be a writable directory.
         link: hard-link the weight files (falls back to copying across file systems); `False` copies them.
         progress: called with one line per step.
         drop_unused: leave out the tensors the family does not use and the stock model would not accept (fp8 KV
             scales); the shards holding them are rewritten. Without it such tensors make the conversion refuse.
 
     Raises:
-        ConversionError: naming what is wrong; nothing is left at `destination`.
+        ConversionError: naming what is wrong with the source; nothing is left at `destination`.
+        OutputDirectoryError: the destination cannot be written (exists, parent missing or read-only, disk full);
+            nothing is left at it.
     """
     source, destination = Path(source), Path(destination)
-    if destination.exists():
-        raise ConversionError(f"{destination} already exists; give a directory that does not exist yet.")
+    check_destination(destination, what="converted checkpoint")  # before reading the source: fail fast
     config = _read_config(source)
     weight_files = _weight_files(source)
     canonical_dict = anymodel_canonical_dict(config) if is_anymodel_config(config) else config.to_canonical_dict()
@@ -101,9 +102,7 @@ def convert_checkpoint(
         if path.is_file() and path.name not in {"config.json", *weight_files} and path.suffix != ".py"
     )
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged_output_directory(destination, what="converted checkpoint") as staging:
         canonical.save_pretrained(staging)
         progress(
             f"Wrote config.json: model_type {canonical.model_type} with per_layer_config "
@@ -120,10 +119,6 @@ def convert_checkpoint(
                 how = _transfer(source / name, staging / name, link and name in weight_files)
             size = (staging / name).stat().st_size
             progress(f"[{number}/{len(files)}] {how} {name} ({size / 2**20:,.1f} MiB)")
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     progress(f"Converted {source} ({config.model_type}) to {destination} ({canonical.model_type} + per_layer_config).")
     return canonical
 

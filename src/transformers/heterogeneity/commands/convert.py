@@ -44,13 +44,15 @@ def convert(
     """Rewrite a checkpoint into its stock model type (llama, gpt_oss, nemotron_h) plus `per_layer_config`.
 
     config.json is rewritten; the weights already have the stock names, so their files are hard-linked (or copied),
-    never loaded, except shards that lose unused tensors with --drop-unused-tensors. On any error nothing is left at
-    DESTINATION.
+    never loaded, except shards that lose unused tensors with --drop-unused-tensors. On any error or interruption nothing
+    is left at DESTINATION (a run killed with SIGKILL leaves a hidden staging directory beside it, which the next run
+    for DESTINATION removes).
     """
     from ..conversion import ConversionError, convert_checkpoint
+    from ..staging import OutputDirectoryError
 
     try:
         convert_checkpoint(source, destination, link=not copy, progress=typer.echo, drop_unused=drop_unused_tensors)
-    except ConversionError as error:
+    except (ConversionError, OutputDirectoryError) as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(code=1) from error
