@@ -176,7 +176,7 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
     `per_layer_config` init argument and its setter call.
 
     Upstream behaviour: the overrides are stored as given (skip names are any strings). Change: the value first goes
-    through `configuration_utils.normalize_per_layer_config` (deprecated skip names renamed). Removal: upstream calls
+    through `configuration_validation.normalize_per_layer_config` (checked; deprecated skip names renamed). Removal: upstream calls
     it at the top of `_apply_heterogeneous_config`.
     """
     original = heterogeneity_config._apply_heterogeneous_config
@@ -184,7 +184,7 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
 
     @functools.wraps(original)
     def _apply_heterogeneous_config(config, per_layer_config):
-        from .configuration_utils import normalize_per_layer_config
+        from .configuration_validation import normalize_per_layer_config
 
         per_layer_config = normalize_per_layer_config(config, per_layer_config)  # hetero-patch: normalization
         return original(config, per_layer_config)
@@ -193,6 +193,38 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
 
     def undo() -> None:
         heterogeneity_config._apply_heterogeneous_config = original
+
+    return undo
+
+
+def patch_config_file_duplicate_keys(configuration_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedConfig._dict_from_json_file` (transformers 5.23, `configuration_utils.py`), which reads `config.json`
+    for `from_pretrained` and `from_json_file`.
+
+    Upstream behaviour: `json.loads` keeps the last of two equal keys, so a `per_layer_config` giving layer `"1"` twice
+    (or a `block_configs` entry giving a field twice) silently loses one. Change: a file with `per_layer_config` or
+    `block_configs` is refused when a key repeats inside them (`configuration_validation.check_duplicate_keys`); the
+    dict returned is upstream's, and files without those keys are not read again. Removal: upstream reads config files
+    with a duplicate-refusing `object_pairs_hook`.
+    """
+    cls = configuration_utils.PreTrainedConfig
+    original = cls.__dict__["_dict_from_json_file"]
+    if not isinstance(original, classmethod):
+        raise _mismatch("PreTrainedConfig._dict_from_json_file", "expected a classmethod")
+    _check_signature(original.__func__, ["cls", "json_file"], "PreTrainedConfig._dict_from_json_file")
+
+    @functools.wraps(original.__func__)
+    def _dict_from_json_file(klass, json_file):
+        config_dict = original.__func__(klass, json_file)
+        from .configuration_validation import check_duplicate_keys
+
+        check_duplicate_keys(json_file, config_dict)  # hetero-patch: duplicate per-layer keys
+        return config_dict
+
+    cls._dict_from_json_file = classmethod(_dict_from_json_file)
+
+    def undo() -> None:
+        cls._dict_from_json_file = original
 
     return undo
 
@@ -430,10 +462,12 @@ _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 def _validate_per_layer(config_cls: type) -> None:
     """Makes the `@strict` validators of `config_cls` (and of its parents) run on every layer's config of heterogeneous
     configs, once per distinct set of overrides (layers with the same overrides have the same config; the error names
-    the first of them). Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
-    `deactivate()`."""
+    the first of them). Each layer's config holds every global value too, so no check is lost. A validator's error on
+    a layer's config is a `HeterogeneousConfigError` naming the layer, which `validate` raises as such (upstream's
+    `@strict` would wrap it into a `StrictDataclassClassValidationError`, which is no `ValueError`). Idempotent; undone
+    by `deactivate()`."""
 
-    from huggingface_hub.errors import StrictDataclassError
+    from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassError
 
     from .configuration_utils import HeterogeneousConfigError
 
@@ -448,11 +482,24 @@ def _validate_per_layer(config_cls: type) -> None:
             for layer_idx in _distinct_layers(self):
                 try:
                     validator(_layer_config(self, layer_idx))
-                except (ValueError, TypeError, StrictDataclassError) as error:
+                except (ValueError, TypeError, ArithmeticError, StrictDataclassError) as error:
                     raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
 
         setattr(validate, _PER_LAYER_MARKER, True)
         return validate
+
+    def unwrapping(validate: Callable) -> Callable:
+        @functools.wraps(validate)  # keeps `__is_defined_by_strict_decorator__`, which `@strict` on subclasses checks
+        def validate_raising_per_layer_errors(self):
+            try:
+                validate(self)
+            except StrictDataclassClassValidationError as error:
+                if isinstance(error.__cause__, HeterogeneousConfigError):
+                    raise HeterogeneousConfigError(str(error.__cause__)) from error.__cause__
+                raise
+
+        setattr(validate_raising_per_layer_errors, _PER_LAYER_MARKER, True)
+        return validate_raising_per_layer_errors
 
     with _lock:
         for klass in config_cls.__mro__:
@@ -462,6 +509,11 @@ def _validate_per_layer(config_cls: type) -> None:
             originals = list(validators)
             validators[:] = [per_layer(validator) for validator in originals]
             _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
+        for klass in config_cls.__mro__:
+            validate = klass.__dict__.get("validate")
+            if validate is not None and not getattr(validate, _PER_LAYER_MARKER, False):
+                klass.validate = unwrapping(validate)
+                _undo.append(functools.partial(setattr, klass, "validate", validate))
 
 
 _last_layer_configs = threading.local()
@@ -525,6 +577,7 @@ _CALLBACKS = (
         functools.partial(_apply, patch_per_layer_config_normalization),
     ),
     ("transformers.configuration_utils", functools.partial(_apply, patch_config_post_init)),
+    ("transformers.configuration_utils", functools.partial(_apply, patch_config_file_duplicate_keys)),
     # After the validation patch, so that it wraps it: block_configs become per_layer_config before anything else.
     ("transformers.configuration_utils", functools.partial(_apply, patch_anymodel_block_configs)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),

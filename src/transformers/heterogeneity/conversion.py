@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -128,8 +129,8 @@ def _read_config(source: Path) -> PreTrainedConfig:
         raise ConversionError(f"{source} is not a checkpoint directory: it has no config.json.")
     try:
         config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
-        raise ConversionError(f"Cannot read {source / 'config.json'}: {error}") from error
+    except (OSError, ValueError, TypeError, StrictDataclassError) as error:  # upstream's `@strict` fields: the last
+        raise ConversionError(f"Cannot read {source / 'config.json'}: {' '.join(str(error).split())}") from error
     if not isinstance(config, CheckpointFormatConfigMixin) and not is_anymodel_config(config):
         raise ConversionError(
             f"{source} holds a '{config.model_type}' checkpoint; convert rewrites {sorted(CHECKPOINT_FORMATS)} "
