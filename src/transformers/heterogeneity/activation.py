@@ -260,6 +260,42 @@ def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[]
     return undo
 
 
+def patch_dequantized_save(modeling_utils: ModuleType) -> Callable[[], None]:
+    """`core_model_loading.revert_weight_conversion` (transformers 5.23), also as `modeling_utils` imported it, which
+    `save_pretrained` calls to write weights in the layout they were loaded from.
+
+    Upstream behaviour: a conversion that dequantized weights on load (MXFP4 `*_blocks` + `*_scales` -> the parameter)
+    reverts with an identity operation, but to its source names, so the float experts were saved as
+    `experts.gate_up_proj_blocks` without `quantization_config` and a reload missed them. Change: for models of a
+    heterogeneous config (or of a checkpoint family this package defines), which load MXFP4 experts dequantized
+    whenever layers have their own expert counts, such conversions are dropped first
+    (`core_model_loading.drop_dequantizing_conversions`): the float parameters are saved under their own names.
+    Homogeneous models keep upstream's behaviour. Removal: upstream's `revert_weight_conversion` skips conversions
+    whose reverse is the identity (the generic fix of the upstream series).
+    """
+    core_model_loading = sys.modules["transformers.core_model_loading"]  # imported by modeling_utils
+    original = core_model_loading.revert_weight_conversion
+    _check_signature(original, ["model", "state_dict"], "core_model_loading.revert_weight_conversion")
+
+    @functools.wraps(original)
+    def revert_weight_conversion(model, state_dict, *args, **kwargs):
+        config = getattr(model, "config", None)
+        if getattr(config, "is_heterogeneous", False) or type(config).__module__.startswith(__package__):
+            from .core_model_loading import drop_dequantizing_conversions
+
+            drop_dequantizing_conversions(model)  # hetero-patch: dequantized weights saved under their own names
+        return original(model, state_dict, *args, **kwargs)
+
+    core_model_loading.revert_weight_conversion = revert_weight_conversion
+    modeling_utils.revert_weight_conversion = revert_weight_conversion
+
+    def undo() -> None:
+        core_model_loading.revert_weight_conversion = original
+        modeling_utils.revert_weight_conversion = original
+
+    return undo
+
+
 def patch_generate_masks(generation_utils: ModuleType) -> Callable[[], None]:
     """`create_masks_for_generate` as `generation/utils.py` (transformers 5.23) calls it for compileable caches.
 
@@ -584,6 +620,7 @@ _CALLBACKS = (
     ("transformers.cache_utils", functools.partial(_apply, patch_cache_layer_types)),
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_decoder_backends)),
+    ("transformers.modeling_utils", functools.partial(_apply, patch_dequantized_save)),
     ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
     (
