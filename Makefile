@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-check quality style clean
+.PHONY: install demo test test-property bench gpu-check quality style clean
 
 # Each step says what it does before it starts, and pip reports each package as it goes: a fresh install takes
 # minutes (torch alone is hundreds of MB), which must never look like a hang.
@@ -41,6 +41,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests/heterogeneity
+
+# The property tests at scale (`make test` runs a few configs per architecture): at least 1,000 random per-layer
+# configs over every supported architecture, each checked against stock layers, its caches and a save/load round
+# trip. Minutes; `.ci/run` runs it and reports its duration.
+test-property: install
+	HETEROGENEITY_PROPERTY_PROFILE=ci $(BIN)/python -m pytest tests/heterogeneity/test_property.py -q -rP \
+		--hypothesis-show-statistics
 
 # Benchmarks (not part of `make test`): table on stdout, benchmarks/results/results.json and PNG plots.
 # `make bench BENCH_ARGS=--quick` is a smoke test on tiny models.

@@ -51,8 +51,7 @@ def refused(per_layer_config, config_cls=LlamaConfig, **overrides):
         (1.5, "key 1.5 (float) is not a layer index"),  # int(1.5) is 1
         (1.0, "key 1.0 (float) is not a layer index"),
         (None, "key None (NoneType) is not a layer index"),
-        ("01", "key '01' (str) is not a layer index"),  # int("01") is 1
-        (" 1", "key ' 1' (str) is not a layer index"),
+        (" 1", "key ' 1' (str) is not a layer index"),  # int(" 1") is 1
         ("+1", "key '+1' (str) is not a layer index"),
         ("-0", "key '-0' (str) is not a layer index"),
         ("1.0", "key '1.0' (str) is not a layer index"),
@@ -67,23 +66,33 @@ def test_a_key_that_is_not_a_layer_index_is_refused(key, message):
 
 
 def test_a_key_that_spells_a_layer_index_otherwise_says_how_to_write_it():
-    assert refused({"01": {"intermediate_size": 64}}).endswith("; write layer 1 as 1 or '1'.")
+    assert refused({"+1": {"intermediate_size": 64}}).endswith("; write layer 1 as 1 or '1'.")
 
 
 def assert_matches(text, pattern):
     assert re.search(pattern, text), text
 
 
-@pytest.mark.parametrize("keys", [(1, "1"), ("2", 2), (np.int64(1), "1")])
+@pytest.mark.parametrize("keys", [(1, "1"), ("2", 2), (np.int64(1), "1"), ("1", "01"), (2, "002")])
 def test_a_layer_given_twice_is_refused_naming_both_keys(keys):
     message = refused({keys[0]: {"intermediate_size": 64}, keys[1]: {"intermediate_size": 32}})
     assert f"gives layer {int(keys[0])} twice, as {keys[0]!r} and {keys[1]!r}" in message
 
 
-@pytest.mark.parametrize("key", [1, "1", np.int64(1)])
+@pytest.mark.parametrize("key", [1, "1", np.int64(1), "01"])
 def test_integer_keys_and_their_decimal_strings_name_the_layer(key):
     config = LlamaConfig(**TINY, per_layer_config={key: {"intermediate_size": 64}})
     assert [layer.intermediate_size for layer in config.per_layer_config] == [128, 64, 128]
+
+
+def test_a_saved_config_with_zero_padded_keys_loads_back(tmp_path):
+    """Upstream writes keys zero-padded to the widest one (`"01"`, `"11"`), so that JSON sorts them by layer."""
+    config = LlamaConfig(**{**TINY, "num_hidden_layers": 12}, per_layer_config={1: {"intermediate_size": 64}, 11: {}})
+    config.per_layer_config = {1: {"intermediate_size": 64}, 11: {"intermediate_size": 32}}
+    config.save_pretrained(tmp_path)
+    assert list(json.loads((tmp_path / "config.json").read_text())["per_layer_config"]) == ["01", "11"]
+    reloaded = AutoConfig.from_pretrained(tmp_path)
+    assert [layer.intermediate_size for layer in reloaded.per_layer_config] == [128, 64] + [128] * 9 + [32]
 
 
 def test_the_setter_refuses_what_the_init_argument_refuses():
@@ -200,7 +209,7 @@ LLAMA_JSON = '{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 3,
         ),
         (
             '"per_layer_config": {"1": {"intermediate_size": 64}, "01": {"intermediate_size": 32}}',
-            "key '01' \\(str\\) is not a layer index",
+            "gives layer 1 twice, as '1' and '01'",
         ),
         (
             '"text_config": {"per_layer_config": {"2": {}, "2": {"intermediate_size": 32}}}',

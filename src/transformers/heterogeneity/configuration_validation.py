@@ -97,9 +97,10 @@ def _num_hidden_layers(config: PreTrainedConfig) -> int:
 
 
 def _layer_index(key: Any, num_layers: int) -> int:
-    """The layer a `per_layer_config` key names: an integer, or its canonical decimal string (as JSON writes it)."""
+    """The layer a `per_layer_config` key names: an integer, or its decimal digits as a string, zero-padded or not
+    (upstream writes `"01"` ... `"10"` so that JSON keys sort by layer)."""
     integer = isinstance(key, numbers.Integral) and not isinstance(key, bool)
-    if integer or (isinstance(key, str) and re.fullmatch(r"0|-?[1-9][0-9]*", key)):
+    if integer or (isinstance(key, str) and re.fullmatch(r"[0-9]+|-[1-9][0-9]*", key)):
         layer_idx = int(key)
     else:
         hint = ""
@@ -107,7 +108,7 @@ def _layer_index(key: Any, num_layers: int) -> int:
             hint = f"; write layer {int(key)} as {int(key)} or '{int(key)}'"
         raise HeterogeneousConfigError(
             f"`per_layer_config` key {key!r} ({type(key).__name__}) is not a layer index: keys are integers in "
-            f"[0, {num_layers}) or their decimal strings (booleans and floats are refused){hint}."
+            f"[0, {num_layers}) or their decimal digits as strings (booleans and floats are refused){hint}."
         )
     if not 0 <= layer_idx < num_layers:
         raise HeterogeneousConfigError(
