@@ -201,7 +201,7 @@ LLAMA_JSON = '{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 3,
     [
         (
             '"per_layer_config": {"1": {"intermediate_size": 64}, "1": {"intermediate_size": 32}}',
-            "`per_layer_config` gives the key '1' more than once; a JSON reader keeps only the last",
+            "`per_layer_config` gives the key '1' more than once in .*config.json; a JSON reader keeps only the last",
         ),
         (
             '"per_layer_config": {"1": {"intermediate_size": 64, "intermediate_size": 32}}',

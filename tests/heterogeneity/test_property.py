@@ -60,23 +60,13 @@ from transformers import (
 from transformers.heterogeneity import SUPPORTED_ARCHITECTURES, HeterogeneousConfigError
 from transformers.utils import logging
 
-from .conftest import (
-    ARCHS,
-    HEAD_DIM,
-    HIDDEN_SIZE,
-    INTERMEDIATE_SIZE,
-    NUM_ATTENTION_HEADS,
-    NUM_KEY_VALUE_HEADS,
-    RMS_NORM_EPS,
-    ROPE_THETA,
-    VOCAB_SIZE,
-    layer_specs,
-)
+from .conftest import ARCHS, HIDDEN_SIZE, NUM_ATTENTION_HEADS, NUM_KEY_VALUE_HEADS, global_values, layer_specs
 from .conftest import randomize_weights as randomize_llama_weights
 from .gpt_oss_checkpoints import GPT_OSS_GLOBALS
 from .nemotron_h_models import BASE as NEMOTRON_H_BASE
 from .nemotron_h_models import randomize_weights as randomize_nemotron_weights
 from .reference import linear, reference_forward, rms_norm
+from .test_docs import refusal_kinds
 from .test_llama4 import GLOBAL as LLAMA4_GLOBAL
 
 
@@ -130,12 +120,14 @@ class Family:
     Args:
         draw_globals: the global config values of one example (the layer pattern may be drawn).
         draw_layer: valid overrides of one layer (no skips), given the globals.
-        skip_slots: per sub-block slot, the skip names that may empty or replace it (one per slot at most).
+        skip_slots: per sub-block slot, the skip names that may empty or replace it (one per slot at most); the
+            attention's (or the mixer's) first.
         removed: skip name -> the layer members it removes (their tensors are gone from the layer).
         one_layer: (globals, layer index, overrides without skips) -> the values of a homogeneous config whose first
             layer is the stock equivalent of that layer (any later layer is made to add nothing).
         size_attribute: an integer size every layer of the globals reads, for the wrongly typed values.
-        windows_refused: (globals, layer index) -> a window attribute and value this layer must refuse, if any.
+        windows_refused: (globals, layer index) -> a window attribute and value this layer must refuse, if any (a
+            value other than the global one: upstream drops an override equal to it as no change).
     """
 
     name: str
@@ -164,6 +156,19 @@ def heads_and_kv_heads(draw, heads_choices=(2, 4, 8)) -> dict[str, int]:
     return values
 
 
+def experts(draw, values: dict[str, Any], counts: tuple[int, ...]) -> dict[str, int]:
+    """A MoE layer's expert width, expert count and top-k (at most the count), each drawn or left global."""
+    overrides = {}
+    if draw(st.booleans()):
+        overrides["intermediate_size"] = draw(st.sampled_from([16, 48]))
+    count = values["num_local_experts"]
+    if draw(st.booleans()):
+        count = overrides["num_local_experts"] = draw(st.sampled_from(counts))
+    if draw(st.booleans()) or values["num_experts_per_tok"] > count:
+        overrides["num_experts_per_tok"] = draw(st.integers(1, count))
+    return overrides
+
+
 # --- the Llama family: Llama, Mistral, Qwen2, Qwen3 --------------------------------------------------------------
 
 LLAMA_LAYERS = 3
@@ -180,26 +185,7 @@ def llama_family(name: str) -> Family:
     arch = ARCHS[name]
 
     def draw_globals(draw) -> dict[str, Any]:
-        values = {
-            "hidden_size": HIDDEN_SIZE,
-            "intermediate_size": INTERMEDIATE_SIZE,
-            "num_hidden_layers": LLAMA_LAYERS,
-            "num_attention_heads": NUM_ATTENTION_HEADS,
-            "num_key_value_heads": NUM_KEY_VALUE_HEADS,
-            "vocab_size": VOCAB_SIZE,
-            "rms_norm_eps": RMS_NORM_EPS,
-            "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA},
-            "bos_token_id": None,
-            "eos_token_id": None,
-            "pad_token_id": None,
-            "tie_word_embeddings": False,
-            "attn_implementation": "eager",
-            **arch.config_kwargs,
-            **LLAMA_GLOBALS[name],
-        }
-        if not arch.implicit_head_dim:
-            values["head_dim"] = HEAD_DIM
-        return values
+        return global_values(arch, LLAMA_LAYERS, **LLAMA_GLOBALS[name])
 
     def draw_layer(draw, values, layer_idx) -> dict[str, Any]:
         overrides = heads_and_kv_heads(draw)
@@ -237,7 +223,7 @@ def llama_family(name: str) -> Family:
         },
         one_layer=one_layer,
         size_attribute="intermediate_size",
-        windows_refused=lambda values, idx: ("sliding_window", 4) if name == "llama" else None,
+        windows_refused=lambda values, idx: ("sliding_window", 7) if name == "llama" else None,
         randomize=randomize_llama_weights,
         math_reference=True,
     )
@@ -257,13 +243,7 @@ def _llama4_layer(draw, values, layer_idx) -> dict[str, Any]:
     if _llama4_uses_rope(values, layer_idx) and draw(st.booleans()):
         overrides["attention_chunk_size"] = draw(st.sampled_from([None, 2, 6]))
     if layer_idx in values["moe_layers"]:
-        if draw(st.booleans()):
-            overrides["intermediate_size"] = draw(st.sampled_from([16, 48]))
-        experts = values["num_local_experts"]
-        if draw(st.booleans()):
-            experts = overrides["num_local_experts"] = draw(st.sampled_from([1, 2, 3]))
-        if draw(st.booleans()) or values["num_experts_per_tok"] > experts:
-            overrides["num_experts_per_tok"] = draw(st.integers(1, experts))
+        overrides.update(experts(draw, values, (1, 2, 3)))
     elif draw(st.booleans()):
         overrides["intermediate_size_mlp"] = draw(st.sampled_from([32, 48, 128]))
     return overrides
@@ -292,7 +272,7 @@ LLAMA4 = Family(
     one_layer=_llama4_one_layer,
     size_attribute="num_attention_heads",
     # NoPE layers attend to everything.
-    windows_refused=lambda values, idx: None if _llama4_uses_rope(values, idx) else ("attention_chunk_size", 4),
+    windows_refused=lambda values, idx: None if _llama4_uses_rope(values, idx) else ("attention_chunk_size", 7),
 )
 
 
@@ -308,13 +288,7 @@ def _gpt_oss_layer(draw, values, layer_idx) -> dict[str, Any]:
     overrides = {}
     if draw(st.booleans()):
         overrides["num_key_value_heads"] = draw(st.sampled_from([1, 2, 4]))
-    if draw(st.booleans()):
-        overrides["intermediate_size"] = draw(st.sampled_from([16, 48]))
-    experts = values["num_local_experts"]
-    if draw(st.booleans()):
-        experts = overrides["num_local_experts"] = draw(st.sampled_from([2, 3, 6]))
-    if draw(st.booleans()) or values["num_experts_per_tok"] > experts:
-        overrides["num_experts_per_tok"] = draw(st.integers(1, experts))
+    overrides.update(experts(draw, values, (2, 3, 6)))
     if values["layer_types"][layer_idx] == "sliding_attention" and draw(st.booleans()):
         overrides["sliding_window"] = draw(st.sampled_from([None, 3, 6]))
     return overrides
@@ -340,7 +314,7 @@ GPT_OSS = Family(
     one_layer=_gpt_oss_one_layer,
     size_attribute="intermediate_size",
     windows_refused=lambda values, idx: (
-        ("sliding_window", 4) if values["layer_types"][idx] == "full_attention" else None
+        ("sliding_window", 7) if values["layer_types"][idx] == "full_attention" else None
     ),
 )
 
@@ -390,7 +364,7 @@ NEMOTRON_H = Family(
         "layers_block_type": [values["layers_block_type"][idx], "full_attention"],
     },
     size_attribute="intermediate_size",
-    windows_refused=lambda values, idx: ("sliding_window", 4),
+    windows_refused=lambda values, idx: ("sliding_window", 7),
     final_norm="norm_f",
 )
 
@@ -452,9 +426,16 @@ def draw_a_problem(draw, family: Family, values: dict[str, Any], per_layer: dict
     layer_idx = draw(st.integers(0, layer_count(values) - 1))
     overrides = per_layer.setdefault(layer_idx, {})
     kinds = ["kv_heads", "skip", "unread", "model_level", "type", "misspelled", "key", "twice", "overrides"]
-    kinds += ["window"] if family.windows_refused(values, layer_idx) else []
+    # A window is an attribute of the attention: like its other attributes, accepted where the attention is skipped.
+    attention_kept = not set(overrides.get("skip", ())) & set(family.skip_slots[0])
+    kinds += ["window"] if family.windows_refused(values, layer_idx) and attention_kept else []
     kinds += ["conflict"] if any(len(slot) > 1 for slot in family.skip_slots) else []
+    kinds += ["model_reads"] if model_read_epsilon(family) else []
+    assert set(kinds) <= DOCUMENTED_AS.keys()  # a new kind says which documented refusal it is
     kind = draw(st.sampled_from(kinds))
+    if kind == "model_reads":
+        overrides[model_read_epsilon(family)] = 1e-3
+        return [(layer_idx, model_read_epsilon(family))]
     if kind == "kv_heads":  # divides no head count drawn (and is read by no Mamba, MLP or MoE block)
         overrides["num_key_value_heads"] = 3
         return [(layer_idx, "num_key_value_heads")]
@@ -487,6 +468,34 @@ def draw_a_problem(draw, family: Family, values: dict[str, Any], per_layer: dict
     key = draw(st.sampled_from([key for key in BAD_KEYS if key not in per_layer]))  # True is 1 to a dict
     per_layer[key] = moved
     return [(None, f"key {key!r}")]
+
+
+def model_read_epsilon(family: Family) -> str | None:
+    """The norm epsilon the model's own final norm reads too, if any (refused per layer without the opt-in)."""
+    return next(iter(SUPPORTED_ARCHITECTURES[family.name].model_reads & {"rms_norm_eps", "layer_norm_epsilon"}), None)
+
+
+# Each kind of problem drawn, and the kind of refusal it is in the documented list (README, guide).
+DOCUMENTED_AS = {
+    "kv_heads": "Key/value heads",
+    "skip": "Skips",
+    "conflict": "Skips",
+    "unread": "Attributes the layer does not read",
+    "window": "Attributes the layer does not read",
+    "model_level": "Model-level attributes",
+    "model_reads": "Attributes the model's own modules read too",
+    "type": "Values of the wrong type or size",
+    "misspelled": "Unknown attributes",
+    "key": "Keys that are not layer indices",
+    "twice": "Keys that are not layer indices",
+    "overrides": "Not a per-layer config",
+}
+
+
+def test_the_documented_refusals_are_those_drawn():
+    """Every kind of refusal the docs list is drawn here (and so shown to be refused on every architecture), but the
+    unsupported architectures, which are no per-layer config of a supported one."""
+    assert set(DOCUMENTED_AS.values()) == set(refusal_kinds()) - {"Unsupported architectures"}
 
 
 # --- the checks ---------------------------------------------------------------------------------------------------

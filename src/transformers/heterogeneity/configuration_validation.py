@@ -161,7 +161,7 @@ def _check_attribute_names(config: PreTrainedConfig, per_layer_overrides: dict[i
                 continue
             known = _attribute_names(config)
             nearest = difflib.get_close_matches(name, known, n=1)
-            suggestion = f"; did you mean `{nearest[0]}`?" if nearest else f". Known attributes: {sorted(known)}."
+            suggestion = f"; did you mean `{nearest[0]}`?" if nearest else "; no attribute of the config is close."
             raise HeterogeneousConfigError(
                 f"Layer {layer_idx}: unknown attribute `{name}`={overrides[name]!r} for {type(config).__name__} (not "
                 f"an attribute of the config, and not given for every layer){suggestion}"
@@ -224,8 +224,8 @@ def check_duplicate_keys(json_file: str | os.PathLike, config_dict: dict[str, An
             if id(mapping) in repeated_keys:
                 key = repeated_keys[id(mapping)][0]
                 raise HeterogeneousConfigError(
-                    f"{json_file}: `{path}` gives the key {key!r} more than once; a JSON reader keeps only the last, "
-                    "so the others would be lost. Give each key once."
+                    f"`{path}` gives the key {key!r} more than once in {json_file}; a JSON reader keeps only the "
+                    "last, so the others would be lost. Give each key once."
                 )
 
 

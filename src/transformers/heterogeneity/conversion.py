@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..configuration_utils import PreTrainedConfig
@@ -379,7 +379,15 @@ def _rewrite_without(source: Path, destination: Path, dropped: set[str]) -> str:
         metadata = weights.metadata()
         names = weights.keys()  # a safetensors handle is not iterable
         kept = {name: weights.get_tensor(name) for name in names if name not in dropped}
-    save_file(kept, destination, metadata=metadata)
+    try:
+        save_file(kept, destination, metadata=metadata)
+    except SafetensorError as error:
+        # safetensors reports I/O failures (a full disk) as its own error type, with the OS error number in the text:
+        # made an `OSError` again, so that the staged output directory reports it as such.
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise ConversionError(f"Cannot write {destination.name}: {error}") from error
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(destination)) from error
     return "rewrote"
 
 
