@@ -16,6 +16,7 @@ whose tensors have another shape or kind of number, or whose index disagrees wit
 name with what was expected and what was found, and nothing is written (`conversion.py`)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -176,3 +177,27 @@ def test_a_shard_tensor_the_index_does_not_list_is_refused(tmp_path):
     shard = index["weight_map"].pop(UP_PROJ)
     (source / "model.safetensors.index.json").write_text(json.dumps(index))
     assert f"does not list `{UP_PROJ}`, which {shard} holds" in convert_refused(source, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("[]", "Cannot read"),
+        ('{"weight_map": ["model-00001-of-00003.safetensors"]}', "`weight_map` must map tensor names to file names"),
+        ('{"weight_map": {"lm_head.weight": 3}}', "`weight_map` must map tensor names to file names"),
+    ],
+    ids=["a-list", "a-list-of-files", "a-number-for-a-file"],
+)
+def test_a_malformed_index_is_one_line(tmp_path, index, message):
+    source = write_nemotron_checkpoint(tmp_path / "src")
+    (source / "model.safetensors.index.json").write_text(index)
+    assert message in convert_refused(source, tmp_path)
+
+
+@pytest.mark.parametrize("value", ['"4"', "4.0", "null"])
+def test_a_config_whose_layer_count_is_not_an_integer_is_one_line(tmp_path, value):
+    source = write_nemotron_checkpoint(tmp_path / "src")
+    text = (source / "config.json").read_text()
+    (source / "config.json").write_text(re.sub(r'"num_hidden_layers": \d+', f'"num_hidden_layers": {value}', text))
+    message = convert_refused(source, tmp_path)
+    assert "Cannot read" in message and "num_hidden_layers" in message

@@ -148,8 +148,14 @@ def _weight_files(source: Path) -> list[str]:
     if (source / INDEX_FILE).is_file():
         try:
             weight_map = json.loads((source / INDEX_FILE).read_text())["weight_map"]
-        except (ValueError, KeyError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ConversionError(f"Cannot read {source / INDEX_FILE}: {error!r}") from error
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(name, str) and isinstance(file, str) for name, file in weight_map.items()
+        ):
+            raise ConversionError(
+                f"{source / INDEX_FILE}: `weight_map` must map tensor names to file names, got {weight_map!r:.200}."
+            )
         files = sorted(set(weight_map.values()))
         missing = [name for name in files if not (source / name).is_file()]
         if missing:
