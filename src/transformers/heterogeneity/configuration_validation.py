@@ -54,9 +54,9 @@ def normalize_per_layer_config(config: PreTrainedConfig, per_layer_config: Any) 
 
     Raises:
         HeterogeneousConfigError: `per_layer_config` is not a dict; a key is not a layer index in range (an integer,
-            not a bool, or its canonical decimal string) or names a layer twice; a layer's overrides are not a dict; an
-            attribute is unknown (with the nearest known name) or its value has the wrong type or is not a positive
-            size.
+            not a bool, or its decimal digits as a string, zero-padded or not) or names a layer twice; a layer's
+            overrides are not a dict; an attribute is unknown (with the nearest known name) or its value has the wrong
+            type or is not a positive size.
     """
     if not isinstance(per_layer_config, Mapping):
         raise HeterogeneousConfigError(
