@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, MistralConfig
 from transformers.heterogeneity import HeterogeneousConfigError
+from transformers.heterogeneity.commands.cli import app
 
 from .checkpoints import write_anymodel_llama_checkpoint, write_nemotron_checkpoint
 from .conftest import TINY
@@ -291,23 +293,20 @@ def test_a_homogeneous_config_file_keeps_upstreams_reading(tmp_path):
     assert AutoConfig.from_pretrained(directory).intermediate_size == 32
 
 
-def run_cli(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPT), *arguments], capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("value", ['"3"', "3.0", "null", "true"])
 def test_inspect_of_a_config_whose_layer_count_is_not_an_integer_is_one_line(tmp_path, value):
     directory = write_config(
         tmp_path / "model", LLAMA_JSON.replace('"num_hidden_layers": 3', f'"num_hidden_layers": {value}') % '"x": 1'
     )
-    completed = run_cli("inspect", str(directory))
-    assert completed.returncode == 1
-    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith(f"Error: cannot inspect {directory}:")
-    assert "num_hidden_layers" in completed.stderr, completed.stderr
+    result = CliRunner().invoke(app, ["inspect", str(directory)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot inspect {directory}:"), result.output
+    assert "num_hidden_layers" in lines[0]
 
 
 def test_version():
-    completed = run_cli("--version")
+    completed = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     from importlib.metadata import version
 

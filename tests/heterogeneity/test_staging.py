@@ -133,6 +133,8 @@ def test_a_convert_killed_with_sigkill_is_cleaned_up_by_the_next_run(tmp_path):
     assert staging.name.startswith(".out.partial.") and f".{process.pid}." in staging.name  # recognisable as stale
     assert not destination.exists()
 
+    for extra in (tmp_path / "src").glob("extra-*.txt"):  # only there to stall the first run
+        extra.unlink()
     completed = subprocess.run(
         [str(SCRIPT), "convert", "--copy", str(tmp_path / "src"), str(destination)],
         capture_output=True,
