@@ -10,29 +10,44 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-install gpu-check llama-cpp-check quality style clean
+.PHONY: install demo test test-property bench gpu-install gpu-check llama-cpp-check quality style clean
 
+# Each step says what it does before it starts, and pip reports each package as it goes: a fresh install takes
+# minutes (torch alone is hundreds of MB), which must never look like a hang.
 $(BIN)/python:
+	@echo "==> [install 1/4] Creating the virtual environment $(VENV) and upgrading pip"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # torch is installed first and pinned, so that no dependency makes pip resolve another (multi-GB) torch.
 $(VENV)/.installed: setup.py | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python -m pip install --quiet -e ".[testing]"
+	@echo "==> [install 2/4] Installing torch==$(TORCH_VERSION), the largest download (a minute or more)"
+	$(BIN)/python -m pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	@echo "==> [install 3/4] Installing transformers-heterogeneity (editable) with transformers and the test tools"
+	$(BIN)/python -m pip install -e ".[testing]"
+	@echo "==> [install 4/4] Installing TransformerEngine's Python code into $(VENV)/te-cpu (for the CPU TE tests)"
 	# --no-deps: TE's own requirements are its CUDA core binaries (-cu12/-cu13, hundreds of MB); the tests run TE's
 	# Python code over a CPU stand-in, and the Python packages it imports come with the `testing` extra. --target: out
 	# of site-packages, where PEFT (imported by `transformers.Trainer`) would import it and fail without its core.
 	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/te-cpu "transformer-engine==$(TE_VERSION)"
 	touch $@
+	@echo "==> Installed into $(VENV): try \`make demo\` and \`make test\`."
 
 install: $(VENV)/.installed
 
 demo: install
+	@echo "==> Running the demo (importing torch and Transformers takes a few seconds)"
 	$(BIN)/transformers-heterogeneity demo
 
 test: install
 	$(BIN)/python -m pytest tests/heterogeneity
+
+# The property tests at scale (`make test` runs a few configs per architecture): at least 1,000 random per-layer
+# configs over every supported architecture, each checked against stock layers, its caches and a save/load round
+# trip. Minutes; `.ci/run` runs it and reports its duration.
+test-property: install
+	HETEROGENEITY_PROPERTY_PROFILE=ci $(BIN)/python -m pytest tests/heterogeneity/test_property.py -q -rP \
+		--hypothesis-show-statistics
 
 # Benchmarks (not part of `make test`): table on stdout, benchmarks/results/results.json and PNG plots.
 # `make bench BENCH_ARGS=--quick` is a smoke test on tiny models.

@@ -117,6 +117,14 @@ def build_config(
     **kwargs: Any,
 ) -> PreTrainedConfig:
     """A tiny fp32 config of `arch` with the module's global numbers and `per_layer` as `per_layer_config`."""
+    values = global_values(arch, num_layers, attn_implementation, **kwargs)
+    if per_layer:
+        values["per_layer_config"] = {idx: dict(overrides) for idx, overrides in per_layer.items()}
+    return arch.config_cls(**values)
+
+
+def global_values(arch: Arch, num_layers: int, attn_implementation: str = "eager", **kwargs: Any) -> dict[str, Any]:
+    """The init arguments of `build_config` but `per_layer_config`: the module's global numbers, then `kwargs`."""
     values = {
         "hidden_size": HIDDEN_SIZE,
         "intermediate_size": INTERMEDIATE_SIZE,
@@ -137,9 +145,7 @@ def build_config(
     if not arch.implicit_head_dim:
         values["head_dim"] = HEAD_DIM
     values.update(kwargs)
-    if per_layer:
-        values["per_layer_config"] = {idx: dict(overrides) for idx, overrides in per_layer.items()}
-    return arch.config_cls(**values)
+    return values
 
 
 def layer_specs(arch: Arch, per_layer: PerLayer | None, num_layers: int, **global_values: Any) -> list[LayerSpec]:

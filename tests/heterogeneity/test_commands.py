@@ -50,6 +50,35 @@ def test_demo_reports_the_round_trip_and_generation(demo_result):
     assert len(generated) == 8
 
 
+def test_demo_says_what_it_does_before_each_slow_step(demo_result):
+    """The imports and generation take seconds on a cold machine: a line comes first, never silence."""
+    lines = demo_result.output.splitlines()
+    assert lines[0] == "Loading torch and Transformers..."
+    generating = next(idx for idx, line in enumerate(lines) if "generating 8 tokens greedily" in line)
+    assert lines[generating + 1].startswith("[5/5] Greedy generation")
+
+
+def test_make_install_announces_every_step_and_lets_pip_report_progress(tmp_path):
+    """`make install` on a fresh machine runs for minutes: every step is announced before it starts, and the two
+    long installs (torch, the package with transformers) are not `--quiet`, so pip reports each package."""
+    repository = Path(__file__).resolve().parents[2]
+    completed = subprocess.run(
+        ["make", "--dry-run", "install", f"VENV={tmp_path / 'venv'}"],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    commands = [line for line in completed.stdout.splitlines() if not line.startswith("#")]
+    steps = [idx for idx, line in enumerate(commands) if line.startswith('echo "==> [install ')]
+    assert len(steps) == 4
+    for step, next_step in zip(steps, steps[1:] + [len(commands)]):
+        assert any("python" in line for line in commands[step + 1 : next_step]), commands[step:next_step]
+    long_installs = [line for line in commands if "pip install" in line and ("torch==" in line or "-e " in line)]
+    assert len(long_installs) == 2 and not any("--quiet" in line for line in long_installs), long_installs
+
+
 def test_demo_table_and_totals_match_the_built_models(demo_result):
     output = demo_result.output
     base_config, config = demo_configs()

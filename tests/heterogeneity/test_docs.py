@@ -135,3 +135,44 @@ def test_the_pages_have_snippets_and_every_skip_gives_a_reason():
     all_snippets = [snippet for page in PAGES for snippet in snippets(page)]
     assert len(all_snippets) >= 10
     assert all(len(snippet.skip_reason) > 10 for snippet in all_snippets if snippet.skip_reason is not None)
+
+
+README_REFUSALS = ("Refused with a `HeterogeneousConfigError`", "## Supported architectures")
+GUIDE_REFUSALS = ("## What is refused", "## Save and load")
+REFUSAL_ERRORS = ("HeterogeneousConfigError", "UnsupportedArchitectureError")
+
+
+def refusals(page: Path, bounds: tuple[str, str]) -> dict[str, str]:
+    """The bullets of a page's list of what is refused: bold title -> the bullet's text (with its blocks)."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index(bounds[0])
+    section = text[start : text.index(bounds[1], start)]
+    parts = re.split(r"^- \*\*(.+?)\*\*", section, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def refusal_kinds() -> list[str]:
+    """The kinds of refusal the README lists (the guide lists the same ones; see the test below)."""
+    return list(refusals(REPOSITORY / "README.md", README_REFUSALS))
+
+
+def test_the_readme_and_the_guide_list_the_same_refusals_each_shown_by_a_run_example():
+    """The README's list of what is refused and the guide's are the same list, and each kind in the guide has an
+    example that `test_python_snippets_run_and_show_what_the_page_says` runs: the code refuses it with the error
+    shown."""
+    readme = refusals(REPOSITORY / "README.md", README_REFUSALS)
+    guide_page = REPOSITORY / "docs" / "source" / "en" / "heterogeneity.md"
+    guide = refusals(guide_page, GUIDE_REFUSALS)
+    assert list(readme) == list(guide) and len(readme) >= 10
+    examples = {snippet.line: snippet for snippet in snippets(guide_page)}
+    text = guide_page.read_text(encoding="utf-8")
+    section_start = text.index(GUIDE_REFUSALS[0])
+    for title, bullet in guide.items():
+        first_line = text[: text.index(f"- **{title}**", section_start)].count("\n") + 1
+        last_line = first_line + bullet.count("\n")
+        shown = [
+            snippet
+            for line, snippet in examples.items()
+            if first_line < line <= last_line and snippet.expected and snippet.skip_reason is None
+        ]
+        assert any(snippet.expected.strip().startswith(REFUSAL_ERRORS) for snippet in shown), title

@@ -215,3 +215,20 @@ def test_skipped_norm_follows_the_model_dtype():
 def test_refused_overrides_name_layer_attribute_and_value(per_layer, message):
     with pytest.raises(HeterogeneousConfigError, match=message):
         NemotronHForCausalLM(make_config(["linear_attention", "full_attention", "moe"], per_layer))
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [["full_attention", "linear_attention", "moe"], ["linear_attention", "full_attention", "full_attention"]],
+)
+def test_every_attention_block_skipped_beside_mamba_blocks_decodes_with_a_cache(blocks):
+    """Upstream's `Cache.get_seq_length` reads the first attention layer; with every attention block skipped only
+    Mamba layers held state, and every cached forward raised (found by the property tests). An unwritten attention
+    layer now reports the length, and cached greedy decoding equals the reference's recomputation."""
+    per_layer = {idx: {"skip": ["mixer"]} for idx, block in enumerate(blocks) if block == "full_attention"}
+    torch.manual_seed(0)
+    model = randomize_weights(NemotronHForCausalLM(make_config(blocks, per_layer)))
+    ids = input_ids(seq_len=4, batch_size=1)
+    expected = reference_greedy(model.state_dict(), blocks, per_layer, ids, MAX_NEW_TOKENS)
+    generated = model.generate(ids, do_sample=False, max_new_tokens=MAX_NEW_TOKENS, use_cache=True)
+    assert torch.equal(generated, expected)

@@ -133,6 +133,8 @@ def test_a_convert_killed_with_sigkill_is_cleaned_up_by_the_next_run(tmp_path):
     assert staging.name.startswith(".out.partial.") and f".{process.pid}." in staging.name  # recognisable as stale
     assert not destination.exists()
 
+    for extra in (tmp_path / "src").glob("extra-*.txt"):  # only there to stall the first run
+        extra.unlink()
     completed = subprocess.run(
         [str(SCRIPT), "convert", "--copy", str(tmp_path / "src"), str(destination)],
         capture_output=True,
@@ -193,24 +195,26 @@ def user_namespaces_with_mounts() -> str | None:
     return None if completed.returncode == 0 else f"unshare refused: {completed.stderr.strip()}"
 
 
-def convert_on_a_small_file_system(tmp_path, mount_options: str, destination: str) -> tuple[int, str, str]:
-    """Runs `convert --copy` to `destination` inside a tmpfs mounted with `mount_options` at `tmp_path / "fs"` (in a
+def convert_on_a_small_file_system(
+    tmp_path, mount_options: str, destination: str, option: str = "--copy", kv_scales: bool = False
+) -> tuple[int, str, str]:
+    """Runs `convert option` to `destination` inside a tmpfs mounted with `mount_options` at `tmp_path / "fs"` (in a
     private mount namespace, so it exists only for that command); returns its exit code, stderr, and the listing of
     the tmpfs after the command, including hidden entries."""
     reason = user_namespaces_with_mounts()
     if reason is not None:
         pytest.skip(f"needs a tmpfs in a user namespace ({reason})")
-    source = write_nemotron_checkpoint(tmp_path / "src")  # 16 MB of weights
+    source = write_nemotron_checkpoint(tmp_path / "src", with_kv_scales=kv_scales)  # 16 MB of weights
     mount_point = tmp_path / "fs"
     mount_point.mkdir()
     script = (
         'mount -t tmpfs -o "$2" tmpfs "$1" && mkdir -p "$1/parent" && mount -o "remount,$3" tmpfs "$1" || exit 99; '
-        '"$4" convert --copy "$5" "$1/parent/$6" 2>"$1.stderr"; code=$?; ls -A "$1/parent" > "$1.listing"; exit $code'
+        '"$4" convert "$7" "$5" "$1/parent/$6" 2>"$1.stderr"; code=$?; ls -A "$1/parent" > "$1.listing"; exit $code'
     )
     size, _, remount = mount_options.partition(";")
     completed = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount_point)]
-        + [size, remount or "rw", str(SCRIPT), str(source), destination],
+        + [size, remount or "rw", str(SCRIPT), str(source), destination, option],
         capture_output=True,
         text=True,
         timeout=300,
@@ -220,8 +224,13 @@ def convert_on_a_small_file_system(tmp_path, mount_options: str, destination: st
     return completed.returncode, stderr, Path(f"{mount_point}.listing").read_text()
 
 
-def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path):
-    code, stderr, listing = convert_on_a_small_file_system(tmp_path, "size=1m", "out")
+@pytest.mark.parametrize(
+    ("option", "kv_scales"),
+    [("--copy", False), ("--drop-unused-tensors", True)],  # copied shards; shards rewritten by safetensors
+    ids=["copying", "rewriting"],
+)
+def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path, option, kv_scales):
+    code, stderr, listing = convert_on_a_small_file_system(tmp_path, "size=1m", "out", option, kv_scales)
     assert code == 1
     assert stderr.count("\n") == 1 and stderr.startswith("Error: Writing the converted checkpoint to "), stderr
     assert "no space left on the device" in stderr and "Nothing was left at" in stderr

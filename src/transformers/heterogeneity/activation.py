@@ -201,7 +201,7 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
     `per_layer_config` init argument and its setter call.
 
     Upstream behaviour: the overrides are stored as given (skip names are any strings). Change: the value first goes
-    through `configuration_utils.normalize_per_layer_config` (deprecated skip names renamed). Removal: upstream calls
+    through `configuration_validation.normalize_per_layer_config` (checked; deprecated skip names renamed). Removal: upstream calls
     it at the top of `_apply_heterogeneous_config`.
     """
     original = heterogeneity_config._apply_heterogeneous_config
@@ -209,7 +209,7 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
 
     @functools.wraps(original)
     def _apply_heterogeneous_config(config, per_layer_config):
-        from .configuration_utils import normalize_per_layer_config
+        from .configuration_validation import normalize_per_layer_config
 
         per_layer_config = normalize_per_layer_config(config, per_layer_config)  # hetero-patch: normalization
         return original(config, per_layer_config)
@@ -218,6 +218,38 @@ def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Ca
 
     def undo() -> None:
         heterogeneity_config._apply_heterogeneous_config = original
+
+    return undo
+
+
+def patch_config_file_duplicate_keys(configuration_utils: ModuleType) -> Callable[[], None]:
+    """`PreTrainedConfig._dict_from_json_file` (transformers 5.23, `configuration_utils.py`), which reads `config.json`
+    for `from_pretrained` and `from_json_file`.
+
+    Upstream behaviour: `json.loads` keeps the last of two equal keys, so a `per_layer_config` giving layer `"1"` twice
+    (or a `block_configs` entry giving a field twice) silently loses one. Change: a file with `per_layer_config` or
+    `block_configs` is refused when a key repeats inside them (`configuration_validation.check_duplicate_keys`); the
+    dict returned is upstream's, and files without those keys are not read again. Removal: upstream reads config files
+    with a duplicate-refusing `object_pairs_hook`.
+    """
+    cls = configuration_utils.PreTrainedConfig
+    original = cls.__dict__["_dict_from_json_file"]
+    if not isinstance(original, classmethod):
+        raise _mismatch("PreTrainedConfig._dict_from_json_file", "expected a classmethod")
+    _check_signature(original.__func__, ["cls", "json_file"], "PreTrainedConfig._dict_from_json_file")
+
+    @functools.wraps(original.__func__)
+    def _dict_from_json_file(klass, json_file):
+        config_dict = original.__func__(klass, json_file)
+        from .configuration_validation import check_duplicate_keys
+
+        check_duplicate_keys(json_file, config_dict)  # hetero-patch: duplicate per-layer keys
+        return config_dict
+
+    cls._dict_from_json_file = classmethod(_dict_from_json_file)
+
+    def undo() -> None:
+        cls._dict_from_json_file = original
 
     return undo
 
@@ -249,6 +281,42 @@ def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[]
 
     def undo() -> None:
         cls.__post_init__ = original
+
+    return undo
+
+
+def patch_dequantized_save(modeling_utils: ModuleType) -> Callable[[], None]:
+    """`core_model_loading.revert_weight_conversion` (transformers 5.23), also as `modeling_utils` imported it, which
+    `save_pretrained` calls to write weights in the layout they were loaded from.
+
+    Upstream behaviour: a conversion that dequantized weights on load (MXFP4 `*_blocks` + `*_scales` -> the parameter)
+    reverts with an identity operation, but to its source names, so the float experts were saved as
+    `experts.gate_up_proj_blocks` without `quantization_config` and a reload missed them. Change: for models of a
+    heterogeneous config (or of a checkpoint family this package defines), which load MXFP4 experts dequantized
+    whenever layers have their own expert counts, such conversions are dropped first
+    (`core_model_loading.drop_dequantizing_conversions`): the float parameters are saved under their own names.
+    Homogeneous models keep upstream's behaviour. Removal: upstream's `revert_weight_conversion` skips conversions
+    whose reverse is the identity (the generic fix of the upstream series).
+    """
+    core_model_loading = sys.modules["transformers.core_model_loading"]  # imported by modeling_utils
+    original = core_model_loading.revert_weight_conversion
+    _check_signature(original, ["model", "state_dict"], "core_model_loading.revert_weight_conversion")
+
+    @functools.wraps(original)
+    def revert_weight_conversion(model, state_dict, *args, **kwargs):
+        config = getattr(model, "config", None)
+        if getattr(config, "is_heterogeneous", False) or type(config).__module__.startswith(__package__):
+            from .core_model_loading import drop_dequantizing_conversions
+
+            drop_dequantizing_conversions(model)  # hetero-patch: dequantized weights saved under their own names
+        return original(model, state_dict, *args, **kwargs)
+
+    core_model_loading.revert_weight_conversion = revert_weight_conversion
+    modeling_utils.revert_weight_conversion = revert_weight_conversion
+
+    def undo() -> None:
+        core_model_loading.revert_weight_conversion = original
+        modeling_utils.revert_weight_conversion = original
 
     return undo
 
@@ -780,7 +848,13 @@ _PER_LAYER_MARKER = "__heterogeneity_per_layer__"
 
 def _validate_per_layer(config_cls: type) -> None:
     """Makes the `@strict` validators of `config_cls` (and of its parents) run through
-    `configuration_utils.validate_on_every_layer`. Idempotent; undone by `deactivate()`."""
+    `configuration_utils.validate_on_every_layer`, and `validate` raise a layer's `HeterogeneousConfigError` as such
+    (upstream's `@strict` would wrap it into a `StrictDataclassClassValidationError`, which is no `ValueError`).
+    Idempotent; undone by `deactivate()`."""
+
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    from .configuration_utils import HeterogeneousConfigError
 
     def per_layer(validator: Callable) -> Callable:
         if getattr(validator, _PER_LAYER_MARKER, False):
@@ -795,6 +869,19 @@ def _validate_per_layer(config_cls: type) -> None:
         setattr(validate, _PER_LAYER_MARKER, True)
         return validate
 
+    def unwrapping(validate: Callable) -> Callable:
+        @functools.wraps(validate)  # keeps `__is_defined_by_strict_decorator__`, which `@strict` on subclasses checks
+        def validate_raising_per_layer_errors(self):
+            try:
+                validate(self)
+            except StrictDataclassClassValidationError as error:
+                if isinstance(error.__cause__, HeterogeneousConfigError):
+                    raise HeterogeneousConfigError(str(error.__cause__)) from error.__cause__
+                raise
+
+        setattr(validate_raising_per_layer_errors, _PER_LAYER_MARKER, True)
+        return validate_raising_per_layer_errors
+
     with _lock:
         for klass in config_cls.__mro__:
             validators = klass.__dict__.get("__class_validators__")
@@ -803,6 +890,11 @@ def _validate_per_layer(config_cls: type) -> None:
             originals = list(validators)
             validators[:] = [per_layer(validator) for validator in originals]
             _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
+        for klass in config_cls.__mro__:
+            validate = klass.__dict__.get("validate")
+            if validate is not None and not getattr(validate, _PER_LAYER_MARKER, False):
+                klass.validate = unwrapping(validate)
+                _undo.append(functools.partial(setattr, klass, "validate", validate))
 
 
 def _record(undo: Callable[[], None]) -> None:
@@ -836,6 +928,7 @@ _CALLBACKS = (
         functools.partial(_apply, patch_per_layer_config_normalization),
     ),
     ("transformers.configuration_utils", functools.partial(_apply, patch_config_post_init)),
+    ("transformers.configuration_utils", functools.partial(_apply, patch_config_file_duplicate_keys)),
     # After the validation patch, so that it wraps it: block_configs become per_layer_config before anything else.
     ("transformers.configuration_utils", functools.partial(_apply, patch_anymodel_block_configs)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_pretrained_model_init)),
@@ -843,6 +936,7 @@ _CALLBACKS = (
     ("transformers.generation.utils", functools.partial(_apply, patch_generate_masks)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_decoder_backends)),
     ("transformers.modeling_utils", functools.partial(_apply, patch_parent_loading)),
+    ("transformers.modeling_utils", functools.partial(_apply, patch_dequantized_save)),
     ("transformers.integrations.executorch", functools.partial(_apply, patch_export_cache_layout)),
     ("transformers.models.auto.configuration_auto", _register_checkpoint_formats),
     (

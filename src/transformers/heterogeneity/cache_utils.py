@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, CacheLayerMixin
 from ..configuration_utils import PreTrainedConfig
 from .configuration_utils import get_layer_overrides
 from .supported_models import NATIVE_PER_LAYER_MODEL_TYPES
@@ -63,17 +64,20 @@ def adjust_cache_layer_types(
 ) -> tuple[list[str], list[dict]]:
     """Corrects upstream's per-layer cache types for what layers really do.
 
-    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When that leaves only `"dummy"` layers (no
-      state at all), the first skipped layer keeps its type: upstream's `Cache.get_seq_length` refuses a cache
-      without any attention layer. That layer is never written, so it allocates nothing and reports 0 tokens;
-      `generate` then feeds the whole sequence each step, which is exact for a model without attention or state.
+    - A layer without a KV writer (attention skipped) becomes `"dummy"`. When that leaves no layer that tracks the
+      sequence length (only `"dummy"` and linear-attention / Mamba layers), the first skipped layer of an attention
+      type keeps it: upstream's `Cache.get_seq_length` refuses a cache without any attention layer (NemotronH with
+      every attention block skipped raised in every cached forward). That layer is never written, so it allocates
+      nothing and reports 0 tokens; `generate` then feeds the whole sequence each step, which is exact for a model
+      without attention (a Mamba layer recomputes its state from a whole sequence).
     - A `"sliding_attention"` / `"chunked_attention"` layer (from `layer_types`) whose own window is `None` attends
       to everything, so it becomes `"full_attention"`: a per-layer `sliding_window: None` means full attention.
     """
     without_kv = layers_without_kv_cache(config)
     others = [layer_type for layer_idx, layer_type in enumerate(layer_types) if layer_idx not in without_kv]
-    if without_kv and all(layer_type == "dummy" for layer_type in others):
-        without_kv = without_kv[1:]
+    if not any(_tracks_sequence_length(layer_type) for layer_type in others):
+        keeping = next((idx for idx in without_kv if _tracks_sequence_length(layer_types[idx])), None)
+        without_kv = [idx for idx in without_kv if idx != keeping]
     for layer_idx in without_kv:
         layer_types[layer_idx] = "dummy"
         per_layer_kwargs[layer_idx] = {}
@@ -82,6 +86,12 @@ def adjust_cache_layer_types(
             layer_types[layer_idx] = "full_attention"
             per_layer_kwargs[layer_idx] = {}
     return layer_types, per_layer_kwargs
+
+
+def _tracks_sequence_length(layer_type: str) -> bool:
+    """Whether upstream's cache layer of this type counts tokens (`Cache.get_seq_length` reads the first one)."""
+    layer_cls = DYNAMIC_LAYER_TYPE_MAPPING.get(layer_type)
+    return layer_cls is not None and issubclass(layer_cls, CacheLayerMixin)
 
 
 @dataclass(frozen=True)

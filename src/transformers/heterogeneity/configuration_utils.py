@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +41,6 @@ __all__ = [
     "layer_config",
     "make_layer_config",
     "model_level_config",
-    "normalize_per_layer_config",
     "validate_on_every_layer",
 ]
 
@@ -76,32 +74,6 @@ DEPRECATED_SKIP_NAMES = {
     "linear_attention": "attention_replaced_by_linear",
     "linear_mlp": "mlp_replaced_by_linear",
 }
-
-
-def normalize_per_layer_config(config: PreTrainedConfig, per_layer_config: Any) -> Any:
-    """Puts a `per_layer_config` into the form upstream's config half stores, before it does.
-
-    Called by upstream's `_apply_heterogeneous_config` (the `per_layer_config` init argument and setter) with the
-    value as given. Deprecated skip names are replaced by their new spelling, with a `FutureWarning`; a config saved
-    afterwards writes the new names.
-    """
-    if not isinstance(per_layer_config, dict):
-        return per_layer_config
-    normalized = {}
-    for layer_idx, overrides in per_layer_config.items():
-        skips = overrides.get("skip") if isinstance(overrides, dict) else None
-        if isinstance(skips, (list, tuple, set)) and DEPRECATED_SKIP_NAMES.keys() & set(skips):
-            renamed = [DEPRECATED_SKIP_NAMES.get(name, name) for name in skips]
-            warnings.warn(
-                f"Layer {layer_idx}: skip names {sorted(DEPRECATED_SKIP_NAMES.keys() & set(skips))} are deprecated "
-                f"and will be refused in a future version; use {sorted(set(renamed) - set(skips))} "
-                f"({', '.join(f'{old!r} -> {new!r}' for old, new in DEPRECATED_SKIP_NAMES.items())}).",
-                FutureWarning,
-                stacklevel=4,
-            )
-            overrides = {**overrides, "skip": renamed}
-        normalized[layer_idx] = overrides
-    return normalized
 
 
 def get_layer_overrides(config: PreTrainedConfig, layer_idx: int) -> dict[str, Any]:
@@ -328,7 +300,8 @@ def _check_value_type(config: PreTrainedConfig, layer_idx: int, name: str, value
             )
         return
     accepted = (int, float) if isinstance(global_value, float) else type(global_value)
-    if value is not None and global_value is not None and not isinstance(value, accepted):
+    wrong_type = not isinstance(value, accepted) or (isinstance(value, bool) and not isinstance(global_value, bool))
+    if value is not None and global_value is not None and wrong_type:
         raise HeterogeneousConfigError(
             f"Layer {layer_idx}: `{name}`={value!r} has type {type(value).__name__}, but the global value "
             f"{global_value!r} is a {type(global_value).__name__}."
@@ -352,7 +325,7 @@ def validate_on_every_layer(config: PreTrainedConfig, validator: Callable[[PreTr
     for layer_idx in _distinct_layers(config):
         try:
             validator(_validated_layer_config(config, layer_idx))
-        except (ValueError, TypeError, StrictDataclassError) as error:
+        except (ValueError, TypeError, ArithmeticError, StrictDataclassError) as error:
             raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
 
 

@@ -31,15 +31,19 @@ them, one shard at a time, and the index updated; every other shard is still lin
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shutil
+from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..configuration_utils import PreTrainedConfig
@@ -98,8 +102,9 @@ def convert_checkpoint(
     config = _read_config(source)
     weight_files = list_weight_files(source)
     canonical = canonical_config(config)
-    tensors = read_tensor_names(source, weight_files)
-    dropped = _check_tensor_names(source, config, canonical, tensors, drop_unused, progress)
+    tensors = _tensor_headers(source, weight_files)
+    _check_index(source, weight_files, tensors)
+    dropped = _check_tensors(source, config, canonical, tensors, drop_unused, progress)
     rewritten = {name for name, names in tensors.items() if dropped & set(names)}
     other_files = sorted(
         path.name
@@ -134,8 +139,8 @@ def _read_config(source: Path) -> PreTrainedConfig:
         raise ConversionError(f"{source} is not a checkpoint directory: it has no config.json.")
     try:
         config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
-        raise ConversionError(f"Cannot read {source / 'config.json'}: {error}") from error
+    except (OSError, ValueError, TypeError, StrictDataclassError) as error:  # upstream's `@strict` fields: the last
+        raise ConversionError(f"Cannot read {source / 'config.json'}: {' '.join(str(error).split())}") from error
     if not isinstance(config, CheckpointFormatConfigMixin) and not is_anymodel_config(config):
         raise ConversionError(
             f"{source} holds a '{config.model_type}' checkpoint; convert rewrites {sorted(CHECKPOINT_FORMATS)} "
@@ -160,8 +165,14 @@ def list_weight_files(source: Path) -> list[str]:
     if (source / INDEX_FILE).is_file():
         try:
             weight_map = json.loads((source / INDEX_FILE).read_text())["weight_map"]
-        except (ValueError, KeyError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise ConversionError(f"Cannot read {source / INDEX_FILE}: {error!r}") from error
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(name, str) and isinstance(file, str) for name, file in weight_map.items()
+        ):
+            raise ConversionError(
+                f"{source / INDEX_FILE}: `weight_map` must map tensor names to file names, got {weight_map!r:.200}."
+            )
         files = sorted(set(weight_map.values()))
         missing = [name for name in files if not (source / name).is_file()]
         if missing:
@@ -172,41 +183,88 @@ def list_weight_files(source: Path) -> list[str]:
     raise ConversionError(f"{source} has no {INDEX_FILE} and no {SINGLE_FILE}; only safetensors checkpoints convert.")
 
 
-def read_tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
-    """Weight file -> the tensor names in its safetensors header."""
+@dataclass(frozen=True)
+class TensorHeader:
+    """A tensor as its safetensors header describes it (dtype as safetensors spells it: `BF16`, `U8`, ...)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.dtype} {list(self.shape)}"
+
+
+# safetensors dtype names a floating-point parameter loads from as the number it is (upstream casts to the model's
+# dtype). fp8 tensors need the scales of their quantization config, and integers are no weights: both would load
+# silently as other numbers.
+FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
+# MXFP4: 32 values per block, two per byte (OCP Microscaling Formats spec v1.0, MXFP4; upstream `integrations/mxfp4.py`
+# `_convert_moe_packed_tensors`: blocks `[experts, rows, groups, 16]` and scales `[experts, rows, groups]`, both uint8,
+# dequantize to `[experts, groups * 32, rows]`).
+MXFP4_BLOCK_BYTES = 16
+
+
+def _tensor_headers(source: Path, weight_files: list[str]) -> dict[str, dict[str, TensorHeader]]:
+    """Weight file -> the tensors in its safetensors header (nothing is loaded)."""
     tensors = {}
     for name in weight_files:
         if name == INDEX_FILE:
             continue
         try:
             with safe_open(source / name, framework="pt") as weights:
-                tensors[name] = list(weights.keys())
+                names = weights.keys()  # a safetensors handle is not iterable
+                slices = {key: weights.get_slice(key) for key in names}
+                tensors[name] = {key: TensorHeader(s.get_dtype(), tuple(s.get_shape())) for key, s in slices.items()}
         except Exception as error:  # safetensors raises its own error types for corrupt headers
             raise ConversionError(f"Cannot read the safetensors header of {source / name}: {error}") from error
     return tensors
 
 
-def _check_tensor_names(
+def read_tensor_names(source: Path, weight_files: list[str]) -> dict[str, list[str]]:
+    """Weight file -> the tensor names in its safetensors header."""
+    return {name: list(tensors) for name, tensors in _tensor_headers(source, weight_files).items()}
+
+
+def _check_index(source: Path, weight_files: list[str], tensors: dict[str, dict[str, TensorHeader]]) -> None:
+    """The index lists every tensor of every shard, each in the shard that holds it: upstream loads by the index, so a
+    tensor it does not list is never loaded and one it lists elsewhere fails the load."""
+    if weight_files[0] != INDEX_FILE:
+        return
+    weight_map = json.loads((source / INDEX_FILE).read_text())["weight_map"]
+    held_by = {name: shard for shard, names in tensors.items() for name in names}
+    for name, shard in sorted(weight_map.items()):
+        if held_by.get(name) != shard:
+            where = f"it is in {held_by[name]}" if name in held_by else "no shard holds it"
+            raise ConversionError(f"{source / INDEX_FILE} lists `{name}` in {shard}, but {where}.")
+    for name, shard in sorted(held_by.items()):
+        if name not in weight_map:
+            raise ConversionError(f"{source / INDEX_FILE} does not list `{name}`, which {shard} holds.")
+
+
+def _check_tensors(
     source: Path,
     config: PreTrainedConfig,
     canonical: PreTrainedConfig,
-    tensors: dict[str, list[str]],
+    tensors: dict[str, dict[str, TensorHeader]],
     drop_unused: bool,
     progress: Callable[[str], None],
 ) -> set[str]:
     """Every tensor, under the name upstream gives it when loading the canonical model, must be one that model holds,
-    and every tensor of the model must be there. Returns the tensors to leave out."""
+    with the shape and kind of number the model's parameter has, and every tensor of the model must be there. Returns
+    the tensors to leave out."""
     # Built unquantized; the quantized tensor names are mapped back to its parameters below (`loading_rename`).
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(unquantized(canonical))
-    expected = set(model.state_dict())
+    expected = model.state_dict()
     if canonical.tie_word_embeddings:
-        expected.discard("lm_head.weight")
+        expected.pop("lm_head.weight", None)
     stock_ignores = [re.compile(pattern) for pattern in model._keys_to_ignore_on_load_unexpected or ()]
     unused_kinds = _family_model_class(config)._unused_tensors if config.model_type in CHECKPOINT_FORMATS else ()
     rename = loading_rename(canonical)
-    found, unexpected, kept, dropped, refused = set(), [], [], set(), []
-    for name in sorted(name for names in tensors.values() for name in names):
+    headers = {name: header for file_tensors in tensors.values() for name, header in file_tensors.items()}
+    loaded: dict[str, list[str]] = defaultdict(list)  # parameter -> the checkpoint tensors it loads from
+    unexpected, kept, dropped, refused = [], [], set(), []
+    for name in sorted(headers):
         unused = any(re.search(kind.pattern, name) for kind in unused_kinds)
         if unused and drop_unused:
             dropped.add(name)
@@ -215,10 +273,10 @@ def _check_tensor_names(
         elif unused:
             refused.append(name)
         elif (loaded_as := rename(name)) in expected:
-            found.add(loaded_as)
+            loaded[loaded_as].append(name)
         else:
             unexpected.append(name)
-    for what, names in (("missing", sorted(expected - found)), ("unexpected", unexpected)):
+    for what, names in (("missing", sorted(expected.keys() - loaded.keys())), ("unexpected", unexpected)):
         if names:
             raise ConversionError(
                 f"{source} does not match its config: {len(names)} {what} tensors, e.g. {names[:3]}."
@@ -229,6 +287,16 @@ def _check_tensor_names(
             f"stock {canonical.model_type} model would report as unexpected, e.g. {refused[:3]}; pass "
             "--drop-unused-tensors (`drop_unused=True`) to leave them out (the shards holding them are rewritten)."
         )
+    mismatches = [
+        mismatch
+        for parameter, names in sorted(loaded.items())
+        for mismatch in _mismatches(canonical, parameter, expected[parameter], names, headers)
+    ]
+    if mismatches:
+        raise ConversionError(
+            f"{source} does not match its config: {len(mismatches)} tensors differ from the {canonical.model_type} "
+            f"model the config describes, e.g. {'; '.join(mismatches[:3])}."
+        )
     if kept:
         progress(f"Kept {len(kept)} tensors that {canonical.model_type} skips when loading, e.g. {kept[:3]}.")
     if dropped:
@@ -236,9 +304,83 @@ def _check_tensor_names(
     return dropped
 
 
+def _mismatches(
+    config: PreTrainedConfig, parameter: str, tensor: torch.Tensor, names: list[str], headers: dict[str, TensorHeader]
+) -> list[str]:
+    """`name: expected ..., found ...` for each checkpoint tensor of `parameter` that would not load into it as the
+    number it is: another shape, or another kind of number."""
+    shape = tuple(tensor.shape)
+    if _is_mxfp4(config) and names[0].endswith(("_blocks", "_scales")):
+        wanted = _mxfp4_headers(parameter, shape)
+        return [
+            f"`{name}`: expected {wanted.get(name, f'no MXFP4 tensor for {parameter} {list(shape)}')}, found "
+            f"{headers[name]}"
+            for name in names
+            if headers[name] != wanted.get(name)
+        ]
+    kind = "/".join(FLOAT_DTYPES) if tensor.is_floating_point() else "an integer dtype"
+    wrong_kind = [name for name in names if (headers[name].dtype in FLOAT_DTYPES) != tensor.is_floating_point()]
+    if len(names) == 1:
+        if wrong_kind or headers[names[0]].shape != shape:
+            return [f"`{names[0]}`: expected {kind} {list(shape)}, found {headers[names[0]]}"]
+        return []
+    mismatches = [f"`{name}`: expected {kind}, found {headers[name]}" for name in wrong_kind]
+    combined = _combined_shape(config, parameter, names, headers)
+    if combined != shape:
+        mismatches.append(
+            f"`{parameter}` (loaded from {len(names)} tensors such as `{names[0]}` {headers[names[0]]}): expected "
+            f"{list(shape)}, found {list(combined) if combined else 'tensors that do not combine'}"
+        )
+    return mismatches
+
+
+def _mxfp4_headers(parameter: str, shape: tuple[int, ...]) -> dict[str, TensorHeader]:
+    """The MXFP4 blocks and scales that dequantize to an expert parameter of `shape` (`[experts, columns, rows]`)."""
+    if len(shape) != 3 or shape[1] % (2 * MXFP4_BLOCK_BYTES):
+        return {}
+    experts, columns, rows = shape
+    groups = (experts, rows, columns // (2 * MXFP4_BLOCK_BYTES))
+    return {
+        f"{parameter}_blocks": TensorHeader("U8", (*groups, MXFP4_BLOCK_BYTES)),
+        f"{parameter}_scales": TensorHeader("U8", groups),
+    }
+
+
+def _combined_shape(
+    config: PreTrainedConfig, parameter: str, names: list[str], headers: dict[str, TensorHeader]
+) -> tuple[int, ...] | None:
+    """The shape upstream's loading converter (e.g. NemotronH's per-expert tensors stacked into one) makes of `names`,
+    run on meta tensors of their header shapes; `None` when they cannot be combined."""
+    transforms = get_checkpoint_conversion_mapping(config.model_type) or []
+    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
+    converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
+    converter = None
+    for name in names:
+        renamed, pattern = rename_source_key(name, renamings, converters)
+        if pattern is None:
+            return None
+        if converter is None:
+            converter = copy.deepcopy(next(c for c in converters if pattern in c.source_patterns))
+        meta = torch.empty(headers[name].shape, dtype=torch.float32, device="meta")
+        converter.add_tensor(renamed, name, pattern, meta)
+    try:
+        with torch.device("meta"):
+            combined = converter.convert(parameter, config=config)
+    except Exception:  # the converter's own error: the tensors do not combine (e.g. shapes that do not stack)
+        return None
+    return tuple(next(iter(combined.values())).shape) if len(combined) == 1 else None
+
+
 def _family_model_class(config: PreTrainedConfig) -> type:
     checkpoint_format = CHECKPOINT_FORMATS[config.model_type]
     return checkpoint_format.model_class(checkpoint_format.models["AutoModelForCausalLM"])
+
+
+def _is_mxfp4(config: PreTrainedConfig) -> bool:
+    quantization = getattr(config, "quantization_config", None) or {}
+    if not isinstance(quantization, dict):
+        quantization = quantization.to_dict()
+    return quantization.get("quant_method") == "mxfp4"
 
 
 def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
@@ -249,10 +391,7 @@ def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
     transforms = get_checkpoint_conversion_mapping(config.model_type) or []
     renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
     converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
-    quantization = getattr(config, "quantization_config", None) or {}
-    if not isinstance(quantization, dict):
-        quantization = quantization.to_dict()
-    mxfp4 = quantization.get("quant_method") == "mxfp4"
+    mxfp4 = _is_mxfp4(config)
 
     def rename(name: str) -> str:
         if mxfp4:
@@ -268,7 +407,15 @@ def _rewrite_without(source: Path, destination: Path, dropped: set[str]) -> str:
         metadata = weights.metadata()
         names = weights.keys()  # a safetensors handle is not iterable
         kept = {name: weights.get_tensor(name) for name in names if name not in dropped}
-    save_file(kept, destination, metadata=metadata)
+    try:
+        save_file(kept, destination, metadata=metadata)
+    except SafetensorError as error:
+        # safetensors reports I/O failures (a full disk) as its own error type, with the OS error number in the text:
+        # made an `OSError` again, so that the staged output directory reports it as such.
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise ConversionError(f"Cannot write {destination.name}: {error}") from error
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(destination)) from error
     return "rewrote"
 
 

@@ -54,8 +54,6 @@ __all__ = [
 ]
 
 LINEAR, SKIPPED = "linear", "skipped"
-# Skips that replace a sub-block by a linear map: the same slot as the sub-block's own skip, not a slot of their own.
-REPLACED_BY_LINEAR = frozenset({"attention_replaced_by_linear", "mlp_replaced_by_linear"})
 
 # What a sub-block is, from the class of the module in its slot (first match wins): names that upstream classes share
 # across architectures, so that no architecture needs an entry here.
@@ -307,8 +305,14 @@ def _format_backend(backend: LayerBackend) -> str:
 
 def _sub_block_slots(skip_descriptors) -> dict[str, str]:
     """Each sub-block slot (skip name) and the member holding the sub-block: the last one its skip replaces (the first
-    ones are norms). Linear sub-blocks live in the slot of what they replace."""
-    return {name: list(members)[-1] for name, members in skip_descriptors.items() if name not in REPLACED_BY_LINEAR}
+    ones are norms). Linear sub-blocks live in the slot of what they replace: a later skip of the same member (such as
+    `attention_replaced_by_linear` after `attention`) is no slot of its own."""
+    slots: dict[str, str] = {}
+    for name, members in skip_descriptors.items():
+        member = list(members)[-1]
+        if member not in slots.values():
+            slots[name] = member
+    return slots
 
 
 def _format_window(layer: LayerSummary) -> str:

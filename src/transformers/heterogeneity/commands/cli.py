@@ -17,6 +17,9 @@ It only wires the commands; each lives in its own module and imports torch and t
 so that `--help` and argument errors do not pay for them.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
 import typer
 
 from .convert import convert
@@ -34,8 +37,26 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if not value:
+        return
+    versions = []
+    for distribution in ("transformers-heterogeneity", "transformers", "torch"):  # read from metadata: no import
+        try:
+            versions.append(f"{distribution} {version(distribution)}")
+        except PackageNotFoundError:
+            versions.append(f"{distribution} not installed")
+    typer.echo(f"{versions[0]} ({', '.join(versions[1:])})")
+    raise typer.Exit()
+
+
 @app.callback()
-def callback() -> None:
+def callback(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the versions and exit."),
+    ] = False,
+) -> None:
     """Per-layer heterogeneous models for Hugging Face Transformers."""
     # A callback makes `app` a group even while it has a single command, so commands keep their names.
 

@@ -81,6 +81,8 @@ def demo(
     ] = False,
 ) -> None:
     """Build a small heterogeneous Llama, save and reload it, check the round trip, generate, and show the savings."""
+    # Before the first heavy import: loading torch and the modeling code takes seconds on a cold start.
+    typer.echo("Loading torch and Transformers...")
     from ...utils import logging
 
     # The progress bars of saving and loading would interleave with the demo's own lines.
@@ -141,6 +143,7 @@ def _run_demo(checkpoint_dir: Path) -> None:
         raise typer.Exit(code=1)
     typer.echo("[4/5] Reloaded with AutoModelForCausalLM.from_pretrained: logits equal the original's bit for bit.")
 
+    typer.echo(f"      generating {MAX_NEW_TOKENS} tokens greedily, with and without the KV cache...")
     generated = reloaded.generate(input_ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     generated_without_cache = reloaded.generate(
         input_ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, use_cache=False

@@ -52,6 +52,7 @@ def inspect(
     import json
 
     import torch
+    from huggingface_hub.errors import StrictDataclassError
 
     from ...models.auto import AutoConfig
     from ..backends.selection import TransformerEngineBackend, parse_decoder_backend
@@ -76,8 +77,8 @@ def inspect(
         summary = summarize_config(
             unquantized(config), dtype=kv_dtype, decoder_backend=choice, fp8_alignment=fp8_alignment
         )
-    except (OSError, ValueError) as error:
-        _fail(f"cannot inspect {path}: {error}")
+    except (OSError, ValueError, StrictDataclassError) as error:  # upstream's `@strict` config fields raise the last
+        _fail(f"cannot inspect {path}: {' '.join(str(error).split())}")
     typer.echo(f"{path}: model_type {config.model_type}, {config.num_hidden_layers} layers")
     quantization = getattr(config, "quantization_config", None)
     if quantization is not None:

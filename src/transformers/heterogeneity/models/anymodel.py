@@ -69,7 +69,13 @@ def _gpt_oss_block(config: Any, layer_idx: int, block: dict[str, Any]) -> dict[s
         raise HeterogeneousConfigError(
             f"{where}: `{unknown[0]}`={block[unknown[0]]!r} is refused: GPT-OSS layers hold one attention and one MoE."
         )
-    attention, ffn = block.get("attention") or {}, block.get("ffn") or {}
+    for name in ("attention", "ffn"):
+        if not isinstance(block.get(name), dict):
+            raise HeterogeneousConfigError(
+                f"{where}: `{name}`={block.get(name)!r} is refused: a GPT-OSS block gives `attention` and `ffn` as "
+                "mappings (`{'no_op': true}` skips one)."
+            )
+    attention, ffn = block["attention"], block["ffn"]
     refuse_non_default_fields(family, layer_idx, "attention", attention, frozenset({"no_op", "num_key_value_heads"}))
     refuse_non_default_fields(family, layer_idx, "ffn", ffn, frozenset({"no_op", "moe", "intermediate_size"}))
     layer: dict[str, Any] = {}

@@ -79,13 +79,23 @@ class CheckpointFormatConfigMixin:
         raise NotImplementedError
 
     def _one_block_per_layer(self) -> list[Any]:
-        """`block_configs`, checked to hold one entry per layer."""
+        """`block_configs`, checked to be a list of one mapping per layer."""
         blocks = self.block_configs or []
+        if not isinstance(blocks, list):
+            raise HeterogeneousConfigError(
+                f"{self.model_type}: `block_configs` must be a list of one block per layer, got {blocks!r:.200}."
+            )
         if len(blocks) != self.num_hidden_layers:
             raise HeterogeneousConfigError(
                 f"{self.model_type}: `block_configs` has {len(blocks)} entries but `num_hidden_layers` is "
                 f"{self.num_hidden_layers}; a checkpoint gives one block per layer."
             )
+        for layer_idx, block in enumerate(blocks):
+            if not isinstance(block, dict):
+                raise HeterogeneousConfigError(
+                    f"{self.model_type} layer {layer_idx}: `block_configs[{layer_idx}]` is {block!r:.200}; each block "
+                    "is a mapping such as {'attention': {...}, 'ffn': {...}}."
+                )
         return blocks
 
     def to_dict(self) -> dict[str, Any]:

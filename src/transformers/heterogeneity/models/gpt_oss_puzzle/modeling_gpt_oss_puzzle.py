@@ -18,12 +18,10 @@ The checkpoints hold standard GPT-OSS tensor names, and `GptOssPuzzleConfig` exp
 scales, `model.layers.{i}.self_attn.k_scale` / `v_scale` (one scalar each), for engines that store the KV cache in
 fp8. Transformers' caches keep keys and values in the model's dtype, where the scales have no role: they are read,
 not used, and logged as such (`loading_utils.UnusedTensorsMixin`), as in every family; `save_pretrained` does not
-write them.
+write them. MXFP4 experts, dequantized on load, are saved as floats under their own names (`core_model_loading.py`).
 """
 
-from ....integrations.mxfp4 import Mxfp4Dequantize
 from ....models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
-from ....utils.loading_report import LoadStateDictInfo
 from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from ..stock_classes import StockExpertsMixin
 from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
@@ -32,33 +30,11 @@ from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
 __all__ = ["GptOssPuzzleForCausalLM", "GptOssPuzzleModel"]
 
 
-class DequantizedSaveMixin:
-    """A model whose MXFP4 experts were dequantized on load saves them as the float parameters they now are.
-
-    Upstream keeps the loading conversions on the model (`model._weight_conversions`, set by
-    `core_model_loading.convert_and_load_state_dict_in_model`, transformers 5.23) and reverts them on save. The
-    dequantizing conversion (`*_blocks` + `*_scales` -> the parameter) reverts to its first source name only, so
-    `save_pretrained` wrote float tensors named `gate_up_proj_blocks` that no loader reads back (the same happens to
-    stock GPT-OSS). Dropping that conversion once the weights are loaded makes the saved checkpoint hold
-    `mlp.experts.gate_up_proj` / `down_proj`, which reload bit-exact (upstream already drops `quantization_config`
-    from the saved config of a dequantized model).
-    """
-
-    def _adjust_missing_and_unexpected_keys(self, loading_info: LoadStateDictInfo) -> None:
-        super()._adjust_missing_and_unexpected_keys(loading_info)
-        conversions = getattr(self, "_weight_conversions", None) or []
-        self._weight_conversions = [
-            conversion
-            for conversion in conversions
-            if not any(isinstance(operation, Mxfp4Dequantize) for operation in getattr(conversion, "operations", ()))
-        ]
-
-
 class GptOssPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, GptOssModel):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class GptOssPuzzleForCausalLM(DequantizedSaveMixin, UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM):
+class GptOssPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)
