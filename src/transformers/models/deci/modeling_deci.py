@@ -17,8 +17,8 @@ fp8 KV-cache scales (`self_attn.k_scale` / `v_scale`), where a checkpoint has th
 in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
-from ....models.llama.modeling_llama import LlamaForCausalLM, LlamaModel
-from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel
 from .configuration_deci import DeciConfig
 
 

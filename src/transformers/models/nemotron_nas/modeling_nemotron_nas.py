@@ -20,8 +20,8 @@ give in `architectures`. FP8 releases also carry KV-cache scales (`self_attn.k_s
 (the cache stays in the model's dtype) and logged, as in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
-from ....models.llama.modeling_llama import LlamaForCausalLM, LlamaModel
-from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel
 from .configuration_nemotron_nas import NemotronNasConfig
 
 

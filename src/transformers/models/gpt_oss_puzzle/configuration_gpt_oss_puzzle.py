@@ -34,10 +34,10 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.gpt_oss.configuration_gpt_oss import GptOssConfig
-from ....utils import logging
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ...utils import logging
+from ..gpt_oss.configuration_gpt_oss import GptOssConfig
 
 
 logger = logging.get_logger(__name__)

@@ -23,9 +23,9 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.llama.configuration_llama import LlamaConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..llama.configuration_llama import LlamaConfig
 
 
 __all__ = ["DeciConfig"]

@@ -188,7 +188,7 @@ def anymodel_per_layer_config(config: Any, kwargs: dict[str, Any]) -> dict[str, 
         )
     kwargs = {**kwargs, "per_layer_config": per_layer}
     if any("num_local_experts" in overrides for overrides in per_layer.values()):
-        from .gpt_oss_puzzle.configuration_gpt_oss_puzzle import mxfp4_dequantized_on_load
+        from ...models.gpt_oss_puzzle.configuration_gpt_oss_puzzle import mxfp4_dequantized_on_load
 
         quantization = mxfp4_dequantized_on_load(kwargs.get("quantization_config"))
         if quantization is not None:

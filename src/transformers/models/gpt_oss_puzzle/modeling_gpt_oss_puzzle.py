@@ -21,11 +21,11 @@ not used, and logged as such (`loading_utils.UnusedTensorsMixin`), as in every f
 write them.
 """
 
-from ....integrations.mxfp4 import Mxfp4Dequantize
-from ....models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
-from ....utils.loading_report import LoadStateDictInfo
-from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
-from ..stock_classes import StockExpertsMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.stock_classes import StockExpertsMixin
+from ...integrations.mxfp4 import Mxfp4Dequantize
+from ...utils.loading_report import LoadStateDictInfo
+from ..gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
 from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
 
 

@@ -45,10 +45,10 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.llama.configuration_llama import LlamaConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..decilm_blocks import DeciLMBlocks, ffn_mult_to_intermediate_size
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.decilm_blocks import DeciLMBlocks, ffn_mult_to_intermediate_size
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..llama.configuration_llama import LlamaConfig
 
 
 __all__ = ["NemotronNasConfig", "ffn_mult_to_intermediate_size"]

@@ -46,10 +46,12 @@ class CheckpointFormat:
     weight_conversion: str | None = None  # model type whose checkpoint conversion mapping (tensor renames) applies
 
     def config_class(self) -> type:
-        return getattr(importlib.import_module(f"{__name__}.{self.package}.configuration_{self.package}"), self.config)
+        return getattr(
+            importlib.import_module(f"transformers.models.{self.package}.configuration_{self.package}"), self.config
+        )
 
     def model_class(self, name: str) -> type:
-        return getattr(importlib.import_module(f"{__name__}.{self.package}.modeling_{self.package}"), name)
+        return getattr(importlib.import_module(f"transformers.models.{self.package}.modeling_{self.package}"), name)
 
 
 _DECILM_MODELS = {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMForCausalLM"}

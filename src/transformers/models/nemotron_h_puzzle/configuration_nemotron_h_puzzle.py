@@ -49,9 +49,9 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.nemotron_h.configuration_nemotron_h import NemotronHConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..nemotron_h.configuration_nemotron_h import NemotronHConfig
 
 
 __all__ = ["NemotronHPuzzleConfig"]

@@ -20,9 +20,9 @@ block by block. The multi-token-prediction tensors (`mtp.*`) are read and report
 has no MTP layers to load them into (its `_keys_to_ignore_on_load_unexpected` drops them).
 """
 
-from ....models.nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
-from ..loading_utils import UnusedTensors, UnusedTensorsMixin
-from ..stock_classes import StockExpertsMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import UnusedTensors, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.stock_classes import StockExpertsMixin
+from ..nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
 from .configuration_nemotron_h_puzzle import NemotronHPuzzleConfig
 
 
