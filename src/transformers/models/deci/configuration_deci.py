@@ -46,6 +46,7 @@ class DeciConfig(CheckpointFormatConfigMixin, LlamaConfig):
 
     model_type = "deci"
     format_fields = ("num_key_value_heads_per_layer",)
+    released_architectures = {"DeciModel": "DeciLMModel", "DeciForCausalLM": "DeciLMForCausalLM"}
 
     num_key_value_heads_per_layer: list[int] | None = None
 

@@ -11,10 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""DeciLM models: stock Llama classes bound to `DeciConfig`, named as the checkpoints' `architectures`.
+"""DeciLM models: stock Llama classes bound to `DeciConfig`.
 
-fp8 KV-cache scales (`self_attn.k_scale` / `v_scale`), where a checkpoint has them, are read, not used and logged, as
-in every family (`loading_utils.UnusedTensorsMixin`).
+The checkpoints name their classes `DeciLMModel` / `DeciLMForCausalLM` in `architectures`, as Nemotron-NAS checkpoints
+do; those names belong to `models/nemotron_nas` (one class per name in `transformers`), so these are `DeciModel` /
+`DeciForCausalLM`, and `DeciConfig` writes the released names back on save (`released_architectures`), so that a saved
+checkpoint keeps the `architectures` of its format. fp8 KV-cache scales (`self_attn.k_scale` / `v_scale`), where a
+checkpoint has them, are read, not used and logged, as in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
 from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
@@ -22,14 +25,14 @@ from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel
 from .configuration_deci import DeciConfig
 
 
-__all__ = ["DeciLMForCausalLM", "DeciLMModel"]
+__all__ = ["DeciForCausalLM", "DeciModel"]
 
 
-class DeciLMModel(UnusedTensorsMixin, LlamaModel):
+class DeciModel(UnusedTensorsMixin, LlamaModel):
     config_class = DeciConfig
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class DeciLMForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
+class DeciForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
     config_class = DeciConfig
     _unused_tensors = (FP8_KV_SCALES,)

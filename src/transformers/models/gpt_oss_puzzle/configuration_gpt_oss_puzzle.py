@@ -34,7 +34,11 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import (
+    CheckpointFormatConfigMixin,
+    most_common,
+    mxfp4_dequantized_on_load,
+)
 from ...heterogeneity.configuration_utils import HeterogeneousConfigError
 from ...utils import logging
 from ..gpt_oss.configuration_gpt_oss import GptOssConfig
@@ -42,31 +46,9 @@ from ..gpt_oss.configuration_gpt_oss import GptOssConfig
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["GptOssPuzzleConfig", "mxfp4_dequantized_on_load"]
+__all__ = ["GptOssPuzzleConfig"]
 
 _BLOCK_FIELDS = ("num_local_experts", "sliding_window")
-
-
-def mxfp4_dequantized_on_load(quantization: Any) -> dict[str, Any] | None:
-    """The MXFP4 `quantization_config` of a model with per-layer expert counts, made to dequantize on load; `None`
-    when there is nothing to change.
-
-    MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so with
-    per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise (`dequantize: false`
-    is then refused). The kernel path is also the only one for which upstream's MXFP4 quantizer needs `accelerate`
-    (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not.
-    """
-    if (
-        not isinstance(quantization, dict)
-        or quantization.get("quant_method") != "mxfp4"
-        or "dequantize" in quantization
-    ):
-        return None
-    logger.warning_once(
-        "The MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels cannot hold per-layer "
-        "expert counts."
-    )
-    return {**quantization, "dequantize": True}
 
 
 @strict

@@ -45,13 +45,13 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ...heterogeneity.checkpoint_formats.decilm_blocks import DeciLMBlocks, ffn_mult_to_intermediate_size
+from ...heterogeneity.checkpoint_formats.decilm_blocks import DeciLMBlocks
 from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
 from ...heterogeneity.configuration_utils import HeterogeneousConfigError
 from ..llama.configuration_llama import LlamaConfig
 
 
-__all__ = ["NemotronNasConfig", "ffn_mult_to_intermediate_size"]
+__all__ = ["NemotronNasConfig"]
 
 # Top-level fields of Model-Optimizer's `DeciLMConfig` (`deci_lm_hf_code/configuration_decilm.py`), which stock
 # LlamaConfig does not know: field -> (the values a stock Llama model honours, why others are refused), or a reason
