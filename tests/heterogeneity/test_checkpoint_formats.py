@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
 from transformers.heterogeneity.checkpoint_formats import CHECKPOINT_FORMATS
 from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING, model_type_to_module_name
@@ -36,7 +36,6 @@ from .nemotron_h_puzzle_checkpoint import write_puzzle_checkpoint as write_nemot
 from .test_activation import run_python
 
 
-SOURCE_MODELS = Path(__file__).resolve().parents[2] / "src" / "transformers" / "models"
 WRITERS = {
     "nemotron-nas": write_nemotron_checkpoint,
     "deci": write_deci_checkpoint,
@@ -45,10 +44,10 @@ WRITERS = {
 }
 
 
-def exported_names(package_dir: Path) -> dict[str, set[str]]:
+def exported_names(directory: Path) -> dict[str, set[str]]:
     """`__all__` of every module of a package directory, read from the source (as upstream's import structure is)."""
     names = {}
-    for path in sorted(package_dir.glob("*.py")):
+    for path in sorted(directory.glob("*.py")):
         if path.name == "__init__.py":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -63,11 +62,15 @@ def exported_names(package_dir: Path) -> dict[str, set[str]]:
     return names
 
 
-def test_the_table_lists_exactly_the_model_packages_of_the_repository():
+def package_dir(model_type: str) -> Path:
+    """Where the family's package is imported from: the repository's `src/` (editable install), the installed
+    `transformers/models/` (`pip install .`), or the patched tree."""
+    module = importlib.import_module(f"transformers.models.{CHECKPOINT_FORMATS[model_type].package}")
+    return Path(module.__file__).parent
+
+
+def test_every_family_has_a_checkpoint_writer_for_the_tests_below():
     assert WRITERS.keys() == CHECKPOINT_FORMATS.keys()
-    packages = sorted(path.name for path in SOURCE_MODELS.iterdir() if (path / "__init__.py").is_file())
-    assert packages == sorted(checkpoint_format.package for checkpoint_format in CHECKPOINT_FORMATS.values())
-    assert not (SOURCE_MODELS / "__init__.py").exists(), "upstream's transformers/models/__init__.py is not ours"
 
 
 @pytest.mark.parametrize("model_type", sorted(CHECKPOINT_FORMATS))
@@ -75,7 +78,7 @@ def test_each_family_is_a_lazy_model_package_exporting_its_classes(model_type):
     checkpoint_format = CHECKPOINT_FORMATS[model_type]
     package = checkpoint_format.package
     assert model_type_to_module_name(model_type) == package  # how upstream's Auto mappings find the package
-    exported = exported_names(SOURCE_MODELS / package)
+    exported = exported_names(package_dir(model_type))
     assert set(exported) == {f"configuration_{package}", f"modeling_{package}"}
     assert exported[f"configuration_{package}"] == {checkpoint_format.config}
     assert exported[f"modeling_{package}"] == set(checkpoint_format.models.values())
@@ -91,8 +94,8 @@ def test_no_exported_name_is_taken_by_another_family_or_by_upstream():
     """Upstream's top-level `transformers` namespace maps each name to one module: a name exported twice would resolve
     to whichever package its directory scan meets last."""
     owners = {}
-    for checkpoint_format in CHECKPOINT_FORMATS.values():
-        for module_name, names in exported_names(SOURCE_MODELS / checkpoint_format.package).items():
+    for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
+        for module_name, names in exported_names(package_dir(model_type)).items():
             for name in names:
                 assert name not in owners, f"{name} is exported by {owners.get(name)} and {module_name}"
                 owners[name] = f"models.{checkpoint_format.package}.{module_name}"
@@ -115,6 +118,18 @@ def test_auto_classes_resolve_each_family(model_type, tmp_path):
     for auto_name, model_name in checkpoint_format.models.items():
         model_class = getattr(modeling_auto, auto_name)._model_mapping[config_class]
         assert model_class is checkpoint_format.model_class(model_name) and model_class.config_class is config_class
+        # Upstream's convention for generative classes (GenerationTesterMixin.test_inherits_generation_mixin).
+        assert (GenerationMixin in model_class.__bases__) == (auto_name == "AutoModelForCausalLM")
+
+
+@pytest.mark.parametrize("model_type", sorted(CHECKPOINT_FORMATS))
+def test_a_config_made_from_defaults_describes_the_homogeneous_parent(model_type, tmp_path):
+    """As every Transformers config, a family config can be made without arguments; without the family's per-layer
+    fields it describes every layer alike, and it saves and loads back."""
+    config = CONFIG_MAPPING[model_type]()
+    assert not config.is_heterogeneous
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).to_dict() == config.to_dict()
 
 
 # The entries the patched tree adds to upstream's mappings, made here before the package activates.
@@ -134,7 +149,7 @@ for model_type, (config_name, base_name, causal_lm_name) in families.items():
 conversion_mapping._MODEL_TO_CONVERSION_PATTERN["nemotron_h_puzzle"] = "nemotron_h"
 
 import transformers.heterogeneity  # activation: registers what upstream does not hold, here nothing
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
 
 loaded = {}
 for model_type, path in json.loads(sys.argv[2]).items():

@@ -101,9 +101,15 @@ def test_save_pretrained_keeps_the_source_format(checkpoint, tmp_path):
     [
         ([4, 2, 1], r"`num_key_value_heads_per_layer` must list one value per layer \(4\), got \[4, 2, 1\]"),
         ([4, 3, 1, 2], r"deci layer 1: `num_key_value_heads_per_layer\[1\]`=3 must be a positive integer dividing"),
-        (None, r"must list one value per layer \(4\), got None"),
+        ((4, 2, 1, 2), r"must list one value per layer \(4\), got \(4, 2, 1, 2\)"),
     ],
 )
 def test_bad_kv_heads_are_refused(kv_heads, message):
     with pytest.raises(HeterogeneousConfigError, match=message):
         AutoConfig.for_model(**{**deci_config(), "num_key_value_heads_per_layer": kv_heads})
+
+
+def test_without_kv_heads_per_layer_every_layer_has_the_global_kv_heads():
+    """As every Transformers config, `DeciConfig()` can be made from defaults: the homogeneous Llama model."""
+    config = AutoConfig.for_model(**{**deci_config(), "num_key_value_heads_per_layer": None, "num_key_value_heads": 2})
+    assert not config.is_heterogeneous and config.num_key_value_heads == 2

@@ -75,6 +75,8 @@ class CheckpointFormatConfigMixin:
 
     Subclasses set `format_fields` (the family's per-layer fields, kept as they are) and implement
     `_translate_format_fields`, which returns the `per_layer_config` and the global values the source left null.
+    A config without the family's per-layer fields (`Config()`, as every Transformers config can be made) describes
+    the homogeneous model of the architecture it derives from; a field that is given must describe every layer.
     """
 
     format_fields: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ checkpoint keeps the `architectures` of its format. fp8 KV-cache scales (`self_a
 checkpoint has them, are read, not used and logged, as in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
+from ...generation import GenerationMixin
 from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel
 from .configuration_deci import DeciConfig
@@ -33,6 +34,6 @@ class DeciModel(UnusedTensorsMixin, LlamaModel):
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class DeciForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
+class DeciForCausalLM(UnusedTensorsMixin, LlamaForCausalLM, GenerationMixin):
     config_class = DeciConfig
     _unused_tensors = (FP8_KV_SCALES,)

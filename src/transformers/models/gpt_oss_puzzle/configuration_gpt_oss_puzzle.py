@@ -58,9 +58,9 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
     `per_layer_config` and `layer_types` when the config is made and saved back unchanged.
 
     Args:
-        block_configs (`list[dict]`):
+        block_configs (`list[dict]`, *optional*):
             One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}` (`sliding_window` may be
-            absent: full attention).
+            absent: full attention). Without it, every layer as the global GPT-OSS values say.
     """
 
     model_type = "gpt_oss_puzzle"
@@ -71,6 +71,8 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
     block_configs: list[dict[str, Any]] | None = None
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        if self.block_configs is None:  # every layer as the global GPT-OSS values and `layer_types` say
+            return {}, {}
         blocks = self._one_block_per_layer()
         for layer_idx, block in enumerate(blocks):
             _check_block(layer_idx, block)
@@ -101,7 +103,7 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if "num_local_experts" in self.per_layer_attributes:
+        if "num_local_experts" in (self.per_layer_attributes or ()):
             self._dequantize_mxfp4_on_load()
 
     def _dequantize_mxfp4_on_load(self) -> None:

@@ -21,6 +21,7 @@ not used, and logged as such (`loading_utils.UnusedTensorsMixin`), as in every f
 write them.
 """
 
+from ...generation import GenerationMixin
 from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
 from ...heterogeneity.checkpoint_formats.stock_classes import StockExpertsMixin
 from ...integrations.mxfp4 import Mxfp4Dequantize
@@ -59,6 +60,8 @@ class GptOssPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, GptOssModel):
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class GptOssPuzzleForCausalLM(DequantizedSaveMixin, UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM):
+class GptOssPuzzleForCausalLM(
+    DequantizedSaveMixin, UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM, GenerationMixin
+):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)

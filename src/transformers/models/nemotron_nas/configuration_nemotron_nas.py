@@ -75,8 +75,9 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
     `per_layer_config` when the config is made and saved back unchanged.
 
     Args:
-        block_configs (`list[dict]`):
-            One entry per layer, `{"attention": {...}, "ffn": {...}}`, as written by NVIDIA's checkpoints.
+        block_configs (`list[dict]`, *optional*):
+            One entry per layer, `{"attention": {...}, "ffn": {...}}`, as written by NVIDIA's checkpoints. Without
+            it, every layer is a dense Llama layer of the global values.
         intermediate_size (`int`, *optional*):
             Global FFN width. Null in the released checkpoints; then the most common width of the real FFN blocks
             (only layers with another width get a per-layer value).
@@ -101,7 +102,7 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
         super().__post_init__(**kwargs)
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        blocks = self._one_block_per_layer()
+        blocks = [] if self.block_configs is None else self._one_block_per_layer()
         translator = DeciLMBlocks("nemotron-nas", self.num_attention_heads, self.hidden_size)
         per_layer = {idx: translator.translate(idx, block) for idx, block in enumerate(blocks)}
         derived = {}
