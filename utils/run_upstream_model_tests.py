@@ -112,6 +112,11 @@ def source_distribution() -> Path:
     return unpacked
 
 
+def printed_by(python: Path, code: str) -> str:
+    """What `code` prints when `python` runs it."""
+    return subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def overlay_environment() -> Path:
     """A fresh virtual environment with transformers 5.23.0 and the overlay installed from the working tree; returns
     its interpreter. Built from a copy of the tree, so that nothing an earlier build left in `build/` is installed."""
@@ -132,12 +137,7 @@ def overlay_environment() -> Path:
             + [str(wheel) for wheel in Path(wheels).glob("*.whl")],
             check=True,
         )
-    site_packages = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    site_packages = printed_by(python, "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     # After the environment's own site-packages, so that its transformers wins; a plain path line, so that the
     # other environment's `.pth` files (its editable install of the overlay) are not processed.
     (Path(site_packages) / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
@@ -184,12 +184,7 @@ def assemble(
     for name in baselines:
         copy(checkout / "tests" / "models" / name, harness / "tests" / "models" / name)
         paths.append(f"tests/models/{name}")
-    installed = subprocess.run(
-        [str(python), "-c", "import transformers, pathlib; print(pathlib.Path(transformers.__file__).parent)"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    installed = printed_by(python, "import transformers, pathlib; print(pathlib.Path(transformers.__file__).parent)")
     (harness / "src").mkdir()
     (harness / "src" / "transformers").symlink_to(installed, target_is_directory=True)
     (harness / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # the root: no configuration of ours applies
