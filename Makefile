@@ -106,6 +106,21 @@ llama-cpp-check: $(LLAMA_CPP_BUILD)/.built
 	LLAMA_CPP_SOURCE=$(abspath $(LLAMA_CPP_SRC)) LLAMA_CPP_LIB_PATH=$(abspath $(LLAMA_CPP_BUILD)/bin) \
 		$(BIN)/python -m pytest tests/heterogeneity/llama_cpp -v -s
 
+# The checkpoint families' tests in upstream's tester style (tests/heterogeneity/upstream_models/), run inside
+# upstream's test suite (utils/run_upstream_model_tests.py): tests/*.py of the transformers sdist plus the files it
+# leaves out, from a huggingface/transformers checkout (the v5.23.0 tag). Not part of `make test`; a few minutes per
+# family on 2 cores. `make upstream-model-tests UPSTREAM_CHECKOUT=path UPSTREAM_TEST_ARGS="--models deci"`.
+UPSTREAM_CHECKOUT ?=
+UPSTREAM_TEST_ARGS ?=
+# What upstream's test modules import beyond the `testing` extra (transformers 5.23's own `testing` extra has them).
+UPSTREAM_TEST_DEPS ?= parameterized==0.9.0 httpx==0.29.0
+
+.PHONY: upstream-model-tests
+upstream-model-tests: install
+	@test -n "$(UPSTREAM_CHECKOUT)" || (echo "upstream-model-tests needs UPSTREAM_CHECKOUT=path/to/a/checkout/of/huggingface/transformers (tag v5.23.0)" && exit 1)
+	$(BIN)/python -m pip install --quiet $(UPSTREAM_TEST_DEPS)
+	$(BIN)/python utils/run_upstream_model_tests.py --upstream-checkout "$(UPSTREAM_CHECKOUT)" $(UPSTREAM_TEST_ARGS)
+
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)
 	$(BIN)/ruff format --check $(CHECK_DIRS)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from transformers.heterogeneity import NATIVE_PER_LAYER_MODEL_TYPES, SUPPORTED_ARCHITECTURES
+from transformers.heterogeneity.checkpoint_formats import CHECKPOINT_FORMATS
 from transformers.heterogeneity.supported_models import NATIVE_PER_LAYER_MODEL_CLASSES
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES, model_type_to_module_name
 
@@ -22,6 +23,8 @@ def native_model_types() -> set[str]:
     models_dir = Path(importlib.util.find_spec("transformers.models").origin).parent
     native = set()
     for model_type in CONFIG_MAPPING_NAMES:
+        if model_type in CHECKPOINT_FORMATS:  # this package's families (in upstream's mappings in the patched tree)
+            continue
         module_name = model_type_to_module_name(model_type)
         modeling_file = models_dir / module_name / f"modeling_{module_name}.py"
         if modeling_file.is_file() and "per_layer_config" in modeling_file.read_text(encoding="utf-8"):

@@ -431,7 +431,7 @@ def load_logged(path: Path, **kwargs) -> tuple[torch.nn.Module, dict, str]:
     return model.eval(), info, captured.out
 
 
-UNUSED_TENSORS_LOGGER = "transformers.heterogeneity.models.loading_utils"
+UNUSED_TENSORS_LOGGER = "transformers.heterogeneity.checkpoint_formats.loading_utils"
 
 
 # DeciLM-7B's shape in miniature: KV heads per layer, dynamic NTK rope; a short trained length so tests cross it.

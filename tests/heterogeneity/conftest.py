@@ -47,6 +47,11 @@ from transformers import (
 from .reference import LayerSpec
 
 
+# The checkpoint families' tests in upstream's tester style subclass upstream's `tests/causal_lm_tester.py`, which is
+# not part of this repository: they run inside upstream's test suite (`make upstream-model-tests`,
+# `utils/run_upstream_model_tests.py`), and the upstream patch series puts them at `tests/models/<name>/`.
+collect_ignore = ["upstream_models"]
+
 # A three-layer Llama-shaped config for tests of the mechanism rather than of an architecture.
 TINY = {
     "hidden_size": 64,

@@ -76,8 +76,8 @@ def test_checkpoint_families_are_registered_without_importing_their_configs():
     before, registered, config_class, after = json.loads(run_python(code))
     assert (before, registered, config_class) == ([], True, "NemotronNasConfig")
     assert after == [
-        "transformers.heterogeneity.models.nemotron_nas.configuration_nemotron_nas",
         "transformers.models.llama.configuration_llama",
+        "transformers.models.nemotron_nas.configuration_nemotron_nas",
     ]
 
 

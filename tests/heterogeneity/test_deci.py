@@ -58,7 +58,7 @@ def input_ids(seq_len, seed=1):
 
 def test_loads_with_kv_heads_per_layer(checkpoint):
     model, info = load(checkpoint)
-    assert type(model).__name__ == "DeciLMForCausalLM" and type(model.config).__name__ == "DeciConfig"
+    assert type(model).__name__ == "DeciForCausalLM" and type(model.config).__name__ == "DeciConfig"
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
     assert [layer.self_attn.k_proj.out_features // layer.self_attn.head_dim for layer in model.model.layers] == list(
         DECI_KV_HEADS
@@ -88,6 +88,8 @@ def test_save_pretrained_keeps_the_source_format(checkpoint, tmp_path):
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "deci" and saved["num_key_value_heads_per_layer"] == list(DECI_KV_HEADS)
+    # The released name (engines dispatch on it), not the class name `DeciForCausalLM`.
+    assert saved["architectures"] == ["DeciLMForCausalLM"]
     assert "per_layer_config" not in saved and saved["num_key_value_heads"] is None
     reloaded, _ = load(tmp_path)
     for name, tensor in model.state_dict().items():
@@ -99,9 +101,15 @@ def test_save_pretrained_keeps_the_source_format(checkpoint, tmp_path):
     [
         ([4, 2, 1], r"`num_key_value_heads_per_layer` must list one value per layer \(4\), got \[4, 2, 1\]"),
         ([4, 3, 1, 2], r"deci layer 1: `num_key_value_heads_per_layer\[1\]`=3 must be a positive integer dividing"),
-        (None, r"must list one value per layer \(4\), got None"),
+        ((4, 2, 1, 2), r"must list one value per layer \(4\), got \(4, 2, 1, 2\)"),
     ],
 )
 def test_bad_kv_heads_are_refused(kv_heads, message):
     with pytest.raises(HeterogeneousConfigError, match=message):
         AutoConfig.for_model(**{**deci_config(), "num_key_value_heads_per_layer": kv_heads})
+
+
+def test_without_kv_heads_per_layer_every_layer_has_the_global_kv_heads():
+    """As every Transformers config, `DeciConfig()` can be made from defaults: the homogeneous Llama model."""
+    config = AutoConfig.for_model(**{**deci_config(), "num_key_value_heads_per_layer": None, "num_key_value_heads": 2})
+    assert not config.is_heterogeneous and config.num_key_value_heads == 2

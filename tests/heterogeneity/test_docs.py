@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Every Python snippet of README.md and docs/source/en/*.md runs as written, and shows what the page says it shows.
+"""Every Python snippet of README.md, docs/source/en/*.md and the checkpoint families' pages in
+docs/source/en/model_doc/ runs as written, and shows what the page says it shows.
 
 The convention, for whoever writes the docs:
 
@@ -39,7 +40,12 @@ import pytest
 
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-PAGES = [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs" / "source" / "en").glob("*.md"))]
+DOCS = REPOSITORY / "docs" / "source" / "en"
+# The checkpoint families' model pages (`model_doc/` holds upstream's pages too in the patched tree).
+MODEL_PAGES = [
+    DOCS / "model_doc" / f"{name}.md" for name in ("deci", "gpt_oss_puzzle", "nemotron_h_puzzle", "nemotron_nas")
+]
+PAGES = [REPOSITORY / "README.md", *sorted(DOCS.glob("*.md")), *MODEL_PAGES]
 SKIP_MARKER = re.compile(r"^<!-- doc-test: skip (?P<reason>\S.*?) -->$")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[\w-]*)\s*$")  # indented: a block inside a list item
 

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.heterogeneity import HeterogeneousConfigError, kv_cache_bytes
-from transformers.heterogeneity.models.nemotron_nas.configuration_nemotron_nas import ffn_mult_to_intermediate_size
+from transformers.heterogeneity.checkpoint_formats.decilm_blocks import ffn_mult_to_intermediate_size
 
 from .checkpoints import (
     HEAD_DIM,

@@ -261,7 +261,7 @@ def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[]
     Upstream behaviour: an unknown init argument such as the `block_configs` that NVIDIA Model-Optimizer's AnyModel
     adds to a stock config (`model_type: llama`, `gpt_oss`, ...) becomes a plain attribute; every layer is built at the
     global size and the checkpoint fails to load with size mismatches. Change: for the model types of
-    `models/anymodel.py`, `block_configs` is translated into `per_layer_config` first (`anymodel_per_layer_config`);
+    `checkpoint_formats/anymodel.py`, `block_configs` is translated into `per_layer_config` first (`anymodel_per_layer_config`);
     any other config is untouched. Removal: upstream configs read AnyModel's `block_configs`, or AnyModel writes
     `per_layer_config`.
     """
@@ -272,7 +272,7 @@ def patch_anymodel_block_configs(configuration_utils: ModuleType) -> Callable[[]
     @functools.wraps(original)
     def __post_init__(self, **kwargs):
         if "block_configs" in kwargs:  # declared as a field by the checkpoint-family configs, so never theirs
-            from .models.anymodel import anymodel_per_layer_config
+            from .checkpoint_formats.anymodel import anymodel_per_layer_config
 
             kwargs = anymodel_per_layer_config(self, kwargs)  # hetero-patch: AnyModel block_configs
         original(self, **kwargs)
@@ -909,14 +909,14 @@ def _apply(patch: Callable[[ModuleType], Callable[[], None]], module: ModuleType
 def _register_checkpoint_formats(configuration_auto: ModuleType) -> None:
     """Registers the configs of the heterogeneous checkpoint families (`nemotron-nas`, `deci`, `gpt_oss_puzzle`,
     `nemotron_h_puzzle`) with `AutoConfig`; their model classes follow when such a config is first made
-    (`models/__init__.py`).
+    (`checkpoint_formats/__init__.py`).
 
     Upstream's `AutoConfig.register` takes the config class itself, which would import it here; instead the families
     are entries of `CONFIG_MAPPING._extra_content` (where `AutoConfig.register` puts them) that import their class on
-    first look-up (`models.LazyConfigRegistrations`). `deactivate()` leaves them in place, as it would registrations.
+    first look-up (`checkpoint_formats.LazyConfigRegistrations`). `deactivate()` leaves them in place, as it would registrations.
     Upstreaming: entries in `CONFIG_MAPPING_NAMES` and the model mappings.
     """
-    from .models import register_configs
+    from .checkpoint_formats import register_configs
 
     register_configs(configuration_auto.CONFIG_MAPPING)
 

@@ -22,7 +22,7 @@ name, read from the safetensors headers and mapped as upstream maps it when load
 and the output is written through `staging.staged_output_directory` (a directory beside the destination, renamed at
 the end), so a failure or an interruption leaves no partial output.
 
-Tensors the family reads and does not use (`models/loading_utils.py`: fp8 KV-cache scales, Nemotron-H Puzzle's MTP
+Tensors the family reads and does not use (`checkpoint_formats/loading_utils.py`: fp8 KV-cache scales, Nemotron-H Puzzle's MTP
 layers) are the one thing a stock model may not accept. Those the stock model ignores on its own (upstream NemotronH
 drops `mtp.*`) stay in the files, and are reported. The others (fp8 KV scales: unexpected in stock GPT-OSS and Llama)
 make the conversion refuse, naming them, unless `drop_unused=True`: the shards holding them are then rewritten without
@@ -51,10 +51,10 @@ from ..conversion_mapping import get_checkpoint_conversion_mapping
 from ..core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 from ..models.auto import AutoConfig, AutoModelForCausalLM
 from ..models.auto.configuration_auto import CONFIG_MAPPING
+from .checkpoint_formats import CHECKPOINT_FORMATS
+from .checkpoint_formats.anymodel import anymodel_canonical_dict, anymodel_model_types, is_anymodel_config
+from .checkpoint_formats.format_utils import CheckpointFormatConfigMixin
 from .inspection import unquantized
-from .models import CHECKPOINT_FORMATS
-from .models.anymodel import anymodel_canonical_dict, anymodel_model_types, is_anymodel_config
-from .models.format_utils import CheckpointFormatConfigMixin
 from .staging import check_destination, staged_output_directory
 
 

@@ -113,7 +113,7 @@ def architecture_class(name: str, transformers: Any) -> Any:
     try:
         return getattr(transformers, name)
     except AttributeError:
-        from .models import CHECKPOINT_FORMATS
+        from .checkpoint_formats import CHECKPOINT_FORMATS
 
         for checkpoint_format in CHECKPOINT_FORMATS.values():
             for auto_name, model_name in checkpoint_format.models.items():

@@ -17,7 +17,7 @@ Adding an architecture is a data entry: an `ArchitectureSpec` names (as strings,
 heterogeneous model of that type is built) the decoder-layer class, the rotary embedding class, for every skip name the
 layer members it replaces with what each replacement returns, and what else the architecture can do (decoder backends,
 AnyModel block configs). It is the one table keyed by `model_type`: generic code reads its fields and never branches on
-`model_type`. Checkpoint families (`models/`) share the row of the architecture whose stock layers build them. Custom
+`model_type`. Checkpoint families (`checkpoint_formats/`) share the row of the architecture whose stock layers build them. Custom
 models opt in with class attributes instead (see `spec_from_model_class`); nothing is written to this table when a
 model is built or looked up.
 """
@@ -156,7 +156,7 @@ class ArchitectureSpec:
         decoder_backends (`frozenset[str]`): run-time decoder backends (`decoder_backend=...`, `backends/`) that can
             run this architecture's layers besides the stock one, e.g. `{"transformer_engine"}`.
         anymodel_blocks (`str`, *optional*): how NVIDIA Model-Optimizer's AnyModel `block_configs` on a config of this
-            model type translate into `per_layer_config` (`"dense"` or `"gpt_oss"`, see `models/anymodel.py`);
+            model type translate into `per_layer_config` (`"dense"` or `"gpt_oss"`, see `checkpoint_formats/anymodel.py`);
             `None`: such configs are not read.
     """
 
@@ -323,9 +323,9 @@ SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
 
 
 def _add_checkpoint_families() -> None:
-    """Checkpoint families (`models/`: `nemotron-nas`, `deci`, `gpt_oss_puzzle`, `nemotron_h_puzzle`) are built by the
+    """Checkpoint families (`checkpoint_formats/`: `nemotron-nas`, `deci`, `gpt_oss_puzzle`, `nemotron_h_puzzle`) are built by the
     stock layers of the architecture they derive from: their rows are that architecture's spec (an alias)."""
-    from .models import CHECKPOINT_FORMATS
+    from .checkpoint_formats import CHECKPOINT_FORMATS
 
     for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
         SUPPORTED_ARCHITECTURES[model_type] = SUPPORTED_ARCHITECTURES[checkpoint_format.architecture]

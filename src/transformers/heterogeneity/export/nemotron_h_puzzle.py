@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ...models.nemotron_h.configuration_nemotron_h import NemotronHConfig
-from ..models.nemotron_h_puzzle.configuration_nemotron_h_puzzle import BLOCK_FIELDS, BLOCK_TYPES
+from ...models.nemotron_h_puzzle.configuration_nemotron_h_puzzle import BLOCK_FIELDS, BLOCK_TYPES
 from .plan import (
     GENERIC_KEYS,
     ExportError,

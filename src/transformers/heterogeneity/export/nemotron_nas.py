@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from ...models.llama.configuration_llama import LlamaConfig
-from ..models.decilm_blocks import ffn_mult_to_intermediate_size
+from ..checkpoint_formats.decilm_blocks import ffn_mult_to_intermediate_size
 from .plan import (
     GENERIC_KEYS,
     ExportError,

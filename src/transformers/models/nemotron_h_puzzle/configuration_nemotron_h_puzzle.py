@@ -49,12 +49,12 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.nemotron_h.configuration_nemotron_h import NemotronHConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..nemotron_h.configuration_nemotron_h import NemotronHConfig
 
 
-__all__ = ["BLOCK_FIELDS", "BLOCK_TYPES", "NemotronHPuzzleConfig"]
+__all__ = ["NemotronHPuzzleConfig"]
 
 # Block type in `block_configs` -> NemotronH's name in `layers_block_type`, and its pattern letter.
 BLOCK_TYPES = {"mamba": "linear_attention", "attention": "full_attention", "moe": "moe", "mlp": "mlp"}
@@ -102,8 +102,9 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
     config is made and saved back in the released format.
 
     Args:
-        block_configs (`list[dict]`):
-            One flat entry per block, keyed by `block_type`.
+        block_configs (`list[dict]`, *optional*):
+            One flat entry per block, keyed by `block_type`. Without it, the blocks NemotronH's own layer pattern and
+            global values describe.
         mtp_block_configs (`list[dict]`, *optional*):
             The multi-token-prediction blocks; checked, not built (upstream NemotronH has no MTP layers).
         blockwise_members (`list[str]`, *optional*):
@@ -122,15 +123,16 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
     def __post_init__(self, **kwargs):
         # NemotronH's own `__post_init__` reads the layer pattern; the blocks are its source.
         blocks = self.block_configs
-        if not isinstance(blocks, list) or not blocks:
-            raise HeterogeneousConfigError(
-                f"nemotron_h_puzzle: `block_configs` must be a non-empty list of blocks, got {blocks!r}."
-            )
-        block_types = [_block_type("block", idx, block) for idx, block in enumerate(blocks)]
-        self._check_pattern("hybrid_override_pattern", kwargs.pop("hybrid_override_pattern", None), block_types)
-        if self.layers_block_type is not None:
-            self._check_pattern("layers_block_type", self.layers_block_type, block_types)
-        self.layers_block_type = block_types
+        if blocks is not None:  # without blocks, NemotronH's own layer pattern and global values
+            if not isinstance(blocks, list) or not blocks:
+                raise HeterogeneousConfigError(
+                    f"nemotron_h_puzzle: `block_configs` must be a non-empty list of blocks, got {blocks!r}."
+                )
+            block_types = [_block_type("block", idx, block) for idx, block in enumerate(blocks)]
+            self._check_pattern("hybrid_override_pattern", kwargs.pop("hybrid_override_pattern", None), block_types)
+            if self.layers_block_type is not None:
+                self._check_pattern("layers_block_type", self.layers_block_type, block_types)
+            self.layers_block_type = block_types
         mtp_blocks = self.mtp_block_configs or []
         mtp_types = [_block_type("MTP block", idx, block) for idx, block in enumerate(mtp_blocks)]
         for idx, block in enumerate(mtp_blocks):
@@ -138,7 +140,9 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
         kwargs.pop("mtp_hybrid_override_pattern", None)
         if mtp_types:
             self.mtp_layers_block_type = mtp_types
-        members = sorted({name for block in blocks + mtp_blocks for name, value in block.items() if value is not None})
+        members = sorted(
+            {name for block in (blocks or []) + mtp_blocks for name, value in block.items() if value is not None}
+        )
         if self.blockwise_members is not None and sorted(self.blockwise_members) != members:
             raise HeterogeneousConfigError(
                 f"nemotron_h_puzzle: `blockwise_members`={self.blockwise_members} does not list the fields the blocks "
@@ -163,6 +167,8 @@ class NemotronHPuzzleConfig(CheckpointFormatConfigMixin, NemotronHConfig):
             )
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        if self.block_configs is None:
+            return {}, {}
         values = [
             self._block_values("block", idx, kind, block)
             for idx, (kind, block) in enumerate(zip(self.layers_block_type, self.block_configs))

@@ -27,11 +27,14 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from ...utils import logging
 from ..configuration_utils import HeterogeneousConfigError
 from . import register_models
 
 
-__all__ = ["CheckpointFormatConfigMixin", "most_common"]
+logger = logging.get_logger(__name__)
+
+__all__ = ["CheckpointFormatConfigMixin", "most_common", "mxfp4_dequantized_on_load"]
 
 # Keys of a format config that exist only in that format: dropped from the canonical form.
 _FORMAT_ONLY_KEYS = ("auto_map", "model_type", "architectures", "transformers_version")
@@ -44,15 +47,42 @@ def most_common(values: Iterable[Any], default: Any) -> Any:
     return counts.most_common(1)[0][0] if counts else default
 
 
+def mxfp4_dequantized_on_load(quantization: Any) -> dict[str, Any] | None:
+    """The MXFP4 `quantization_config` of a model with per-layer expert counts, made to dequantize on load; `None`
+    when there is nothing to change.
+
+    MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so with
+    per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise (`dequantize: false`
+    is then refused). The kernel path is also the only one for which upstream's MXFP4 quantizer needs `accelerate`
+    (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not.
+    """
+    if (
+        not isinstance(quantization, dict)
+        or quantization.get("quant_method") != "mxfp4"
+        or "dequantize" in quantization
+    ):
+        return None
+    logger.warning_once(
+        "The MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels cannot hold per-layer "
+        "expert counts."
+    )
+    return {**quantization, "dequantize": True}
+
+
 class CheckpointFormatConfigMixin:
     """Mixed into a config subclass of a supported architecture (Llama, GPT-OSS) that reads a checkpoint family's own
     per-layer fields.
 
     Subclasses set `format_fields` (the family's per-layer fields, kept as they are) and implement
     `_translate_format_fields`, which returns the `per_layer_config` and the global values the source left null.
+    A config without the family's per-layer fields (`Config()`, as every Transformers config can be made) describes
+    the homogeneous model of the architecture it derives from; a field that is given must describe every layer.
     """
 
     format_fields: tuple[str, ...] = ()
+    # Model class name -> the name the family's checkpoints give in `architectures`, where the two differ (a class
+    # name is taken by another family): written back on save, so that tools dispatching on it still read the file.
+    released_architectures: dict[str, str] = {}
     # The stock architecture the family derives from: the canonical form is this model type plus `per_layer_config`.
     canonical_model_type: str = "llama"
     canonical_architecture: str = "LlamaForCausalLM"
@@ -111,6 +141,8 @@ class CheckpointFormatConfigMixin:
         output.pop("_derived_globals", None)
         for name in self._derived_globals:
             output[name] = None
+        if output.get("architectures"):
+            output["architectures"] = [self.released_architectures.get(name, name) for name in output["architectures"]]
         return output
 
     def to_canonical_dict(self) -> dict[str, Any]:

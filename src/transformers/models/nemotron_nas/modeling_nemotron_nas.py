@@ -20,8 +20,9 @@ give in `architectures`. FP8 releases also carry KV-cache scales (`self_attn.k_s
 (the cache stays in the model's dtype) and logged, as in every family (`loading_utils.UnusedTensorsMixin`).
 """
 
-from ....models.llama.modeling_llama import LlamaForCausalLM, LlamaModel
-from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ...generation import GenerationMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ..llama.modeling_llama import LlamaForCausalLM, LlamaModel
 from .configuration_nemotron_nas import NemotronNasConfig
 
 
@@ -33,6 +34,6 @@ class DeciLMModel(UnusedTensorsMixin, LlamaModel):
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class DeciLMForCausalLM(UnusedTensorsMixin, LlamaForCausalLM):
+class DeciLMForCausalLM(UnusedTensorsMixin, LlamaForCausalLM, GenerationMixin):
     config_class = NemotronNasConfig
     _unused_tensors = (FP8_KV_SCALES,)

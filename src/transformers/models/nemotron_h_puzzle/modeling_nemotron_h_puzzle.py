@@ -20,9 +20,10 @@ block by block. The multi-token-prediction tensors (`mtp.*`) are read and report
 has no MTP layers to load them into (its `_keys_to_ignore_on_load_unexpected` drops them).
 """
 
-from ....models.nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
-from ..loading_utils import UnusedTensors, UnusedTensorsMixin
-from ..stock_classes import StockExpertsMixin
+from ...generation import GenerationMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import UnusedTensors, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.stock_classes import StockExpertsMixin
+from ..nemotron_h.modeling_nemotron_h import NemotronHForCausalLM, NemotronHModel
 from .configuration_nemotron_h_puzzle import NemotronHPuzzleConfig
 
 
@@ -41,6 +42,6 @@ class NemotronHPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, NemotronHModel
     _unused_tensors = (MTP_TENSORS,)
 
 
-class NemotronHPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, NemotronHForCausalLM):
+class NemotronHPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, NemotronHForCausalLM, GenerationMixin):
     config_class = NemotronHPuzzleConfig
     _unused_tensors = (MTP_TENSORS,)

@@ -32,5 +32,11 @@ class StockExpertsMixin:
 
     @classmethod
     def _can_set_experts_implementation(cls) -> bool:
-        stock = next(base for base in cls.__mro__ if base.__module__.startswith("transformers.models."))
+        # The first model class of the MRO that is not a family class: the family classes live in
+        # `transformers.models.<family>` too, so the module path cannot tell them apart.
+        stock = next(
+            base
+            for base in cls.__mro__
+            if not issubclass(base, StockExpertsMixin) and hasattr(base, "_can_set_experts_implementation")
+        )
         return stock._can_set_experts_implementation()

@@ -11,13 +11,22 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Heterogeneous checkpoint families that load natively through the Auto classes.
+"""The heterogeneous checkpoint families that load natively through the Auto classes, and what they share.
 
-Each family has a config class that translates its own per-layer fields into `per_layer_config` and model classes
-that are the stock classes of the architecture it derives from (Llama, NemotronH, GPT-OSS) bound to it (one subpackage per family, laid out as upstream's `models/<name>/`).
-Registration uses the public `AutoConfig.register` / `Auto*.register` API. Once a family's `model_type` is
-registered, upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is
-never followed and no `trust_remote_code` is asked for.
+Each family is a model package in upstream's layout, `transformers/models/<package>/` (`nemotron_nas`, `deci`,
+`gpt_oss_puzzle`, `nemotron_h_puzzle`): a config class that translates the family's own per-layer fields into
+`per_layer_config` (`format_utils.CheckpointFormatConfigMixin`), and model classes that are the stock classes of the
+architecture it derives from (Llama, GPT-OSS, NemotronH) bound to that config. `CHECKPOINT_FORMATS` is the one table
+of families; this package holds what they share (the DeciLM block and AnyModel translations, the loading helpers).
+
+The Auto classes find a family in one of two ways, and the code here works in both:
+
+- Inside Transformers (the upstream patch series), `CONFIG_MAPPING_NAMES`, `MODEL_MAPPING_NAMES` and
+  `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` hold the families like any model: nothing is registered here.
+- In the overlay, `register_configs` (at activation) and `register_models` add what upstream's mappings do not hold,
+  through the same tables `AutoConfig.register` / `Auto*.register` fill. Once a family's `model_type` is known,
+  upstream resolves its config and model locally, so the `auto_map` to remote code in those checkpoints is never
+  followed and no `trust_remote_code` is asked for.
 
 Configs are registered once `configuration_auto` is imported, and their classes imported when first looked up. Model
 classes import the modeling code, so they are registered when a config of one of these families is first made (always
@@ -37,7 +46,7 @@ __all__ = ["CHECKPOINT_FORMATS", "CheckpointFormat", "register_configs", "regist
 
 @dataclass(frozen=True)
 class CheckpointFormat:
-    """One checkpoint family: where its classes live (module paths relative to this package)."""
+    """One checkpoint family: its model package `transformers.models.<package>` and the names of its classes."""
 
     package: str
     config: str
@@ -46,17 +55,22 @@ class CheckpointFormat:
     weight_conversion: str | None = None  # model type whose checkpoint conversion mapping (tensor renames) applies
 
     def config_class(self) -> type:
-        return getattr(importlib.import_module(f"{__name__}.{self.package}.configuration_{self.package}"), self.config)
+        module = importlib.import_module(f"transformers.models.{self.package}.configuration_{self.package}")
+        return getattr(module, self.config)
 
     def model_class(self, name: str) -> type:
-        return getattr(importlib.import_module(f"{__name__}.{self.package}.modeling_{self.package}"), name)
+        return getattr(importlib.import_module(f"transformers.models.{self.package}.modeling_{self.package}"), name)
 
-
-_DECILM_MODELS = {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMForCausalLM"}
 
 CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
-    "nemotron-nas": CheckpointFormat("nemotron_nas", "NemotronNasConfig", _DECILM_MODELS),
-    "deci": CheckpointFormat("deci", "DeciConfig", _DECILM_MODELS),
+    "nemotron-nas": CheckpointFormat(
+        "nemotron_nas",
+        "NemotronNasConfig",
+        {"AutoModel": "DeciLMModel", "AutoModelForCausalLM": "DeciLMForCausalLM"},
+    ),
+    "deci": CheckpointFormat(
+        "deci", "DeciConfig", {"AutoModel": "DeciModel", "AutoModelForCausalLM": "DeciForCausalLM"}
+    ),
     "nemotron_h_puzzle": CheckpointFormat(
         "nemotron_h_puzzle",
         "NemotronHPuzzleConfig",
@@ -107,22 +121,27 @@ class LazyConfigRegistrations(dict):
 
 
 def register_configs(config_mapping) -> None:
-    """Registers every family with `CONFIG_MAPPING` (lazily, see `LazyConfigRegistrations`; configs registered by
-    users are kept and win). Idempotent; imports no config module. (Their layers are built by the registry row of the
-    architecture they derive from: `supported_models.SUPPORTED_ARCHITECTURES` lists each family as that row.)
+    """Registers with `CONFIG_MAPPING` every family that upstream's `CONFIG_MAPPING_NAMES` does not hold (lazily, see
+    `LazyConfigRegistrations`; configs registered by users are kept and win). Idempotent; imports no config module.
+    (Their layers are built by the registry row of the architecture they derive from:
+    `supported_models.SUPPORTED_ARCHITECTURES` lists each family as that row.)
     """
     with _lock:
         if not isinstance(config_mapping._extra_content, LazyConfigRegistrations):
-            config_mapping._extra_content = LazyConfigRegistrations(
-                {**CHECKPOINT_FORMATS, **config_mapping._extra_content}
-            )
+            missing = {
+                model_type: checkpoint_format
+                for model_type, checkpoint_format in CHECKPOINT_FORMATS.items()
+                if model_type not in config_mapping._mapping
+            }
+            config_mapping._extra_content = LazyConfigRegistrations({**missing, **config_mapping._extra_content})
 
 
 def register_models() -> None:
-    """Registers every family's model classes with the Auto classes. Idempotent and cheap after the first call.
+    """Registers with the Auto classes every family model, and with the checkpoint conversion mappings every family
+    tensor-name mapping, that upstream's own tables do not hold. Idempotent and cheap after the first call.
 
-    `exist_ok=True` is required, not a shortcut: upstream's `_LazyAutoMapping.register` silently ignores classes from
-    `transformers.*` modules without it.
+    `exist_ok=True` is required, not a shortcut: upstream's `_LazyAutoMapping.register` (transformers 5.23) silently
+    ignores classes from `transformers.*` modules without it.
     """
     global _registered_models
     with _lock:
@@ -133,10 +152,13 @@ def register_models() -> None:
 
         for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
             config_class = checkpoint_format.config_class()
-            if checkpoint_format.weight_conversion is not None:
-                conversion = get_checkpoint_conversion_mapping(checkpoint_format.weight_conversion)
-                register_checkpoint_conversion_mapping(model_type, conversion, overwrite=True)
+            conversion = checkpoint_format.weight_conversion
+            if conversion is not None and get_checkpoint_conversion_mapping(model_type) is None:
+                mapping = get_checkpoint_conversion_mapping(conversion)
+                register_checkpoint_conversion_mapping(model_type, mapping)
             for auto_name, model_name in checkpoint_format.models.items():
                 auto_class = getattr(modeling_auto, auto_name)
+                if config_class in auto_class._model_mapping:  # upstream's mapping names it (or it is registered)
+                    continue
                 auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
         _registered_models = True

@@ -23,9 +23,9 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.llama.configuration_llama import LlamaConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..llama.configuration_llama import LlamaConfig
 
 
 __all__ = ["DeciConfig"]
@@ -37,8 +37,9 @@ class DeciConfig(CheckpointFormatConfigMixin, LlamaConfig):
     Configuration of a DeciLM checkpoint: a Llama config whose KV-head count differs per layer.
 
     Args:
-        num_key_value_heads_per_layer (`list[int]`):
-            KV heads of each layer, translated into `per_layer_config` and saved back unchanged.
+        num_key_value_heads_per_layer (`list[int]`, *optional*):
+            KV heads of each layer, translated into `per_layer_config` and saved back unchanged. Without it, every
+            layer has `num_key_value_heads`.
         num_key_value_heads (`int`, *optional*):
             Absent from the released configs; then the most common per-layer value (only the other layers get a
             per-layer value).
@@ -46,12 +47,15 @@ class DeciConfig(CheckpointFormatConfigMixin, LlamaConfig):
 
     model_type = "deci"
     format_fields = ("num_key_value_heads_per_layer",)
+    released_architectures = {"DeciModel": "DeciLMModel", "DeciForCausalLM": "DeciLMForCausalLM"}
 
     num_key_value_heads_per_layer: list[int] | None = None
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
         kv_heads = self.num_key_value_heads_per_layer
-        if kv_heads is None or len(kv_heads) != self.num_hidden_layers:
+        if kv_heads is None:  # every layer has the global `num_key_value_heads`
+            return {}, {}
+        if not isinstance(kv_heads, list) or len(kv_heads) != self.num_hidden_layers:
             raise HeterogeneousConfigError(
                 f"deci: `num_key_value_heads_per_layer` must list one value per layer ({self.num_hidden_layers}), got "
                 f"{kv_heads!r}."

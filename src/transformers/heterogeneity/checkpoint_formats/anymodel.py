@@ -43,6 +43,7 @@ from typing import Any
 
 from ..configuration_utils import HeterogeneousConfigError
 from .decilm_blocks import DeciLMBlocks, refuse_non_default_fields, sub_block_kind
+from .format_utils import mxfp4_dequantized_on_load
 
 
 __all__ = ["anymodel_canonical_dict", "anymodel_model_types", "anymodel_per_layer_config", "is_anymodel_config"]
@@ -194,8 +195,6 @@ def anymodel_per_layer_config(config: Any, kwargs: dict[str, Any]) -> dict[str, 
         )
     kwargs = {**kwargs, "per_layer_config": per_layer}
     if any("num_local_experts" in overrides for overrides in per_layer.values()):
-        from .gpt_oss_puzzle.configuration_gpt_oss_puzzle import mxfp4_dequantized_on_load
-
         quantization = mxfp4_dequantized_on_load(kwargs.get("quantization_config"))
         if quantization is not None:
             kwargs["quantization_config"] = quantization

@@ -34,39 +34,21 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.gpt_oss.configuration_gpt_oss import GptOssConfig
-from ....utils import logging
-from ...configuration_utils import HeterogeneousConfigError
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.format_utils import (
+    CheckpointFormatConfigMixin,
+    most_common,
+    mxfp4_dequantized_on_load,
+)
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ...utils import logging
+from ..gpt_oss.configuration_gpt_oss import GptOssConfig
 
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["GptOssPuzzleConfig", "mxfp4_dequantized_on_load"]
+__all__ = ["GptOssPuzzleConfig"]
 
 _BLOCK_FIELDS = ("num_local_experts", "sliding_window")
-
-
-def mxfp4_dequantized_on_load(quantization: Any) -> dict[str, Any] | None:
-    """The MXFP4 `quantization_config` of a model with per-layer expert counts, made to dequantize on load; `None`
-    when there is nothing to change.
-
-    MXFP4 expert kernels are built from the global expert count (see `modeling_utils._check_quantization`), so with
-    per-layer counts the released MXFP4 experts load dequantized unless the file says otherwise (`dequantize: false`
-    is then refused). The kernel path is also the only one for which upstream's MXFP4 quantizer needs `accelerate`
-    (`Mxfp4HfQuantizer.validate_environment`, transformers 5.23): a dequantized load does not.
-    """
-    if (
-        not isinstance(quantization, dict)
-        or quantization.get("quant_method") != "mxfp4"
-        or "dequantize" in quantization
-    ):
-        return None
-    logger.warning_once(
-        "The MXFP4 experts are dequantized on load (to the model's dtype), as MXFP4 kernels cannot hold per-layer "
-        "expert counts."
-    )
-    return {**quantization, "dequantize": True}
 
 
 @strict
@@ -76,9 +58,9 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
     `per_layer_config` and `layer_types` when the config is made and saved back unchanged.
 
     Args:
-        block_configs (`list[dict]`):
+        block_configs (`list[dict]`, *optional*):
             One entry per layer, `{"num_local_experts": int, "sliding_window": int | None}` (`sliding_window` may be
-            absent: full attention).
+            absent: full attention). Without it, every layer as the global GPT-OSS values say.
     """
 
     model_type = "gpt_oss_puzzle"
@@ -89,6 +71,8 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
     block_configs: list[dict[str, Any]] | None = None
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+        if self.block_configs is None:  # every layer as the global GPT-OSS values and `layer_types` say
+            return {}, {}
         blocks = self._one_block_per_layer()
         for layer_idx, block in enumerate(blocks):
             _check_block(layer_idx, block)
@@ -119,7 +103,7 @@ class GptOssPuzzleConfig(CheckpointFormatConfigMixin, GptOssConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if "num_local_experts" in self.per_layer_attributes:
+        if "num_local_experts" in (self.per_layer_attributes or ()):
             self._dequantize_mxfp4_on_load()
 
     def _dequantize_mxfp4_on_load(self) -> None:

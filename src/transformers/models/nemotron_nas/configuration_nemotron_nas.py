@@ -45,13 +45,13 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 
-from ....models.llama.configuration_llama import LlamaConfig
-from ...configuration_utils import HeterogeneousConfigError
-from ..decilm_blocks import DeciLMBlocks, ffn_mult_to_intermediate_size
-from ..format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.checkpoint_formats.decilm_blocks import DeciLMBlocks
+from ...heterogeneity.checkpoint_formats.format_utils import CheckpointFormatConfigMixin, most_common
+from ...heterogeneity.configuration_utils import HeterogeneousConfigError
+from ..llama.configuration_llama import LlamaConfig
 
 
-__all__ = ["NemotronNasConfig", "ffn_mult_to_intermediate_size"]
+__all__ = ["NemotronNasConfig"]
 
 # Top-level fields of Model-Optimizer's `DeciLMConfig` (`deci_lm_hf_code/configuration_decilm.py`), which stock
 # LlamaConfig does not know: field -> (the values a stock Llama model honours, why others are refused), or a reason
@@ -75,8 +75,9 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
     `per_layer_config` when the config is made and saved back unchanged.
 
     Args:
-        block_configs (`list[dict]`):
-            One entry per layer, `{"attention": {...}, "ffn": {...}}`, as written by NVIDIA's checkpoints.
+        block_configs (`list[dict]`, *optional*):
+            One entry per layer, `{"attention": {...}, "ffn": {...}}`, as written by NVIDIA's checkpoints. Without
+            it, every layer is a dense Llama layer of the global values.
         intermediate_size (`int`, *optional*):
             Global FFN width. Null in the released checkpoints; then the most common width of the real FFN blocks
             (only layers with another width get a per-layer value).
@@ -101,7 +102,7 @@ class NemotronNasConfig(CheckpointFormatConfigMixin, LlamaConfig):
         super().__post_init__(**kwargs)
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        blocks = self._one_block_per_layer()
+        blocks = [] if self.block_configs is None else self._one_block_per_layer()
         translator = DeciLMBlocks("nemotron-nas", self.num_attention_heads, self.hidden_size)
         per_layer = {idx: translator.translate(idx, block) for idx, block in enumerate(blocks)}
         derived = {}

@@ -21,9 +21,10 @@ not used, and logged as such (`loading_utils.UnusedTensorsMixin`), as in every f
 write them. MXFP4 experts, dequantized on load, are saved as floats under their own names (`core_model_loading.py`).
 """
 
-from ....models.gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
-from ..loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
-from ..stock_classes import StockExpertsMixin
+from ...generation import GenerationMixin
+from ...heterogeneity.checkpoint_formats.loading_utils import FP8_KV_SCALES, UnusedTensorsMixin
+from ...heterogeneity.checkpoint_formats.stock_classes import StockExpertsMixin
+from ..gpt_oss.modeling_gpt_oss import GptOssForCausalLM, GptOssModel
 from .configuration_gpt_oss_puzzle import GptOssPuzzleConfig
 
 
@@ -35,6 +36,6 @@ class GptOssPuzzleModel(UnusedTensorsMixin, StockExpertsMixin, GptOssModel):
     _unused_tensors = (FP8_KV_SCALES,)
 
 
-class GptOssPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM):
+class GptOssPuzzleForCausalLM(UnusedTensorsMixin, StockExpertsMixin, GptOssForCausalLM, GenerationMixin):
     config_class = GptOssPuzzleConfig
     _unused_tensors = (FP8_KV_SCALES,)
