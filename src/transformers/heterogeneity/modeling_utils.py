@@ -24,6 +24,7 @@ concurrent constructions cannot interfere and nothing leaks into later homogeneo
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import sys
 import threading
@@ -31,8 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import nn
-
-from transformers_heterogeneity_hook import after_import, forget
 
 from ..configuration_utils import PreTrainedConfig
 from ..utils import logging
@@ -73,6 +72,21 @@ from .tensor_parallel import check_tensor_parallel
 
 
 logger = logging.get_logger(__name__)
+
+try:  # the overlay: its start-up hook calls back once a module has finished executing (see `activation.py`)
+    from transformers_heterogeneity_hook import after_import, forget
+except ModuleNotFoundError as error:  # inside Transformers (the upstream series): there is no start-up hook
+    if error.name != "transformers_heterogeneity_hook":
+        raise
+
+    def after_import(name: str, callback: Callable) -> None:
+        """Imports module `name` (a heterogeneous config is being made, so its modeling code is about to be needed)
+        and calls `callback` with it."""
+        callback(importlib.import_module(name))
+
+    def forget(callback: Callable) -> None:
+        """Nothing waits for an import inside Transformers."""
+
 
 __all__ = ["UnsupportedArchitectureError", "finish_model_init", "prepare_config", "prepare_model_init"]
 
