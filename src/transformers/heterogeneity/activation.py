@@ -34,7 +34,6 @@ import functools
 import inspect
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from types import ModuleType
 
@@ -144,10 +143,10 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     `hidden_size % num_attention_heads`, `validate_token_ids` reading `vocab_size`) fail with
     `AmbiguousGlobalPerLayerAttributeError` when they read an attribute that is per-layer, before any model is built.
     Change: the first heterogeneous instance of a config class makes its validators run on every layer's config
-    (`_validate_per_layer`), and their errors name the layer; model classes whose `__init__` reads a per-layer
-    attribute for a model-level purpose are readied (`modeling_utils.prepare_config`). Removal: upstream validators
-    handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does, and those model classes read
-    their config through `prepare_config`'s view.
+    (`configuration_utils.validate_per_layer`), and their errors name the layer; model classes whose `__init__` reads
+    a per-layer attribute for a model-level purpose are readied (`modeling_utils.prepare_config`). Removal: upstream
+    validators handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does, and those model classes
+    read their config through `prepare_config`'s view.
     """
 
     cls = configuration_utils.PreTrainedConfig
@@ -158,7 +157,9 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     def __post_init__(self, **kwargs):
         original(self, **kwargs)
         if self.is_heterogeneous:
-            _validate_per_layer(type(self))  # hetero-patch: per-layer validation
+            from .configuration_utils import validate_per_layer
+
+            _undo.extend(validate_per_layer(type(self)))  # hetero-patch: per-layer validation
             from .modeling_utils import prepare_config  # not at patch time: it imports torch
 
             prepare_config(self)  # hetero-patch: model-level reads of per-layer attributes
@@ -422,76 +423,6 @@ def patch_continuous_batching(continuous_api: ModuleType) -> Callable[[], None]:
         continuous_api.PagedAttentionCache = original_cache
 
     return undo
-
-
-_PER_LAYER_MARKER = "__heterogeneity_per_layer__"
-
-
-def _validate_per_layer(config_cls: type) -> None:
-    """Makes the `@strict` validators of `config_cls` (and of its parents) run on every layer's config of heterogeneous
-    configs, once per distinct set of overrides (layers with the same overrides have the same config; the error names
-    the first of them). Each layer's config holds every global value too, so no check is lost. Idempotent; undone by
-    `deactivate()`."""
-
-    from huggingface_hub.errors import StrictDataclassError
-
-    from .configuration_utils import HeterogeneousConfigError
-
-    def per_layer(validator: Callable) -> Callable:
-        if getattr(validator, _PER_LAYER_MARKER, False):
-            return validator
-
-        @functools.wraps(validator)
-        def validate(self):
-            if not self.is_heterogeneous:
-                return validator(self)
-            for layer_idx in _distinct_layers(self):
-                try:
-                    validator(_layer_config(self, layer_idx))
-                except (ValueError, TypeError, StrictDataclassError) as error:
-                    raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
-
-        setattr(validate, _PER_LAYER_MARKER, True)
-        return validate
-
-    with _lock:
-        for klass in config_cls.__mro__:
-            validators = klass.__dict__.get("__class_validators__")
-            if validators is None or all(getattr(v, _PER_LAYER_MARKER, False) for v in validators):
-                continue
-            originals = list(validators)
-            validators[:] = [per_layer(validator) for validator in originals]
-            _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
-
-
-_last_layer_configs = threading.local()
-
-
-def _layer_config(config, layer_idx: int):
-    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
-    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
-    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
-    state = dict(config.__dict__)
-    cached = getattr(_last_layer_configs, "entry", None)
-    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
-        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
-    layer_configs = cached[2]
-    if layer_idx not in layer_configs:
-        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
-    return layer_configs[layer_idx]
-
-
-def _distinct_layers(config) -> list[int]:
-    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
-    overrides = config._heterogeneity_spec.per_layer_overrides
-    first_of: dict[str, int] = {}
-    for layer_idx in range(config.num_hidden_layers):
-        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
-    return list(first_of.values())
-
-
-def _same_values(old: dict, new: dict) -> bool:
-    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
 
 
 def _record(undo: Callable[[], None]) -> None:

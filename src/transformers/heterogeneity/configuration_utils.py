@@ -25,8 +25,11 @@ Upstream's `config.per_layer_config[i]` (`integrations/heterogeneity`) returns a
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import warnings
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ..configuration_utils import PreTrainedConfig
@@ -41,6 +44,7 @@ __all__ = [
     "make_layer_config",
     "model_level_config",
     "normalize_per_layer_config",
+    "validate_per_layer",
 ]
 
 
@@ -330,3 +334,81 @@ def _check_value_type(config: PreTrainedConfig, layer_idx: int, name: str, value
             f"Layer {layer_idx}: `{name}`={value!r} has type {type(value).__name__}, but the global value "
             f"{global_value!r} is a {type(global_value).__name__}."
         )
+
+
+_PER_LAYER_MARKER = "__heterogeneity_per_layer__"
+_validators_lock = threading.Lock()
+
+
+def validate_per_layer(config_cls: type[PreTrainedConfig]) -> list[Callable[[], None]]:
+    """Makes the `@strict` class validators of `config_cls` (and of its parents) run on every layer's config of
+    heterogeneous configs, once per distinct set of overrides (layers with the same overrides have the same config; the
+    error names the first of them). Each layer's config holds every global value too, so no check is lost.
+
+    Called when a heterogeneous config is made: upstream's validators read attributes on the global config, and
+    `LlamaConfig`'s own check of `hidden_size % num_attention_heads` would otherwise fail with
+    `AmbiguousGlobalPerLayerAttributeError` for per-layer heads. Homogeneous configs run the validators unchanged.
+    Idempotent.
+
+    Returns:
+        `list[Callable[[], None]]`: what puts back the validators replaced by this call (none when already done).
+    """
+    from huggingface_hub.errors import StrictDataclassError
+
+    def per_layer(validator: Callable) -> Callable:
+        if getattr(validator, _PER_LAYER_MARKER, False):
+            return validator
+
+        @functools.wraps(validator)
+        def validate(self):
+            if not self.is_heterogeneous:
+                return validator(self)
+            for layer_idx in _distinct_layers(self):
+                try:
+                    validator(_validated_layer_config(self, layer_idx))
+                except (ValueError, TypeError, StrictDataclassError) as error:
+                    raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
+
+        setattr(validate, _PER_LAYER_MARKER, True)
+        return validate
+
+    undo = []
+    with _validators_lock:
+        for klass in config_cls.__mro__:
+            validators = klass.__dict__.get("__class_validators__")
+            if validators is None or all(getattr(v, _PER_LAYER_MARKER, False) for v in validators):
+                continue
+            originals = list(validators)
+            validators[:] = [per_layer(validator) for validator in originals]
+            undo.append(functools.partial(validators.__setitem__, slice(None), originals))
+    return undo
+
+
+_last_layer_configs = threading.local()
+
+
+def _validated_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
+    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
+    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
+    state = dict(config.__dict__)
+    cached = getattr(_last_layer_configs, "entry", None)
+    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
+        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
+    layer_configs = cached[2]
+    if layer_idx not in layer_configs:
+        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
+    return layer_configs[layer_idx]
+
+
+def _distinct_layers(config: PreTrainedConfig) -> list[int]:
+    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
+    overrides = config._heterogeneity_spec.per_layer_overrides
+    first_of: dict[str, int] = {}
+    for layer_idx in range(config.num_hidden_layers):
+        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
+    return list(first_of.values())
+
+
+def _same_values(old: dict, new: dict) -> bool:
+    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
