@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-check quality style clean
+.PHONY: install demo test bench gpu-check quality style clean upstream-patch upstream-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,31 @@ gpu-check: install
 	$(BIN)/python -m pytest tests/heterogeneity/test_backends_transformer_engine.py tests/heterogeneity/test_backends_selection.py tests/heterogeneity/transformer_engine -q
 	$(BIN)/python -m benchmarks.transformer_engine $(BENCH_ARGS)
 
+# The feature as a patch series on the pristine transformers 5.23.0 sdist (utils/upstream/README.md): the sdist is
+# downloaded once into build/upstream/, the series rebuilt from this repository, and dist/upstream/*.patch written.
+upstream-patch: install
+	$(BIN)/python utils/upstream/series.py build
+
+# The series applied with `git am` to a fresh pristine tree, installed (not editable) in a fresh $(UPSTREAM_VENV) with
+# torch and the test dependencies but without this repository's overlay, then this repository's tests run against it
+# (overlay-only tests skipped). build/upstream/junit-patched.xml holds the results.
+UPSTREAM_VENV ?= .venv-upstream
+UPSTREAM_BIN := $(UPSTREAM_VENV)/bin
+
+upstream-check: upstream-patch
+	$(BIN)/python utils/upstream/series.py apply
+	rm -rf $(UPSTREAM_VENV)
+	$(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_BIN)/python -m pip install --quiet --upgrade pip
+	$(UPSTREAM_BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(UPSTREAM_BIN)/python -m pip install --quiet ./build/upstream/check-tree
+	$(BIN)/python utils/upstream/series.py requirements > build/upstream/requirements.txt
+	$(UPSTREAM_BIN)/python -m pip install --quiet -r build/upstream/requirements.txt
+	$(UPSTREAM_BIN)/python -m pip install --quiet --no-deps --target $(UPSTREAM_VENV)/te-cpu "transformer-engine==$(TE_VERSION)"
+	$(UPSTREAM_BIN)/python utils/upstream/series.py check-install
+	$(UPSTREAM_BIN)/python -m pytest tests/heterogeneity -m "not overlay_only" -p no:cacheprovider \
+		--junitxml=build/upstream/junit-patched.xml
+
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)
 	$(BIN)/ruff format --check $(CHECK_DIRS)
@@ -62,4 +87,4 @@ style: install
 	$(BIN)/ruff format $(CHECK_DIRS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo_output
+	rm -rf $(VENV) $(UPSTREAM_VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo_output

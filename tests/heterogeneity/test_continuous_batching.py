@@ -335,6 +335,7 @@ def test_tensor_parallel_needs_kv_heads_divisible_per_layer():
     assert [layer.num_key_value_heads for layer in plan.layers] == [1, 1, 2]
 
 
+@pytest.mark.overlay_only
 def test_deactivate_restores_upstreams_continuous_batching():
     from transformers import heterogeneity
     from transformers.generation.continuous_batching import continuous_api

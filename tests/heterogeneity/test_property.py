@@ -27,7 +27,6 @@ import torch
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-import transformers.heterogeneity as heterogeneity
 from transformers.heterogeneity import HeterogeneousConfigError
 
 from .conftest import (
@@ -118,7 +117,6 @@ def expected_problems(
 
 
 def check_example(arch: Arch, per_layer: dict[int, dict[str, Any]], unknown_attributes: dict[str, Any]) -> None:
-    heterogeneity.activate()
     problems = expected_problems(per_layer, unknown_attributes)
     try:
         model = build_model(arch, per_layer, NUM_LAYERS)

@@ -292,8 +292,12 @@ def _format_backend(backend: LayerBackend) -> str:
 
 def _sub_block_slots(skip_descriptors) -> dict[str, str]:
     """Each sub-block slot (skip name) and the member holding the sub-block: the last one its skip replaces (the first
-    ones are norms). Linear sub-blocks live in the slot of what they replace."""
-    return {name: list(members)[-1] for name, members in skip_descriptors.items() if not name.startswith(f"{LINEAR}_")}
+    ones are norms). Linear sub-blocks live in the slot of what they replace, so their skips make no slot."""
+    return {
+        name: list(members)[-1]
+        for name, members in skip_descriptors.items()
+        if not any(issubclass(replacement, LinearSubBlock) for options in members.values() for replacement in options)
+    }
 
 
 def _format_window(layer: LayerSummary) -> str:
