@@ -70,10 +70,10 @@ upstream-check: upstream-patch
 	$(UPSTREAM_BIN)/python -m pip install --quiet --upgrade pip
 	$(UPSTREAM_BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(UPSTREAM_BIN)/python -m pip install --quiet ./build/upstream/check-tree
-	$(BIN)/python utils/upstream/series.py requirements > build/upstream/requirements.txt
+	$(BIN)/python utils/upstream/environment.py requirements > build/upstream/requirements.txt
 	$(UPSTREAM_BIN)/python -m pip install --quiet -r build/upstream/requirements.txt
 	$(UPSTREAM_BIN)/python -m pip install --quiet --no-deps --target $(UPSTREAM_VENV)/te-cpu "transformer-engine==$(TE_VERSION)"
-	$(UPSTREAM_BIN)/python utils/upstream/series.py check-install
+	$(UPSTREAM_BIN)/python utils/upstream/environment.py check-install
 	$(UPSTREAM_BIN)/python -m pytest tests/heterogeneity -m "not overlay_only" -p no:cacheprovider \
 		--junitxml=build/upstream/junit-patched.xml
 

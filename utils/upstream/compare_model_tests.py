@@ -45,8 +45,10 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 
-# This folder's builder: the cached sdist, the test requirements, the check that no overlay is installed.
+# This folder's modules: the cached sdist (`series`); the test requirements and the check that no overlay is installed
+# (`environment`).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import environment
 import series
 
 
@@ -185,31 +187,31 @@ def ensure_environments() -> None:
         index = os.environ.get("TORCH_INDEX_URL")
         subprocess.run([*pip, f"torch=={TORCH_VERSION}", *(["--index-url", index] if index else [])], check=True)
         subprocess.run([*pip, str(series.ensure_sdist())], check=True)
-        subprocess.run([*pip, *series.testing_requirements()], check=True)
-    for environment in ENVIRONMENTS.values():  # what upstream's common tests import beyond our test requirements
+        subprocess.run([*pip, *environment.testing_requirements()], check=True)
+    for prefix in ENVIRONMENTS.values():  # what upstream's common tests import beyond our test requirements
         subprocess.run(
-            [str(environment / "bin" / "python"), "-m", "pip", "install", "--quiet", "parameterized"], check=True
+            [str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet", "parameterized"], check=True
         )
     check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('transformers.heterogeneity') is not None)"
     if subprocess.run([str(python), "-c", check]).returncode != 0:
         raise SystemExit(f"{stock} has transformers.heterogeneity: it must hold stock Transformers only.")
     subprocess.run(
-        [str(ENVIRONMENTS["patched"] / "bin" / "python"), str(series.__file__), "check-install"], check=True
+        [str(ENVIRONMENTS["patched"] / "bin" / "python"), environment.__file__, "check-install"], check=True
     )
 
 
-def run(environment: str, models: list[str], expression: str | None) -> dict[str, str]:
-    """Runs the tests in one environment; returns each test id's outcome (`passed`, `failed`, `error`, `skipped`)."""
-    report = series.WORK_DIR / f"model-tests-{environment}.xml"
+def run(name: str, models: list[str], expression: str | None) -> dict[str, str]:
+    """Runs the tests in environment `name`; returns each test id's outcome (`passed`, `failed`, `error`, `skipped`)."""
+    report = series.WORK_DIR / f"model-tests-{name}.xml"
     targets = [f"tests/models/test_common_models.py::{common_test_class(model)}" for model in models]
     # Upstream's own test files of those models, when they are there.
     targets += [f"tests/models/{model}" for model in models if (TEST_ROOT / "tests" / "models" / model).is_dir()]
     command = [
-        str(ENVIRONMENTS[environment] / "bin" / "python"), "-m", "pytest", *targets, "-q", "-p", "no:cacheprovider",
+        str(ENVIRONMENTS[name] / "bin" / "python"), "-m", "pytest", *targets, "-q", "-p", "no:cacheprovider",
         f"--junitxml={report}", "-o", "log_cli=false", "-W", "ignore::pytest.PytestUnknownMarkWarning",
         *(["-k", expression] if expression else []),
     ]  # fmt: skip
-    print(f"[{environment}] {' '.join(command[1:])}", flush=True)
+    print(f"[{name}] {' '.join(command[1:])}", flush=True)
     subprocess.run(command, cwd=TEST_ROOT)
     return outcomes(report)
 
@@ -256,10 +258,10 @@ def main() -> int:
         parser.error(f"unknown models {unknown}; choose among {', '.join(MODELS)}")
     ensure_environments()
     assemble_test_tree()
-    results = {environment: run(environment, models, arguments.expression) for environment in ENVIRONMENTS}
+    results = {name: run(name, models, arguments.expression) for name in ENVIRONMENTS}
     differences = compare(results["stock"], results["patched"])
-    for environment, outcome in results.items():
-        print(f"{environment}: {len(outcome)} tests: {summary(outcome)}")
+    for name, outcome in results.items():
+        print(f"{name}: {len(outcome)} tests: {summary(outcome)}")
     print(f"{len(differences)} tests with another outcome on the patched tree" + (":" if differences else "."))
     for line in differences:
         print(f"  {line}")

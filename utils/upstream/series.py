@@ -19,8 +19,6 @@ repository on every run, so the files it copies are always this repository's fil
     python utils/upstream/series.py build     # pristine sdist -> git tree of the series -> dist/upstream/*.patch
     python utils/upstream/series.py export    # write the tree's commits (edited by hand) back into series/
     python utils/upstream/series.py apply     # a fresh pristine tree with dist/upstream/*.patch applied by `git am`
-    python utils/upstream/series.py requirements   # the test dependencies, without this repository's overlay
-    python utils/upstream/series.py check-install  # (in the patched tree's environment) no overlay is installed
 
 Only the standard library is used: the script runs before any virtual environment exists.
 """
@@ -29,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import fnmatch
 import os
 import re
@@ -491,57 +488,9 @@ def apply_patches(tree: Path = CHECK_TREE, patch_dir: Path = PATCH_DIR) -> None:
     print(f"{len(patches)} patches applied to transformers {UPSTREAM_VERSION} in {tree.relative_to(REPOSITORY)}")
 
 
-def testing_requirements() -> list[str]:
-    """setup.py's `testing` extra and install requirements, without Transformers itself (the patched tree is it)."""
-    import setuptools
-
-    captured = {}
-    setup, setuptools.setup = setuptools.setup, lambda **kwargs: captured.update(kwargs)
-    cwd = Path.cwd()
-    try:
-        os.chdir(REPOSITORY)
-        exec(compile((REPOSITORY / "setup.py").read_text(encoding="utf-8"), "setup.py", "exec"), {"__name__": "setup"})
-    finally:
-        setuptools.setup = setup
-        os.chdir(cwd)
-    requirements = [*captured["install_requires"], *captured["extras_require"]["testing"]]
-    return [requirement for requirement in requirements if not re.match(r"transformers\b(?!-)", requirement)]
-
-
-def check_install() -> None:
-    """In the interpreter that runs it: Transformers, `transformers.heterogeneity` included, is the installed patched
-    tree, and nothing of this repository's overlay is installed.
-
-    Raises:
-        SeriesError: naming what of the overlay is there.
-    """
-    import importlib.metadata
-    import importlib.util
-
-    import transformers
-    import transformers.heterogeneity
-
-    found = []
-    for module in ("transformers_heterogeneity_hook", "transformers.heterogeneity.activation"):
-        if importlib.util.find_spec(module) is not None:
-            found.append(f"module {module}")
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        found.append(
-            f"distribution transformers-heterogeneity {importlib.metadata.version('transformers-heterogeneity')}"
-        )
-    site_packages = Path(transformers.__file__).parent.parent
-    found.extend(f"start-up file {path.name}" for path in site_packages.glob("transformers_heterogeneity*.pth"))
-    package = Path(transformers.heterogeneity.__file__).parent
-    if package.parent != Path(transformers.__file__).parent or REPOSITORY / "src" in package.parents:
-        found.append(f"transformers.heterogeneity imported from {package}")
-    if found:
-        raise SeriesError(f"The patched tree must be tested without the overlay, but found: {found}.")
-    print(f"transformers {transformers.__version__} from {site_packages}: patched tree, no overlay")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "export", "apply", "requirements", "check-install"])
+    parser.add_argument("command", choices=["build", "export", "apply"])
     arguments = parser.parse_args()
     try:
         if arguments.command == "build":
@@ -551,12 +500,8 @@ def main() -> int:
                 print(patch.relative_to(REPOSITORY))
         elif arguments.command == "export":
             export()
-        elif arguments.command == "apply":
-            apply_patches()
-        elif arguments.command == "check-install":
-            check_install()
         else:
-            print("\n".join(testing_requirements()))
+            apply_patches()
     except SeriesError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
