@@ -74,8 +74,7 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
 
 
 _lock = threading.RLock()
-_registered_models = False
-
+_registered_models: set[str] = set()
 
 class LazyConfigRegistrations(dict):
     """`CONFIG_MAPPING._extra_content` (the configs registered beside upstream's) where the families' entries import
@@ -122,25 +121,29 @@ def register_configs(config_mapping) -> None:
             )
 
 
-def register_models() -> None:
-    """Registers every family's model classes with the Auto classes. Idempotent and cheap after the first call.
+def register_models(model_type: str) -> None:
+    """Registers the model classes of the family `model_type` with the Auto classes. Idempotent and cheap after the
+    first call.
+
+    One family at a time: registering a family imports its modeling code (GPT-OSS, NemotronH, ...), which a process
+    that loads a checkpoint of another family never needs (it cost a fresh process about 20 ms of imports per load of
+    a gpt-oss-puzzle or Nemotron-NAS checkpoint when every family was registered together).
 
     `exist_ok=True` is required, not a shortcut: upstream's `_LazyAutoMapping.register` silently ignores classes from
     `transformers.*` modules without it.
     """
-    global _registered_models
     with _lock:
-        if _registered_models:
+        if model_type in _registered_models:
             return
         from ...conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
         from ...models.auto import modeling_auto
 
-        for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
-            config_class = checkpoint_format.config_class()
-            if checkpoint_format.weight_conversion is not None:
-                conversion = get_checkpoint_conversion_mapping(checkpoint_format.weight_conversion)
-                register_checkpoint_conversion_mapping(model_type, conversion, overwrite=True)
-            for auto_name, model_name in checkpoint_format.models.items():
-                auto_class = getattr(modeling_auto, auto_name)
-                auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
-        _registered_models = True
+        checkpoint_format = CHECKPOINT_FORMATS[model_type]
+        config_class = checkpoint_format.config_class()
+        if checkpoint_format.weight_conversion is not None:
+            conversion = get_checkpoint_conversion_mapping(checkpoint_format.weight_conversion)
+            register_checkpoint_conversion_mapping(model_type, conversion, overwrite=True)
+        for auto_name, model_name in checkpoint_format.models.items():
+            auto_class = getattr(modeling_auto, auto_name)
+            auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
+        _registered_models.add(model_type)
