@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+import weakref
 from typing import Any
 
 from ..configuration_utils import PreTrainedConfig
@@ -182,22 +183,62 @@ def _layer_config_classes(config_cls: type[PreTrainedConfig]) -> tuple[type, typ
         return _classes[config_cls]
 
 
+class ConfigStateCache:
+    """Values derived from a config, kept while the config holds the same values.
+
+    The attribute values are compared by identity, so that setting any attribute in between drops what was kept, and
+    no value's `__eq__` is called. One config per thread at a time: validation and construction go config by config.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def for_config(self, config: PreTrainedConfig) -> dict[Any, Any]:
+        """The values kept for `config` (a dict to read and fill), empty when it changed or another config came."""
+        state = config.__dict__
+        identities = (tuple(state), tuple(map(id, state.values())))
+        entry = getattr(self._local, "entry", None)
+        if entry is None or entry[0]() is not config or entry[1] != identities:
+            # The values are kept (`dict(state)`) so that their ids cannot be reused by other objects.
+            entry = self._local.entry = (weakref.ref(config), identities, {}, dict(state))
+        return entry[2]
+
+
+def layer_overrides_key(config: PreTrainedConfig, layer_idx: int) -> str:
+    """A key equal for the layers that have the same overrides (layers without any share one)."""
+    return repr(sorted(config._heterogeneity_spec.per_layer_overrides.get(layer_idx, {}).items()))
+
+
+_layer_config_templates = ConfigStateCache()
+
+
 def make_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
-    """Layer `layer_idx`'s config, recording attribute reads until `stop_recording_reads` is called."""
-    layer_config = config.per_layer_config[layer_idx]
-    for name in RUNTIME_ATTRIBUTES:
-        layer_config.__dict__.pop(name, None)
-    layer_config.__dict__["_global_config"] = config
-    layer_config.__dict__["_recorded_reads"] = set()
+    """Layer `layer_idx`'s config, recording attribute reads until `stop_recording_reads` is called.
+
+    Upstream's `config.per_layer_config[layer_idx]` copies the config and sets each override through the strict
+    dataclass's validating `__setattr__` (20-25 us on a 2-core VM). Layers with the same overrides share one such copy
+    as a template, and each layer gets a config of its own with the template's attributes (a shallow copy, as
+    upstream's).
+    """
+    templates = _layer_config_templates.for_config(config)
+    key = layer_overrides_key(config, layer_idx)
+    template = templates.get(key)
+    if template is None:
+        template = templates[key] = config.per_layer_config[layer_idx]
     # The copy's class, not `type(config)`: a model-level config (`model_level_config`) copies to its plain class.
-    layer_config.__class__ = _layer_config_classes(type(layer_config))[1]
+    state = dict(template.__dict__, _global_config=config, _recorded_reads=set())
+    for name in RUNTIME_ATTRIBUTES:
+        state.pop(name, None)
+    layer_config = object.__new__(_layer_config_classes(type(template))[1])
+    object.__getattribute__(layer_config, "__dict__").update(state)
     return layer_config
 
 
 def stop_recording_reads(layer_config: PreTrainedConfig) -> set[str]:
     """Ends read recording on a config made by `make_layer_config` and returns the attributes read."""
-    layer_config.__class__ = _layer_config_classes(type(layer_config)._config_cls)[0]
-    return layer_config.__dict__.pop("_recorded_reads")
+    # Past the config's `__setattr__` (strict validation) and `__getattribute__` (recording): neither applies here.
+    object.__setattr__(layer_config, "__class__", _layer_config_classes(type(layer_config)._config_cls)[0])
+    return object.__getattribute__(layer_config, "__dict__").pop("_recorded_reads")
 
 
 def layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
