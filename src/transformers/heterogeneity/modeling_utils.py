@@ -46,9 +46,11 @@ from .backends.selection import (
 from .configuration_utils import (
     LAYER_TABLE_ATTRIBUTES,
     MODEL_LEVEL_ATTRIBUTES,
+    ConfigStateCache,
     HeterogeneousConfigError,
     get_layer_overrides,
     global_view,
+    layer_overrides_key,
     make_layer_config,
     model_level_config,
     stop_recording_reads,
@@ -111,8 +113,7 @@ def prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     # Check every layer before anything is built: the model's own `__init__` reads model-level attributes first.
     for layer_idx in range(config.num_hidden_layers):
         overrides = get_layer_overrides(config, layer_idx)
-        validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
-        _check_skip_conflicts(spec, layer_idx, overrides.get("skip", []))
+        _check_layer_overrides(config, layer_idx, overrides, spec)
         shared = sorted(spec.model_reads.intersection(overrides))
         if shared and not config.allow_global_per_layer_attribute_access:
             raise HeterogeneousConfigError(
@@ -350,8 +351,7 @@ def _build_layer(
         )
     overrides = get_layer_overrides(config, layer_idx)
     skips = overrides.get("skip", [])
-    validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))  # also for layers built alone
-    _check_skip_conflicts(spec, layer_idx, skips)
+    _check_layer_overrides(config, layer_idx, overrides, spec)  # also for layers built alone
 
     layer_config = make_layer_config(config, layer_idx)
     call_with_config(layer_config)
@@ -439,6 +439,24 @@ def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> 
     hidden_states = args[0] if args else kwargs["hidden_states"]
     kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, kwargs["position_ids"])
     return args, kwargs
+
+
+# The checks of a layer's overrides read nothing but the overrides, the global values and the spec's skips: they run
+# once per distinct set of overrides of a config, not for every layer three times (the model and its base model each
+# check every layer up front, and each layer is checked again as it is built).
+_checked_overrides = ConfigStateCache()
+
+
+def _check_layer_overrides(
+    config: PreTrainedConfig, layer_idx: int, overrides: dict, spec: HeterogeneousModelSpec
+) -> None:
+    checked = _checked_overrides.for_config(config)
+    skips = tuple((name, tuple(targets)) for name, targets in spec.skip_descriptors.items())
+    key = (layer_overrides_key(config, layer_idx), skips)
+    if key not in checked:
+        validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+        _check_skip_conflicts(spec, layer_idx, overrides.get("skip", []))
+        checked[key] = True
 
 
 def _check_skip_conflicts(spec: HeterogeneousModelSpec, layer_idx: int, skips: list[str]) -> None:
