@@ -76,6 +76,7 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
 _lock = threading.RLock()
 _registered_models: set[str] = set()
 
+
 class LazyConfigRegistrations(dict):
     """`CONFIG_MAPPING._extra_content` (the configs registered beside upstream's) where the families' entries import
     their config class on first look-up.
