@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test bench gpu-check quality style clean
+.PHONY: install demo test bench bench-gpu gpu-wheels gpu-check quality style clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m pip install --quiet "matplotlib==$(MATPLOTLIB_VERSION)"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The GPU benchmark, one command for a machine with one NVIDIA GPU and CUDA PyTorch (benchmarks/gpu.sh; under 8
+# minutes): `make gpu-wheels` where pip can download puts what it installs in .whl/ (ignored by git); carry .whl/ with
+# the working tree and run `make bench-gpu` (or benchmarks/gpu.sh, with the machine's python3) there. Results:
+# gpu.json and gpu.png in $OUT, else benchmarks/results/gpu/. `make bench-gpu BENCH_ARGS=--dry-run` runs it on tiny
+# sizes on the CPU (under a minute).
+gpu-wheels: install
+	PYTHON=$(BIN)/python benchmarks/gpu_wheels.sh
+
+bench-gpu:
+	benchmarks/gpu.sh $(if $(wildcard $(BIN)/python),--python $(BIN)/python) $(BENCH_ARGS)
 
 # On a CUDA machine with TransformerEngine installed (`pip install --no-build-isolation
 # "transformer-engine[pytorch]==$(TE_VERSION)"` into $(VENV)): the TE backend tests against real TE (the CPU stand-in
