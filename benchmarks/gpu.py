@@ -226,13 +226,24 @@ def continuous_batching_section(run: Run) -> dict[str, Any]:
     if run.args.dry_run:
         for cb_config in cb_configs.values():
             cb_config.use_cuda_graph = False
-    times = interleave(
-        {
+
+    def measure() -> dict[str, list[float]]:
+        cases = {
             name: lambda m=model, n=name: serve(m, prompts, new_tokens, cb_configs[n])
             for name, model in run.models.items()
-        },
-        rounds=1 if run.args.dry_run else 2,
-    )
+        }
+        return interleave(cases, rounds=1 if run.args.dry_run else 2)
+
+    try:
+        times = measure()  # with upstream's default use of CUDA graphs
+    except Exception as error:
+        if run.args.dry_run:
+            raise
+        out["error_with_default_cuda_graphs"] = f"{type(error).__name__}: {error}"[:1000]
+        for cb_config in cb_configs.values():
+            cb_config.use_cuda_graph = False
+        times = measure()
+    out["use_cuda_graph"] = {name: str(cb_config.use_cuda_graph) for name, cb_config in cb_configs.items()}
     out["throughput"] = _compare(times, len(prompts) * new_tokens)
     out["capacity"] = {}
     for name, config in configs.items():
