@@ -358,7 +358,7 @@ def _build_layer(
     call_with_config(layer_config)
     honoured = stop_recording_reads(layer_config)
     # Windows and chunk sizes act through the masks (`masking_utils.py`), which were checked against them up front.
-    honoured |= mask_attributes_handled(config, spec.base_model_cls is not None)
+    honoured |= _mask_attributes_handled(config, spec.base_model_cls is not None)
     if spec.rotary_cls is not None:
         # A layer without attention reads no position embeddings: it needs no rotary embedding of its own.
         attends = not spec.kv_cache_skips.intersection(skips)
@@ -446,16 +446,28 @@ def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> 
     return args, kwargs
 
 
+# What the construction of layers derives from a config's values alone, kept while the config holds them.
+_per_config = ConfigStateCache()
+
+
+def _mask_attributes_handled(config: PreTrainedConfig, has_base_model: bool) -> frozenset[str]:
+    """`mask_attributes_handled`, once per config rather than per layer (it lists the config class's fields)."""
+    kept = _per_config.for_config(config)
+    key = ("mask attributes", has_base_model)
+    if key not in kept:
+        kept[key] = mask_attributes_handled(config, has_base_model)
+    return kept[key]
+
+
 # The checks of a layer's overrides read nothing but the overrides, the global values and the spec's skips: they run
 # once per distinct set of overrides of a config, not for every layer three times (the model and its base model each
 # check every layer up front, and each layer is checked again as it is built).
-_checked_overrides = ConfigStateCache()
 
 
 def _check_layer_overrides(
     config: PreTrainedConfig, layer_idx: int, overrides: dict, spec: HeterogeneousModelSpec
 ) -> None:
-    checked = _checked_overrides.for_config(config)
+    checked = _per_config.for_config(config)
     skips = tuple((name, tuple(targets)) for name, targets in spec.skip_descriptors.items())
     key = (layer_overrides_key(config, layer_idx), skips)
     if key not in checked:
