@@ -34,7 +34,6 @@ import functools
 import inspect
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from types import ModuleType
 
@@ -435,7 +434,7 @@ def _validate_per_layer(config_cls: type) -> None:
 
     from huggingface_hub.errors import StrictDataclassError
 
-    from .configuration_utils import HeterogeneousConfigError
+    from .configuration_utils import HeterogeneousConfigError, distinct_layers, validation_layer_config
 
     def per_layer(validator: Callable) -> Callable:
         if getattr(validator, _PER_LAYER_MARKER, False):
@@ -445,9 +444,9 @@ def _validate_per_layer(config_cls: type) -> None:
         def validate(self):
             if not self.is_heterogeneous:
                 return validator(self)
-            for layer_idx in _distinct_layers(self):
+            for layer_idx in distinct_layers(self):
                 try:
-                    validator(_layer_config(self, layer_idx))
+                    validator(validation_layer_config(self, layer_idx))
                 except (ValueError, TypeError, StrictDataclassError) as error:
                     raise HeterogeneousConfigError(f"Layer {layer_idx}: {error}") from error
 
@@ -462,36 +461,6 @@ def _validate_per_layer(config_cls: type) -> None:
             originals = list(validators)
             validators[:] = [per_layer(validator) for validator in originals]
             _undo.append(functools.partial(validators.__setitem__, slice(None), originals))
-
-
-_last_layer_configs = threading.local()
-
-
-def _layer_config(config, layer_idx: int):
-    """`config.per_layer_config[layer_idx]`, built once per validation pass and shared by the validators: building a
-    layer's config costs far more than any check run on it. Reused while `config` holds the same values (compared by
-    identity, so an attribute set in between invalidates it, and no value's `__eq__` is called)."""
-    state = dict(config.__dict__)
-    cached = getattr(_last_layer_configs, "entry", None)
-    if cached is None or cached[0]() is not config or not _same_values(cached[1], state):
-        cached = _last_layer_configs.entry = (weakref.ref(config), state, {})
-    layer_configs = cached[2]
-    if layer_idx not in layer_configs:
-        layer_configs[layer_idx] = config.per_layer_config[layer_idx]
-    return layer_configs[layer_idx]
-
-
-def _distinct_layers(config) -> list[int]:
-    """The first layer of each distinct set of overrides (layers without overrides form one set)."""
-    overrides = config._heterogeneity_spec.per_layer_overrides
-    first_of: dict[str, int] = {}
-    for layer_idx in range(config.num_hidden_layers):
-        first_of.setdefault(repr(sorted(overrides.get(layer_idx, {}).items())), layer_idx)
-    return list(first_of.values())
-
-
-def _same_values(old: dict, new: dict) -> bool:
-    return len(old) == len(new) and all(name in old and old[name] is value for name, value in new.items())
 
 
 def _record(undo: Callable[[], None]) -> None:

@@ -209,6 +209,32 @@ def layer_overrides_key(config: PreTrainedConfig, layer_idx: int) -> str:
     return repr(sorted(config._heterogeneity_spec.per_layer_overrides.get(layer_idx, {}).items()))
 
 
+_validation_state = ConfigStateCache()
+
+
+def distinct_layers(config: PreTrainedConfig) -> list[int]:
+    """The first layer of each distinct set of overrides (layers without overrides form one set), found once while
+    `config` holds the same values (every validator of a config asks)."""
+    kept = _validation_state.for_config(config)
+    if "distinct layers" not in kept:
+        first_of: dict[str, int] = {}
+        for layer_idx in range(config.num_hidden_layers):
+            first_of.setdefault(layer_overrides_key(config, layer_idx), layer_idx)
+        kept["distinct layers"] = list(first_of.values())
+    return kept["distinct layers"]
+
+
+def validation_layer_config(config: PreTrainedConfig, layer_idx: int) -> PreTrainedConfig:
+    """`config.per_layer_config[layer_idx]` for upstream's validators (`activation._validate_per_layer`), built once
+    while `config` holds the same values and shared by the validators: building a layer's config costs far more than
+    any check run on it."""
+    kept = _validation_state.for_config(config)
+    key = ("layer", layer_idx)
+    if key not in kept:
+        kept[key] = config.per_layer_config[layer_idx]
+    return kept[key]
+
+
 _layer_config_templates = ConfigStateCache()
 
 
