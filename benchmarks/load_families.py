@@ -18,10 +18,12 @@ starts: a family's own modules are imported inside `from_pretrained`, as for a u
 alternate. The worker reports the wall-clock and the CPU time (`time.process_time`, all threads) of
 `from_pretrained`. The CPU time is judged: the checkpoints are read from the page cache and memory-mapped, so a load
 is CPU work, and on an idle machine its wall-clock time is its CPU time (the loader's threads overlap little); on a
-shared VM the wall-clock also counts other tenants' work. The wall-clock ratio is reported beside it.
+shared VM the wall-clock also counts other tenants' work. The wall-clock ratio is reported beside it, and the CPU time
+is split into reading the config, building the model, loading the weights and the rest (`_PhaseClock`).
 
-One more load of each checkpoint runs under `cProfile`; the functions whose cumulative time differs most between the
-two are kept in `results.json` (`details.<pair>.profile`): the profile that explains a remaining gap.
+Three more loads of each checkpoint run under `cProfile` (CPU clock); where the heterogeneous ones spend more than the
+stock ones, by function and by source file, is kept in `results.json` (`details.<pair>.profile`): the profile that
+explains a remaining gap.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from .common import (
 
 TARGET = 1.02
 PROFILE_ROWS = 12
+PROFILED_LOADS = 3  # per side, averaged: one profiled load is as noisy as one timed load
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,7 @@ def run(ctx: Context) -> BenchResult:
             {side: lambda p=path, m=pair.stock_module: _in_subprocess(p, m) for side, path in paths.items()},
             rounds,
         )
-        profiles = {side: _in_subprocess(path, pair.stock_module, True) for side, path in paths.items()}
+        profiles = {side: _profiled_loads(path, pair.stock_module) for side, path in paths.items()}
         for path in paths.values():
             shutil.rmtree(path)
         times = {clock: {side: [r[f"{clock}_s"] for r in runs[side]] for side in runs} for clock in ("cpu", "wall")}
@@ -313,6 +316,13 @@ def run(ctx: Context) -> BenchResult:
             )
         details[pair.name] = {
             "seconds": times,
+            "phases_cpu_ms_median": {
+                side: {
+                    phase: 1000 * Stats.of([r["phases_cpu_s"][phase] for r in runs[side]]).median
+                    for phase in runs[side][0]["phases_cpu_s"]
+                }
+                for side in runs
+            },
             "weight_bytes": weight_bytes,
             "stock_module": pair.stock_module,
             "profile": profile_difference(profiles["heterogeneous"]["profile"], profiles["stock"]["profile"]),
@@ -321,22 +331,45 @@ def run(ctx: Context) -> BenchResult:
     return BenchResult(checks, details)
 
 
-def profile_difference(heterogeneous: dict[str, list[float]], stock: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """The functions whose cumulative time grew most from the stock load to the heterogeneous one (cProfile, one load
-    each): `[calls, own seconds, cumulative seconds]` per function on both sides."""
-    rows = []
-    for function in heterogeneous.keys() | stock.keys():
-        het, ref = heterogeneous.get(function, [0, 0.0, 0.0]), stock.get(function, [0, 0.0, 0.0])
-        rows.append(
-            {
-                "function": function,
-                "extra_cumulative_ms": 1000 * (het[2] - ref[2]),
-                "extra_own_ms": 1000 * (het[1] - ref[1]),
-                "calls": [het[0], ref[0]],
-            }
-        )
-    rows.sort(key=lambda row: -row["extra_cumulative_ms"])
-    return rows[:PROFILE_ROWS]
+def profile_difference(heterogeneous: dict[str, list[float]], stock: dict[str, list[float]]) -> dict[str, Any]:
+    """Where the heterogeneous load spends more CPU than the stock one (cProfile, one load each; `[calls, own
+    seconds, cumulative seconds]` per function on both sides): the functions whose cumulative time grew most (what
+    calls the extra work), the functions whose own time grew most, and the own time summed per source file. cProfile
+    slows Python calls several times over, so these milliseconds rank the causes; they are not the unprofiled gap."""
+    functions = heterogeneous.keys() | stock.keys()
+    zero = [0, 0.0, 0.0]
+    rows = [
+        {
+            "function": function,
+            "extra_cumulative_ms": 1000 * (heterogeneous.get(function, zero)[2] - stock.get(function, zero)[2]),
+            "extra_own_ms": 1000 * (heterogeneous.get(function, zero)[1] - stock.get(function, zero)[1]),
+            "calls": [heterogeneous.get(function, zero)[0], stock.get(function, zero)[0]],
+        }
+        for function in functions
+    ]
+    by_file: dict[str, float] = {}
+    for row in rows:
+        source = row["function"].rsplit(":", 1)[0]
+        by_file[source] = by_file.get(source, 0.0) + row["extra_own_ms"]
+    return {
+        "by_cumulative_ms": sorted(rows, key=lambda row: -row["extra_cumulative_ms"])[:PROFILE_ROWS],
+        "by_own_ms": sorted(rows, key=lambda row: -row["extra_own_ms"])[:PROFILE_ROWS],
+        "own_ms_by_file": dict(sorted(by_file.items(), key=lambda item: -item[1])[:PROFILE_ROWS]),
+    }
+
+
+def _profiled_loads(path: Path, stock_module: str) -> dict[str, Any]:
+    """The mean of `PROFILED_LOADS` profiled loads in fresh processes: CPU seconds and per-function statistics."""
+    runs = [_in_subprocess(path, stock_module, profile=True) for _ in range(PROFILED_LOADS)]
+    functions = {function for run in runs for function in run["profile"]}
+    zero = [0, 0.0, 0.0]
+    return {
+        "cpu_s": sum(run["cpu_s"] for run in runs) / len(runs),
+        "profile": {
+            function: [sum(run["profile"].get(function, zero)[i] for run in runs) / len(runs) for i in range(3)]
+            for function in functions
+        },
+    }
 
 
 def _in_subprocess(path: Path, stock_module: str, profile: bool = False) -> dict[str, Any]:
@@ -354,13 +387,49 @@ def _in_subprocess(path: Path, stock_module: str, profile: bool = False) -> dict
 # Worker: runs in its own interpreter
 
 
+class _PhaseClock:
+    """CPU seconds of one load spent reading the config (`PreTrainedConfig.from_dict`), building the model (the stock
+    `...ForCausalLM.__init__`, which a family's class inherits) and loading the weights
+    (`PreTrainedModel._load_pretrained_model`); the rest of `from_pretrained` is the difference. Instrumentation of
+    this worker only: three wrappers, counted at the outermost call."""
+
+    def __init__(self, stock_module: Any) -> None:
+        from transformers import PreTrainedConfig, PreTrainedModel
+
+        self.seconds = {"config": 0.0, "construction": 0.0, "weights": 0.0}
+        self._depth = dict.fromkeys(self.seconds, 0)
+        model_cls = next(
+            value
+            for name, value in vars(stock_module).items()
+            if name.endswith("ForCausalLM") and getattr(value, "__module__", None) == stock_module.__name__
+        )
+        from_dict = PreTrainedConfig.__dict__["from_dict"].__func__
+        PreTrainedConfig.from_dict = classmethod(self._timed("config", from_dict))
+        model_cls.__init__ = self._timed("construction", model_cls.__init__)
+        load = PreTrainedModel.__dict__["_load_pretrained_model"].__func__
+        PreTrainedModel._load_pretrained_model = staticmethod(self._timed("weights", load))
+
+    def _timed(self, phase: str, function: Callable) -> Callable:
+        def timed_call(*args, **kwargs):
+            self._depth[phase] += 1
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth[phase] -= 1
+                if not self._depth[phase]:
+                    self.seconds[phase] += time.process_time() - start
+
+        return timed_call
+
+
 def worker(path: str, stock_module: str, profile: bool) -> dict[str, Any]:
     import importlib
 
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
-    importlib.import_module(stock_module)
+    phases = _PhaseClock(importlib.import_module(stock_module))
     logging.disable_progress_bar()
     gc.collect()
     profiler = cProfile.Profile(time.process_time) if profile else None  # CPU time, as the judged figure
@@ -371,6 +440,7 @@ def worker(path: str, stock_module: str, profile: bool) -> dict[str, Any]:
     if profiler is not None:
         profiler.disable()
     result: dict[str, Any] = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
+    result["phases_cpu_s"] = {**phases.seconds, "other": result["cpu_s"] - sum(phases.seconds.values())}
     problems = {key: value for key, value in info.items() if value and key != "unused_tensors"}
     if problems:
         raise RuntimeError(f"checkpoint did not load cleanly: {problems}")
