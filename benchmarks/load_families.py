@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import json
 import os
@@ -410,6 +411,7 @@ class _PhaseClock:
         PreTrainedModel._load_pretrained_model = staticmethod(self._timed("weights", load))
 
     def _timed(self, phase: str, function: Callable) -> Callable:
+        @functools.wraps(function)  # the package reads the signature of some model classes' `__init__`
         def timed_call(*args, **kwargs):
             self._depth[phase] += 1
             start = time.process_time()
