@@ -10,7 +10,7 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test test-property bench gpu-install gpu-check llama-cpp-check quality style clean
+.PHONY: install demo test test-property bench bench-gpu gpu-wheels gpu-install gpu-check llama-cpp-check quality style clean
 
 # Each step says what it does before it starts, and pip reports each package as it goes: a fresh install takes
 # minutes (torch alone is hundreds of MB), which must never look like a hang.
@@ -57,6 +57,17 @@ BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m pip install --quiet "matplotlib==$(MATPLOTLIB_VERSION)"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# The GPU benchmark, one command for a machine with one NVIDIA GPU and CUDA PyTorch (benchmarks/gpu.sh; under 8
+# minutes): `make gpu-wheels` where pip can download puts what it installs in .whl/ (ignored by git); carry .whl/ with
+# the working tree and run `make bench-gpu` (or benchmarks/gpu.sh, with the machine's python3) there. Results:
+# gpu.json and gpu.png in $OUT, else benchmarks/results/gpu/. `make bench-gpu BENCH_ARGS=--dry-run` runs it on tiny
+# sizes on the CPU (under a minute).
+gpu-wheels: install
+	PYTHON=$(BIN)/python benchmarks/gpu_wheels.sh
+
+bench-gpu:
+	benchmarks/gpu.sh $(if $(wildcard $(BIN)/python),--python $(BIN)/python) $(BENCH_ARGS)
 
 # On a machine with an NVIDIA GPU, one command: `make gpu-check`. It installs real TransformerEngine $(TE_VERSION) if it
 # does not import (its core built for torch's CUDA major version; its PyTorch extension compiles against this torch,

@@ -105,7 +105,17 @@ setup(
         "derive": DERIVE,
         # peft and accelerate (in SERVING): the ecosystem tests (test_integrations.py) and the Trainer step through TE
         # layers; versions that work with transformers 5.23 and torch 2.13 and do not pull another torch.
-        "testing": ["pytest>=8", "hypothesis>=6", "ruff==0.17.6", "peft==0.21.0", *TE_CPU_TESTS, *SERVING, *DERIVE],
+        # matplotlib: the test of the GPU benchmark's dry run checks the PNG it writes (`make bench` pins the same).
+        "testing": [
+            "pytest>=8",
+            "hypothesis>=6",
+            "ruff==0.17.6",
+            "peft==0.21.0",
+            "matplotlib==3.10.8",
+            *TE_CPU_TESTS,
+            *SERVING,
+            *DERIVE,
+        ],
     },
     entry_points={"console_scripts": ["transformers-heterogeneity=transformers.heterogeneity.commands.cli:main"]},
     cmdclass={"build_py": BuildPyWithPth},

@@ -55,6 +55,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_interpreter_env() -> dict[str, str]:
+    """The environment for a fresh interpreter that runs the way a user's does: the repository importable, and Python
+    bytecode cached. Some machines set `PYTHONDONTWRITEBYTECODE`, which makes every fresh process compile anew each
+    module without a cached `.pyc` (this repository's modules; pip installs the others compiled), a cost that users do
+    not pay. Run a warm-up process first: it writes the cache (`__pycache__/`, ignored by git)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 @dataclass
 class Context:
     """What every benchmark gets: the mode, where to compute, and a scratch directory for checkpoints."""
@@ -347,6 +360,14 @@ def model_parameters(config: PreTrainedConfig) -> int:
     layers = sum(layer_parameters(shape, config.hidden_size) for shape in layer_shapes(config))
     embeddings = config.vocab_size * config.hidden_size * (1 if config.tie_word_embeddings else 2)
     return layers + embeddings + config.hidden_size
+
+
+def same_size_ffn_width(sizes: dict[str, int], parameters: int) -> int:
+    """The homogeneous FFN width (a multiple of 16) whose Llama of `sizes` (the arguments of `llama_config`) has the
+    parameter count closest to `parameters`: the stock model of the same size as a heterogeneous one."""
+    per_unit = 3 * sizes["hidden_size"] * sizes["num_layers"]  # parameters per unit of intermediate_size
+    zero_width = model_parameters(llama_config(**{**sizes, "intermediate_size": 0}))
+    return max(16, round((parameters - zero_width) / per_unit / 16) * 16)
 
 
 def check_parameter_count(model: nn.Module, config: PreTrainedConfig) -> None:

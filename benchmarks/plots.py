@@ -38,8 +38,8 @@ def plot_all(results: dict[str, Any], output_dir: Path) -> list[Path]:
 def _plot_skips(details: dict[str, Any], path: Path) -> None:
     """Relative time of each variant (full model = 1): predicted from its config vs measured."""
     names = list(details["variants"])
-    phases = (("prefill", "prefill", "FLOPs"), ("decode", "decode, DynamicCache", "bytes read"))
-    phases += (("decode_static", "decode, StaticCache", "bytes read"),)
+    phases = (("prefill", "prefill", "FLOPs"), ("decode", "decode, DynamicCache", "cost model of stock models"))
+    phases += (("decode_static", "decode, StaticCache", "cost model of stock models"),)
     figure, axes = plt.subplots(1, len(phases), figsize=(14, 4), sharey=True)
     for axis, (phase, title, basis) in zip(axes, phases):
         rows = [details["variants"][name][phase] for name in names]

@@ -34,7 +34,7 @@ import transformers
 from .common import Context, configure_threads, format_table, pick_device, timing_dtype
 
 
-BENCHMARKS = ("overhead", "skips", "kv_memory", "load", "compile", "serving", "derive")
+BENCHMARKS = ("overhead", "skips", "kv_memory", "load", "compile", "serving", "derive", "load_families")
 TITLES = {
     "overhead": "1. Overhead of per_layer_config that changes nothing structural",
     "skips": "2. Skipped sub-blocks: measured vs predicted time",
@@ -43,6 +43,7 @@ TITLES = {
     "compile": "5. torch.compile decode, heterogeneous vs homogeneous of the same FLOPs",
     "serving": "6. Continuous batching: throughput and KV capacity, heterogeneous vs its homogeneous parent",
     "derive": "7. Deriving children from a trained parent: held-out perplexity by init mode, BLD and search",
+    "load_families": "8. from_pretrained in a fresh process, each family vs a stock checkpoint of the same size",
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NUMBER_LIST = re.compile(r"\[[\d\s.,eE+-]*\]")

@@ -56,9 +56,11 @@ from .cache_utils import SKIPS_WITHOUT_CACHE_STATE
 from .configuration_utils import (
     LAYER_TABLE_ATTRIBUTES,
     MODEL_LEVEL_ATTRIBUTES,
+    ConfigStateCache,
     HeterogeneousConfigError,
     get_layer_overrides,
     global_view,
+    layer_overrides_key,
     make_layer_config,
     model_level_config,
     stop_recording_reads,
@@ -178,8 +180,7 @@ def _prepare_model_init(model_cls: type[nn.Module], config: Any) -> None:
     # Check every layer before anything is built: the model's own `__init__` reads model-level attributes first.
     for layer_idx in range(config.num_hidden_layers):
         overrides = get_layer_overrides(config, layer_idx)
-        validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
-        _check_skip_conflicts(spec, layer_idx, overrides.get("skip", []))
+        _check_layer_overrides(config, layer_idx, overrides, spec)
         shared = sorted(spec.model_reads.intersection(overrides))
         if shared and not config.allow_global_per_layer_attribute_access:
             raise HeterogeneousConfigError(
@@ -394,14 +395,13 @@ def _build_layer(
         )
     overrides = get_layer_overrides(config, layer_idx)
     skips = overrides.get("skip", [])
-    validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))  # also for layers built alone
-    _check_skip_conflicts(spec, layer_idx, skips)
+    _check_layer_overrides(config, layer_idx, overrides, spec)  # also for layers built alone
 
     layer_config = make_layer_config(config, layer_idx)
     call_with_config(layer_config)
     honoured = stop_recording_reads(layer_config)
     # Windows and chunk sizes act through the masks (`masking_utils.py`), which were checked against them up front.
-    honoured |= mask_attributes_handled(config, spec.base_model_cls is not None)
+    honoured |= _mask_attributes_handled(config, spec.base_model_cls is not None)
     if spec.rotary_cls is not None:
         # A layer without attention reads no position embeddings: it needs no rotary embedding of its own.
         attends = not SKIPS_WITHOUT_CACHE_STATE.intersection(skips)
@@ -437,6 +437,36 @@ def _layer_spec(building: list[nn.Module], config: PreTrainedConfig) -> Heteroge
         if spec is not None:
             return spec
     return get_config_spec(config)
+
+
+# What the construction of layers derives from a config's values alone, kept while the config holds them.
+_per_config = ConfigStateCache()
+
+
+def _mask_attributes_handled(config: PreTrainedConfig, has_base_model: bool) -> frozenset[str]:
+    """`mask_attributes_handled`, once per config rather than per layer (it lists the config class's fields)."""
+    kept = _per_config.for_config(config)
+    key = ("mask attributes", has_base_model)
+    if key not in kept:
+        kept[key] = mask_attributes_handled(config, has_base_model)
+    return kept[key]
+
+
+# The checks of a layer's overrides read nothing but the overrides, the global values and the spec's skips: they run
+# once per distinct set of overrides of a config, not for every layer three times (the model and its base model each
+# check every layer up front, and each layer is checked again as it is built).
+
+
+def _check_layer_overrides(
+    config: PreTrainedConfig, layer_idx: int, overrides: dict, spec: HeterogeneousModelSpec
+) -> None:
+    checked = _per_config.for_config(config)
+    skips = tuple((name, tuple(targets)) for name, targets in spec.skip_descriptors.items())
+    key = (layer_overrides_key(config, layer_idx), skips)
+    if key not in checked:
+        validate_layer_overrides(config, layer_idx, overrides, set(spec.skip_descriptors))
+        _check_skip_conflicts(spec, layer_idx, overrides.get("skip", []))
+        checked[key] = True
 
 
 def _check_skip_conflicts(spec: HeterogeneousModelSpec, layer_idx: int, skips: list[str]) -> None:

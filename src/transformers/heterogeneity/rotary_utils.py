@@ -21,6 +21,9 @@ state dict is unchanged.
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
@@ -57,7 +60,11 @@ def attach_layer_rotary_embedding(
     if reads is not None and not (reads and attach):
         return set(reads)
     layer_config = make_layer_config(config, layer_idx)
-    rotary = rotary_cls(config=layer_config)
+    # A probe that is not kept is built on the CPU whatever device the model is built on: on the meta device
+    # (`from_pretrained` builds there), torch computes the rotary buffers through its Python decompositions, 2.4 ms
+    # per probe instead of 0.2 ms on a 2-core VM.
+    with contextlib.nullcontext() if attach else torch.device("cpu"):
+        rotary = rotary_cls(config=layer_config)
     reads = _ROTARY_READS[key] = frozenset(stop_recording_reads(layer_config) & overridden)
     if reads and attach:
         _use(layer, rotary)

@@ -88,7 +88,7 @@ CHECKPOINT_FORMATS: dict[str, CheckpointFormat] = {
 
 
 _lock = threading.RLock()
-_registered_models = False
+_registered_models: set[str] = set()
 
 
 class LazyConfigRegistrations(dict):
@@ -136,29 +136,32 @@ def register_configs(config_mapping) -> None:
             config_mapping._extra_content = LazyConfigRegistrations({**missing, **config_mapping._extra_content})
 
 
-def register_models() -> None:
-    """Registers with the Auto classes every family model, and with the checkpoint conversion mappings every family
-    tensor-name mapping, that upstream's own tables do not hold. Idempotent and cheap after the first call.
+def register_models(model_type: str) -> None:
+    """Registers with the Auto classes the model classes of the family `model_type`, and with the checkpoint
+    conversion mappings its tensor-name mapping, where upstream's own tables do not hold them. Idempotent and cheap
+    after the first call.
+
+    One family at a time: registering a family imports its modeling code (GPT-OSS, NemotronH, ...), which a process
+    that loads a checkpoint of another family never needs (it cost a fresh process about 20 ms of imports per load of
+    a gpt-oss-puzzle or Nemotron-NAS checkpoint when every family was registered together).
 
     `exist_ok=True` is required, not a shortcut: upstream's `_LazyAutoMapping.register` (transformers 5.23) silently
     ignores classes from `transformers.*` modules without it.
     """
-    global _registered_models
     with _lock:
-        if _registered_models:
+        if model_type in _registered_models:
             return
         from ...conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
         from ...models.auto import modeling_auto
 
-        for model_type, checkpoint_format in CHECKPOINT_FORMATS.items():
-            config_class = checkpoint_format.config_class()
-            conversion = checkpoint_format.weight_conversion
-            if conversion is not None and get_checkpoint_conversion_mapping(model_type) is None:
-                mapping = get_checkpoint_conversion_mapping(conversion)
-                register_checkpoint_conversion_mapping(model_type, mapping)
-            for auto_name, model_name in checkpoint_format.models.items():
-                auto_class = getattr(modeling_auto, auto_name)
-                if config_class in auto_class._model_mapping:  # upstream's mapping names it (or it is registered)
-                    continue
-                auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
-        _registered_models = True
+        checkpoint_format = CHECKPOINT_FORMATS[model_type]
+        config_class = checkpoint_format.config_class()
+        conversion = checkpoint_format.weight_conversion
+        if conversion is not None and get_checkpoint_conversion_mapping(model_type) is None:
+            register_checkpoint_conversion_mapping(model_type, get_checkpoint_conversion_mapping(conversion))
+        for auto_name, model_name in checkpoint_format.models.items():
+            auto_class = getattr(modeling_auto, auto_name)
+            if config_class in auto_class._model_mapping:  # upstream's mapping names it (or it is registered)
+                continue
+            auto_class.register(config_class, checkpoint_format.model_class(model_name), exist_ok=True)
+        _registered_models.add(model_type)

@@ -103,7 +103,7 @@ class CheckpointFormatConfigMixin:
         if per_layer_config:
             kwargs["per_layer_config"] = per_layer_config
         super().__post_init__(**kwargs)
-        register_models()  # the Auto classes look the model up from this config next
+        register_models(self.model_type)  # the Auto classes look the model up from this config next
 
     def _translate_format_fields(self) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
         raise NotImplementedError
