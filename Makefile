@@ -10,7 +10,8 @@ TE_VERSION ?= 2.20.2
 TORCH_INDEX_URL ?=
 CHECK_DIRS := src tests utils benchmarks setup.py
 
-.PHONY: install demo test test-property bench bench-gpu gpu-wheels gpu-install gpu-check llama-cpp-check quality style clean
+.PHONY: install demo test test-property bench bench-gpu gpu-wheels gpu-install gpu-check llama-cpp-check quality style clean \
+	upstream-patch upstream-check
 
 # Each step says what it does before it starts, and pip reports each package as it goes: a fresh install takes
 # minutes (torch alone is hundreds of MB), which must never look like a hang.
@@ -132,6 +133,31 @@ upstream-model-tests: install
 	$(BIN)/python -m pip install --quiet $(UPSTREAM_TEST_DEPS)
 	$(BIN)/python utils/run_upstream_model_tests.py --upstream-checkout "$(UPSTREAM_CHECKOUT)" $(UPSTREAM_TEST_ARGS)
 
+# The feature as a patch series on the pristine transformers 5.23.0 sdist (utils/upstream/README.md): the sdist is
+# downloaded once into build/upstream/, the series rebuilt from this repository, and dist/upstream/*.patch written.
+upstream-patch: install
+	$(BIN)/python utils/upstream/series.py build
+
+# The series applied with `git am` to a fresh pristine tree, installed (not editable) in a fresh $(UPSTREAM_VENV) with
+# torch and the test dependencies but without this repository's overlay, then this repository's tests run against it
+# (overlay-only tests skipped). build/upstream/junit-patched.xml holds the results.
+UPSTREAM_VENV ?= .venv-upstream
+UPSTREAM_BIN := $(UPSTREAM_VENV)/bin
+
+upstream-check: upstream-patch
+	$(BIN)/python utils/upstream/series.py apply
+	rm -rf $(UPSTREAM_VENV)
+	$(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_BIN)/python -m pip install --quiet --upgrade pip
+	$(UPSTREAM_BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(UPSTREAM_BIN)/python -m pip install --quiet ./build/upstream/check-tree
+	$(BIN)/python utils/upstream/environment.py requirements > build/upstream/requirements.txt
+	$(UPSTREAM_BIN)/python -m pip install --quiet -r build/upstream/requirements.txt
+	$(UPSTREAM_BIN)/python -m pip install --quiet --no-deps --target $(UPSTREAM_VENV)/te-cpu "transformer-engine==$(TE_VERSION)"
+	$(UPSTREAM_BIN)/python utils/upstream/environment.py check-install
+	$(UPSTREAM_BIN)/python -m pytest tests/heterogeneity -m "not overlay_only" -p no:cacheprovider \
+		--junitxml=build/upstream/junit-patched.xml
+
 quality: install
 	$(BIN)/ruff check $(CHECK_DIRS)
 	$(BIN)/ruff format --check $(CHECK_DIRS)
@@ -143,4 +169,4 @@ style: install
 	$(BIN)/ruff format $(CHECK_DIRS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo_output
+	rm -rf $(VENV) $(UPSTREAM_VENV) build dist *.egg-info src/*.egg-info .pytest_cache .ruff_cache demo_output

@@ -11,7 +11,7 @@ import torch
 
 import transformers.heterogeneity as heterogeneity
 from transformers import LlamaConfig, LlamaForCausalLM, modeling_utils
-from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule, activation
+from transformers.heterogeneity import HeterogeneousConfigError, SkippedModule
 from transformers.integrations.heterogeneity import AmbiguousGlobalPerLayerAttributeError
 
 from .conftest import TINY
@@ -48,6 +48,7 @@ def run_python(code: str, *args: str, env: dict | None = None) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.overlay_only
 def test_interpreter_start_imports_neither_torch_nor_transformers():
     loaded = json.loads(run_python("import json, sys; print(json.dumps(sorted(sys.modules)))"))
     assert "transformers_heterogeneity_hook" in loaded, "the .pth hook is not installed"
@@ -81,6 +82,9 @@ def test_checkpoint_families_are_registered_without_importing_their_configs():
     ]
 
 
+# Overlay only: inside Transformers there is no start-up hook to wait for the modeling module, so a heterogeneous
+# config imports it (`modeling_utils.after_import`).
+@pytest.mark.overlay_only
 def test_per_layer_attention_heads_pass_config_validation_before_any_modeling_import():
     """LlamaConfig's own validator reads `num_attention_heads`; it must validate each layer, not the global value."""
     code = (
@@ -121,6 +125,7 @@ def test_fresh_process_honours_per_layer_config_without_import():
     assert not [name for name in result["shapes"] if name.startswith("model.layers.2.self_attn")]
 
 
+@pytest.mark.overlay_only
 def test_environment_variable_turns_auto_activation_off():
     config = {**TINY, "per_layer_config": {"1": {"intermediate_size": 32}}}
     result = json.loads(
@@ -130,6 +135,7 @@ def test_environment_variable_turns_auto_activation_off():
     assert result == {"error": AmbiguousGlobalPerLayerAttributeError.__name__}
 
 
+@pytest.mark.overlay_only
 def test_explicit_import_activates_when_auto_activation_is_off():
     code = "import transformers.heterogeneity\n" + BUILD_SCRIPT
     config = {**TINY, "per_layer_config": {"1": {"intermediate_size": 32}}}
@@ -137,6 +143,7 @@ def test_explicit_import_activates_when_auto_activation_is_off():
     assert result["shapes"]["model.layers.1.mlp.up_proj.weight"] == [32, 64]
 
 
+@pytest.mark.overlay_only
 def test_activation_is_idempotent_and_thread_safe():
     patched_init = modeling_utils.PreTrainedModel.__init__
     threads = [threading.Thread(target=heterogeneity.activate) for _ in range(8)]
@@ -149,6 +156,7 @@ def test_activation_is_idempotent_and_thread_safe():
     assert not hasattr(patched_init.__wrapped__, "__wrapped__")
 
 
+@pytest.mark.overlay_only
 def test_deactivate_restores_upstream_and_activate_reapplies():
     patched_init = modeling_utils.PreTrainedModel.__init__
     try:
@@ -163,11 +171,13 @@ def test_deactivate_restores_upstream_and_activate_reapplies():
     LlamaForCausalLM(LlamaConfig(**TINY, per_layer_config={1: {"intermediate_size": 32}}))
 
 
+@pytest.mark.overlay_only
 def test_patches_refuse_an_unexpected_upstream_signature(monkeypatch):
     def get_layer_types_and_kwargs(text_config):  # renamed argument: what a future upstream might ship
         return [], []
 
     from transformers import cache_utils
+    from transformers.heterogeneity import activation
 
     monkeypatch.setattr(cache_utils, "get_layer_types_and_kwargs", get_layer_types_and_kwargs)
     with pytest.raises(RuntimeError, match=r"cannot patch `cache_utils.get_layer_types_and_kwargs` of transformers"):
@@ -191,6 +201,9 @@ print(json.dumps({"repr": repr(model), "logits": logits.flatten().tolist(),
 """
 
 
+# Overlay only: it compares with a process where the overlay is off. Inside Transformers, upstream's own model tests
+# are compared between stock and patched (`utils/upstream/compare_model_tests.py`).
+@pytest.mark.overlay_only
 def test_homogeneous_model_equals_stock_transformers():
     """A model without per_layer_config is identical, module for module and logit for logit, to the one stock
     Transformers builds in a process where this package is never activated."""
@@ -273,6 +286,7 @@ print(json.dumps({"registered_before": registered_before, "registered": "nemotro
 """
 
 
+@pytest.mark.overlay_only
 def test_explicit_import_after_other_transformers_imports_activates_everything():
     config = {**TINY, "per_layer_config": {str(k): v for k, v in HETEROGENEOUS.items()}}
     result = json.loads(
@@ -324,6 +338,7 @@ def test_concurrent_first_imports_and_constructions_in_threads():
     assert len(results) == 6
 
 
+@pytest.mark.overlay_only
 def test_callbacks_never_see_a_half_executed_module():
     """`after_import` on a module that is still executing defers to the end of its execution."""
     code = (

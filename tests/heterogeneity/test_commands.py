@@ -163,6 +163,7 @@ def test_demo_help_lists_its_options():
     assert "--output-dir" in result.output and "--keep" in result.output
 
 
+@pytest.mark.overlay_only
 def test_installed_console_script_runs():
     script = Path(sys.executable).parent / "transformers-heterogeneity"
     assert script.is_file(), f"{script} is missing: install the package with `pip install -e .`"

@@ -428,6 +428,7 @@ def test_homogeneous_look_ups_answer_as_upstream():
     assert cache.group_layers_by_attn_type(config) == {"sliding_attention": [0, 1, 2]}
 
 
+@pytest.mark.overlay_only
 def test_deactivate_restores_upstreams_continuous_batching():
     from transformers import heterogeneity
     from transformers.generation.continuous_batching import cache, continuous_api, input_outputs

@@ -270,6 +270,7 @@ def test_errors_name_layer_attribute_and_value(per_layer, kwargs, message):
         GptOssForCausalLM(GptOssConfig(**GLOBALS, per_layer_config=per_layer, **kwargs))
 
 
+@pytest.mark.overlay_only
 def test_deactivate_unwraps_the_head_and_activate_rewraps_it():
     from transformers import heterogeneity
 

@@ -410,6 +410,7 @@ print(json.dumps({"parameters": {name: list(p.shape) for name, p in mtp.named_pa
 """
 
 
+@pytest.mark.overlay_only
 def test_models_that_read_per_layer_config_themselves_build_as_upstream():
     """`MtpModel` builds its layers from `mtp_per_layer_config` and reads `is_causal` per layer for its masks
     (transformers 5.23): it builds exactly as in a process where the package is off."""

@@ -47,7 +47,6 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import transformers.heterogeneity as heterogeneity
 from transformers import (
     AutoModelForCausalLM,
     GptOssConfig,
@@ -503,7 +502,6 @@ def test_the_documented_refusals_are_those_drawn():
 
 
 def check_example(family: Family, example: Example) -> None:
-    heterogeneity.activate()  # other modules deactivate it; a user's process has it on
     try:
         torch.manual_seed(0)
         model = family.model_cls(family.config_cls(**example.values, per_layer_config=example.per_layer))

@@ -13,15 +13,26 @@
 # limitations under the License.
 """Per-layer heterogeneous models for Transformers: the modeling half of `per_layer_config`.
 
-Importing this package activates the feature (the installed `.pth` hook does so automatically when Transformers is
-first imported, unless `TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0`). The import itself is light: public names load
-their module on first access, and each patch waits for the upstream module it patches.
+The package has two homes with the same files. Installed as an overlay on stock Transformers, importing it activates
+the feature (the installed `.pth` hook does so automatically when Transformers is first imported, unless
+`TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE=0`): `activation.py` patches upstream at run time. Inside Transformers (the
+upstream patch series, `utils/upstream/`), upstream's files make the same calls directly and `activation.py` is not
+there, so there is nothing to activate. The import itself is light: public names load their module on first access,
+and each patch waits for the upstream module it patches.
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
-from .activation import activate, deactivate, is_active
+
+try:
+    from .activation import activate, deactivate, is_active  # noqa: F401 (public: in `__all__` below)
+except ModuleNotFoundError as error:  # inside Transformers: upstream's files call this package directly
+    if error.name != f"{__name__}.activation":
+        raise
+    _ACTIVATION = []
+else:
+    _ACTIVATION = ["activate", "deactivate", "is_active"]
 
 
 _LAZY_ATTRIBUTES = {
@@ -45,6 +56,7 @@ _LAZY_ATTRIBUTES = {
 _MODULE_OF = {name: module for module, names in _LAZY_ATTRIBUTES.items() for name in names}
 
 __all__ = [
+    *_ACTIVATION,
     "NATIVE_PER_LAYER_MODEL_TYPES",
     "CalibrationConfig",
     "DeriveError",
@@ -60,11 +72,8 @@ __all__ = [
     "TensorParallelError",
     "UnservableLayerError",
     "UnsupportedArchitectureError",
-    "activate",
-    "deactivate",
     "derive",
     "get_skip_replacement",
-    "is_active",
     "kv_cache_bytes",
     "kv_cache_total_bytes",
     "layers_without_kv_cache",
@@ -103,4 +112,5 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-activate()
+if _ACTIVATION:
+    activate()
