@@ -305,6 +305,7 @@ def test_inspect_of_a_config_whose_layer_count_is_not_an_integer_is_one_line(tmp
     assert "num_hidden_layers" in lines[0]
 
 
+@pytest.mark.overlay_only  # the console script and its distribution are the overlay's
 def test_version():
     completed = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr

@@ -165,6 +165,7 @@ def test_an_existing_output_is_refused(files, tmp_path):
     assert os.listdir(tmp_path / "taken") == []
 
 
+@pytest.mark.overlay_only  # the console script is the overlay's; in process, the same command runs in both homes
 def test_the_installed_console_script_derives(files, tmp_path):
     executable = shutil.which("transformers-heterogeneity", path=os.path.dirname(sys.executable))
     output = tmp_path / "child"

@@ -11,12 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The generic fixes of the upstream series (`utils/upstream/series/0[1-5]-*`), on configs without `per_layer_config`.
+"""The generic fixes of the upstream series (`utils/upstream/series/0[1-8]-*`), on configs without `per_layer_config`.
 
 Each test fails on stock Transformers 5.23.0. The cache fixes hold in both homes: the overlay gives every cache its
-form of them. The other two change what stock Transformers does for classes and configs that have nothing
+form of them. The others change what stock Transformers does for classes, configs and models that have nothing
 heterogeneous, which the overlay never does by design, so they are `upstream_only`: they run on the patched tree
-(`make upstream-check`) and are deselected otherwise (`pyproject.toml`).
+(`make upstream-check`) and are deselected otherwise (`pyproject.toml`). The fixes of `transformers serve` are shown
+on a homogeneous model by `test_serving.py`, whose servers they need.
 """
 
 import json
@@ -97,3 +98,42 @@ def test_auto_class_registers_a_config_of_a_transformers_module_that_is_not_nati
         assert MODEL_MAPPING[SubpackageConfig] is SubpackageModel
     finally:
         MODEL_MAPPING._extra_content.pop(SubpackageConfig, None)
+
+
+@pytest.mark.upstream_only
+def test_experts_dequantized_on_load_are_saved_under_their_own_names(tmp_path):
+    """Upstream saved the float experts of a GPT-OSS loaded with `Mxfp4Config(dequantize=True)` under the MXFP4 names
+    (`experts.gate_up_proj_blocks`) without `quantization_config`: the saved model did not load back."""
+    from safetensors.torch import load_file, save_file
+
+    from transformers import GptOssConfig, GptOssForCausalLM, Mxfp4Config
+
+    config = GptOssConfig(
+        hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, num_local_experts=2, num_experts_per_tok=1, vocab_size=99,
+        quantization_config={"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn",
+                             "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, tensor in GptOssForCausalLM(config).state_dict().items():
+        if not name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            tensors[name] = tensor
+            continue
+        # MXFP4 as gpt-oss releases it: per output row, blocks of 32 fp4 values (16 bytes) and one exponent each.
+        experts, columns, rows = tensor.shape
+        blocks, scales = (experts, rows, columns // 32, 16), (experts, rows, columns // 32)
+        tensors[f"{name}_blocks"] = torch.randint(0, 256, blocks, generator=generator, dtype=torch.uint8)
+        tensors[f"{name}_scales"] = torch.randint(122, 128, scales, generator=generator, dtype=torch.uint8)
+    source = tmp_path / "mxfp4"
+    config.save_pretrained(source)
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, source / "model.safetensors")
+
+    loaded = GptOssForCausalLM.from_pretrained(source, quantization_config=Mxfp4Config(dequantize=True))
+    loaded.save_pretrained(tmp_path / "saved")
+    saved = load_file(tmp_path / "saved" / "model.safetensors")
+    assert "model.layers.0.mlp.experts.gate_up_proj" in saved
+    assert not [name for name in saved if name.endswith(("_blocks", "_scales"))]
+    reloaded = GptOssForCausalLM.from_pretrained(tmp_path / "saved")
+    for name, parameter in loaded.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], parameter), name

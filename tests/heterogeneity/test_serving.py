@@ -162,13 +162,17 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def checkpoint_folder(tmp_path_factory) -> Path:
-    """Every family's checkpoint with its tokenizer, plus a homogeneous Llama and a Mistral of a short context."""
+    """Every family's checkpoint with its tokenizer, plus a homogeneous Llama, and a Mistral and a homogeneous Llama of
+    a short context."""
     folder = tmp_path_factory.mktemp("served")
     writers = {name: family.write for name, family in FAMILIES.items()}
     writers["homogeneous"] = saved_model(build_config(ARCHS["llama"], None, 2, "sdpa"))
     short = TINY_MODELS["mistral"].make_config("sdpa")
     short.max_position_embeddings = CONTEXT
     writers["short_context"] = saved_model(short)
+    homogeneous_short = build_config(ARCHS["llama"], None, 2, "sdpa")
+    homogeneous_short.max_position_embeddings = CONTEXT
+    writers["homogeneous_short_context"] = saved_model(homogeneous_short)
     for name, write in writers.items():
         write(folder / name)
         save_tokenizer(folder / name, AutoConfig.from_pretrained(folder / name).vocab_size)
@@ -393,13 +397,34 @@ def test_max_tokens_is_capped_by_the_context_and_the_response_says_so(server, ch
     assert "x-max-tokens-capped" not in uncapped.headers
 
 
+@pytest.mark.overlay_only
 def test_homogeneous_models_keep_upstreams_answers(server, checkpoint_folder):
-    """The fixes apply to heterogeneous models only: for a homogeneous one, `max_tokens: "lots"` gets upstream's
-    answer (5.23: `int("lots")` raises in the handler, a 500), as before; the generic fix belongs upstream."""
+    """The overlay's fixes apply to heterogeneous models only: for a homogeneous one, `max_tokens: "lots"` gets
+    upstream's answer (5.23: `int("lots")` raises in the handler, a 500), as before; the generic fix is upstream's
+    (the upstream series, `test_homogeneous_models_get_the_generic_fixes`)."""
     with pytest.raises(openai.InternalServerError):
         complete(server.client(), checkpoint_folder / "homogeneous", text_of([1, 2]), stream=False, max_tokens="lots")
     with pytest.raises(openai.BadRequestError, match="`max_tokens` must be a positive integer"):
         complete(server.client(), checkpoint_folder / "llama", text_of([1, 2]), stream=False, max_tokens="lots")
+
+
+@pytest.mark.upstream_only
+def test_homogeneous_models_get_the_generic_fixes(server, checkpoint_folder):
+    """On the patched tree the server's fixes are upstream's, for every model: a malformed field and an empty prompt
+    get a 400 naming them, and `max_tokens` is capped by the model's context (5.23: a 500, a dead worker or a 500,
+    and a request that runs until the client gives up)."""
+    client, checkpoint = server.client(), checkpoint_folder / "homogeneous"
+    with pytest.raises(openai.BadRequestError, match="`max_tokens` must be a positive integer; got 'lots'"):
+        complete(client, checkpoint, text_of([1, 2]), stream=False, max_tokens="lots")
+    with pytest.raises(openai.BadRequestError, match="The prompt is empty"):
+        complete(client, checkpoint, "", stream=False)
+    raw = client.completions.with_raw_response.create(
+        model=str(checkpoint_folder / "homogeneous_short_context"), prompt=text_of([1, 2, 3]), max_tokens=10**9,
+        temperature=0,
+    )  # fmt: skip
+    assert raw.headers["x-max-tokens-capped"] == (
+        f"{CONTEXT - 3} (max_tokens=1000000000 lowered: the model's context holds {CONTEXT} tokens and the prompt has 3)"
+    )
 
 
 def test_a_preloaded_model_continuous_batching_cannot_serve_stops_the_server(processes, checkpoint_folder):

@@ -11,9 +11,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Output directories appear whole or not at all (`staging.py`), shown on `convert` as users run it: the installed
-console script in its own process, killed for real with SIGKILL and SIGTERM, writing to a really full and a really
-read-only file system (a tmpfs mounted in a user namespace, where the machine allows one)."""
+"""Output directories appear whole or not at all (`staging.py`), shown on `convert` as users run it: the command line
+in its own process (`python -m transformers.heterogeneity.commands.cli`, what the overlay's console script runs, and
+the form that also exists inside Transformers), killed for real with SIGKILL and SIGTERM, writing to a really full and
+a really read-only file system (a tmpfs mounted in a user namespace, where the machine allows one)."""
 
 import os
 import signal
@@ -33,7 +34,8 @@ from .checkpoints import write_deci_checkpoint, write_nemotron_checkpoint
 
 
 runner = CliRunner()
-SCRIPT = Path(sys.executable).parent / "transformers-heterogeneity"
+CLI_MODULE = "transformers.heterogeneity.commands.cli"
+COMMAND = [sys.executable, "-m", CLI_MODULE]
 # Enough extra files that their progress lines (about 45 bytes each) overflow a pipe's buffer (64 KiB on Linux): a
 # `convert` whose output is not read then blocks mid-way, with its staging directory in place, until it is killed.
 EXTRA_FILES = 4000
@@ -111,7 +113,7 @@ def start_convert(tmp_path: Path, *arguments: str) -> tuple[subprocess.Popen, Pa
     for number in range(EXTRA_FILES):
         (source / f"extra-{number:05d}.txt").write_text("x")
     process = subprocess.Popen(
-        [str(SCRIPT), "convert", *arguments, str(source), str(tmp_path / "out")],
+        [*COMMAND, "convert", *arguments, str(source), str(tmp_path / "out")],
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "stderr").open("w"),
         text=True,
@@ -136,7 +138,7 @@ def test_a_convert_killed_with_sigkill_is_cleaned_up_by_the_next_run(tmp_path):
     for extra in (tmp_path / "src").glob("extra-*.txt"):  # only there to stall the first run
         extra.unlink()
     completed = subprocess.run(
-        [str(SCRIPT), "convert", "--copy", str(tmp_path / "src"), str(destination)],
+        [*COMMAND, "convert", "--copy", str(tmp_path / "src"), str(destination)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -209,12 +211,13 @@ def convert_on_a_small_file_system(
     mount_point.mkdir()
     script = (
         'mount -t tmpfs -o "$2" tmpfs "$1" && mkdir -p "$1/parent" && mount -o "remount,$3" tmpfs "$1" || exit 99; '
-        '"$4" convert "$7" "$5" "$1/parent/$6" 2>"$1.stderr"; code=$?; ls -A "$1/parent" > "$1.listing"; exit $code'
+        f'"$4" -m {CLI_MODULE} convert "$7" "$5" "$1/parent/$6" 2>"$1.stderr"; code=$?; ls -A "$1/parent" > '
+        '"$1.listing"; exit $code'
     )
     size, _, remount = mount_options.partition(";")
     completed = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mount_point)]
-        + [size, remount or "rw", str(SCRIPT), str(source), destination, option],
+        + [size, remount or "rw", sys.executable, str(source), destination, option],
         capture_output=True,
         text=True,
         timeout=300,

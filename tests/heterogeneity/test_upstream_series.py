@@ -16,8 +16,9 @@
 The overlay's calls are read from `activation.py`: the package functions called by each wrapper that holds a
 `# hetero-patch:` line, and by the callbacks of its `_CALLBACKS` table. The series' calls are read from the diffs of
 upstream files in `utils/upstream/series/*/upstream.diff`: the package functions that the added lines import and call.
-Generic fixes (no call into the package) are matched with their overlay counterparts instead. Everything is read from
-files: no network, no sdist, and the same result inside the overlay and on the patched tree.
+Generic fixes (no call into the package) are matched with their overlay counterparts instead, and the overlay's run-time
+registrations with the commit that writes the same entries into upstream's tables (`registered_by_overlay`).
+Everything is read from files: no network, no sdist, and the same result inside the overlay and on the patched tree.
 """
 
 from __future__ import annotations
@@ -167,11 +168,12 @@ def _added_lines(diff: str) -> dict[str, list[str]]:
 
 
 def counterpart_names(commits) -> dict[str, str]:
+    """The package symbols the overlay calls where the series makes no call: the counterparts of generic fixes, and the
+    registrations of entries that a commit writes into upstream's own tables."""
     return {
         symbol.partition(":")[2]: commit.name
         for commit in commits
-        if commit.is_generic_fix
-        for symbol in commit.counterparts
+        for symbol in [*(commit.counterparts if commit.is_generic_fix else []), *commit.registered_by_overlay]
     }
 
 
@@ -184,7 +186,8 @@ def test_the_series_makes_every_call_the_overlay_makes(commits):
         f"The overlay calls `{call.name}` at {call.where}, but no upstream edit of the series does: add the call to the "
         "upstream file the patch stands in for (its docstring names it) in the `upstream.diff` of the series commit it "
         "belongs to (utils/upstream/README.md: build, edit the tree, export); if it is the overlay's form of a generic "
-        "fix, list it in that fix's `counterparts`."
+        "fix, list it in that fix's `counterparts`; if it registers what a commit writes into upstream's tables, in "
+        "that commit's `registered_by_overlay`."
         for call in missing
     )
 
@@ -229,25 +232,41 @@ def test_every_generic_fix_stands_alone_and_has_an_overlay_counterpart(commits):
         calls = series_calls(commit)
         if calls or "heterogeneity" in "".join(sum(_added_lines(commit.upstream_diff).values(), [])):
             problems.append(f"series/{commit.name} is a generic fix but its upstream edits use the package: {calls}")
-        for symbol in commit.counterparts:
-            module, _, name = symbol.partition(":")
-            path = PACKAGE_DIR.joinpath(*module.split("."))
-            path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-            if not path.is_file() or name not in _top_level_names(path):
-                problems.append(
-                    f"series/{commit.name}/counterparts names `{symbol}`, which the package does not define: if the "
-                    "overlay no longer needs its own form of the fix, remove the line; if it was renamed or moved, "
-                    "update it."
-                )
+        problems += _undefined_symbols(commit, "counterparts", commit.counterparts)
     assert not problems, "\n".join(problems)
+
+
+def test_every_registration_the_overlay_makes_in_place_of_upstream_tables_exists(commits):
+    problems = []
+    for commit in commits:
+        problems += _undefined_symbols(commit, "registered_by_overlay", commit.registered_by_overlay)
+        if commit.registered_by_overlay and (commit.is_generic_fix or not commit.upstream_diff):
+            problems.append(f"series/{commit.name}/registered_by_overlay needs upstream table edits of its own")
+    assert not problems, "\n".join(problems)
+
+
+def _undefined_symbols(commit, file_name: str, symbols: list[str]) -> list[str]:
+    problems = []
+    for symbol in symbols:
+        module, _, name = symbol.partition(":")
+        path = PACKAGE_DIR.joinpath(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if not path.is_file() or name not in _top_level_names(path):
+            problems.append(
+                f"series/{commit.name}/{file_name} names `{symbol}`, which the package does not define: if the "
+                "overlay no longer needs it, remove the line; if it was renamed or moved, update it."
+            )
+    return problems
 
 
 MAX_HUNK_LINES = 20  # an edit of an upstream file is a few lines calling into the package, never a rewrite
 
 
 def test_every_edit_of_an_upstream_file_is_small(commits):
+    """Generic fixes are upstream code of their own (they cannot call the package), so their size is not bounded here;
+    every other edit calls into the package."""
     large = []
-    for commit in commits:
+    for commit in (commit for commit in commits if not commit.is_generic_fix):
         hunk, added = None, 0
         for line in [*commit.upstream_diff.splitlines(), "@@ end"]:
             if line.startswith(("@@", "diff --git ")):
@@ -265,7 +284,7 @@ def test_every_edit_of_an_upstream_file_is_small(commits):
 def _top_level_names(path: Path) -> set[str]:
     names = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names.update(target.id for target in node.targets if isinstance(target, ast.Name))
@@ -276,9 +295,10 @@ def test_the_divergence_check_sees_both_sides():
     """The readers find calls on both sides, so that an empty comparison cannot pass by reading nothing."""
     series = load_series_module().load_series()
     package_calls, _ = overlay_calls()
-    assert {"prepare_model_init", "finish_model_init", "adjust_cache_layer_types"} <= {c.name for c in package_calls}
+    expected = {"model_init_started", "model_init_finished", "adjust_cache_layer_types", "model_init_config"}
+    assert expected <= {call.name for call in package_calls}
     made = {call.name for commit in series if commit.pending is None for call in series_calls(commit)}
-    assert {"prepare_model_init", "finish_model_init", "adjust_cache_layer_types"} <= made
+    assert expected <= made
 
 
 def test_series_readers_report_a_call_made_on_one_side_only():

@@ -50,7 +50,7 @@ SERIES_TREE = WORK_DIR / "series-tree"
 CHECK_TREE = WORK_DIR / "check-tree"
 PATCH_DIR = REPOSITORY / "dist" / "upstream"
 # Every file of these folders goes into the series, or is listed in overlay_only.txt.
-COVERED_ROOTS = ("src/transformers/heterogeneity/", "tests/heterogeneity/", "docs/source/en/")
+COVERED_ROOTS = ("src/", "tests/heterogeneity/", "docs/source/en/")
 PACKAGE = "transformers.heterogeneity"
 
 # Fixed identity and date: a rerun writes byte-identical patches, so the series diffs cleanly between runs.
@@ -90,12 +90,16 @@ class SeriesCommit:
 
     Files of the folder:
         message: the commit message (subject line, blank line, body that says why).
-        files: repository paths (glob patterns, `#` comments) copied into the tree at the same path.
+        files: repository paths (glob patterns, `#` comments) copied into the tree at the same path, or, for a line
+            `PATTERN => FOLDER/`, under FOLDER in place of the pattern's folder (the families' upstream-style tests go
+            to upstream's `tests/models/`).
         upstream.diff: the commit's edits of upstream files, a `git diff` against the tree left by the commits before.
         counterparts: present for a generic fix (no call into the package): the package symbols (`module:name`) with
             which the overlay gives heterogeneous models the same fix.
         held_back: `PATH NAME` or `PATH NAME = VALUE` lines: top-level definitions of copied files that a later
-            commit brings (e.g. the registry rows).
+            commit brings (e.g. the registry rows), with the top-level statements that import or use them.
+        registered_by_overlay: `module:name` lines: package functions that the overlay calls at run time to register
+            what this commit writes into upstream's own tables (the Auto mappings), where the series makes no call.
         PENDING: the slot is reserved but not in the series yet; the file says why. Such a commit is left out.
     """
 
@@ -108,7 +112,10 @@ class SeriesCommit:
     counterparts: list[str]
     held_back: list[HeldBack]
     pending: str | None
+    registered_by_overlay: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    # Where each copied file goes in the tree (its repository path unless the `files` line names a folder).
+    destinations: dict[str, str] = field(default_factory=dict)
     # Filled by `build`: for each upstream file the commit edits, the definitions it edits and the lines added/removed.
     upstream_changes: list[tuple[str, list[str], int, int]] = field(default_factory=list)
 
@@ -153,6 +160,7 @@ def _read_commit(directory: Path) -> SeriesCommit:
         counterparts=_lines(directory / "counterparts"),
         held_back=held_back,
         pending=" ".join(pending_file.read_text(encoding="utf-8").split()) if pending_file.is_file() else None,
+        registered_by_overlay=_lines(directory / "registered_by_overlay"),
     )
 
 
@@ -181,11 +189,14 @@ def load_series(files: list[str] | None = None) -> list[SeriesCommit]:
     owner: dict[str, str] = {}
     held_by: dict[str, str] = {}  # a file held back by a commit is copied again, complete, by one later commit
     for commit in commits:
-        for pattern in commit.patterns:
+        for line in commit.patterns:
+            pattern, _, folder = (part.strip() for part in line.partition("=>"))
             matched = [path for path in files if fnmatch.fnmatchcase(path, pattern)]
             if not matched:
                 raise SeriesError(f"series/{commit.name}/files: `{pattern}` matches no file of the repository.")
+            source_folder = re.split(r"[*?[]", pattern)[0].rpartition("/")[0] + "/"
             for path in matched:
+                commit.destinations[path] = folder + path.removeprefix(source_folder) if folder else path
                 if path in overlay_only:
                     raise SeriesError(f"{path} is overlay-only (overlay_only.txt) but series/{commit.name} copies it.")
                 if path in owner and owner[path] != commit.name and held_by.pop(path, None) != owner[path]:
@@ -209,7 +220,7 @@ def load_series(files: list[str] | None = None) -> list[SeriesCommit]:
         )
     for position, commit in enumerate(commits):
         for held in commit.held_back:
-            if held.path not in commit.files:
+            if held.path not in commit.files or commit.destinations[held.path] != held.path:
                 raise SeriesError(f"series/{commit.name}/held_back names {held.path}, which the commit does not copy.")
             if not any(held.path in later.files for later in commits[position + 1 :] if later.pending is None):
                 raise SeriesError(
@@ -219,26 +230,36 @@ def load_series(files: list[str] | None = None) -> list[SeriesCommit]:
 
 
 def hold_back(source: str, held: HeldBack) -> str:
-    """`source` with the top-level definition `held.name` left out, or with `held.replacement` as its value."""
+    """`source` with `held.replacement` as the value of the top-level `held.name`, or without that definition and the
+    top-level statements that import or use it (`app.command()(derive)`), which arrive with it."""
     tree = ast.parse(source)
+    definition, users = None, []
     for node in tree.body:
         targets = [node.target] if isinstance(node, ast.AnnAssign) else getattr(node, "targets", [])
         names = [getattr(node, "name", None), *(getattr(target, "id", None) for target in targets)]
-        if held.name in names:
-            break
-    else:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            users += [node] if any((alias.asname or alias.name) == held.name for alias in node.names) else []
+        elif held.name in names:
+            definition = node
+        elif isinstance(node, ast.Expr) and any(getattr(n, "id", None) == held.name for n in ast.walk(node)):
+            users.append(node)
+    if definition is None and not users:
         raise SeriesError(f"{held.path} has no top-level `{held.name}` to hold back (renamed? update `held_back`).")
     lines = source.splitlines(keepends=True)
-    if held.replacement is None:
+    if held.replacement is not None:  # the name stays defined: what uses it stays too
+        value = definition.value
+        head = "".join(lines[: value.lineno - 1]) + lines[value.lineno - 1][: value.col_offset]
+        tail = lines[value.end_lineno - 1][value.end_col_offset :] + "".join(lines[value.end_lineno :])
+        return head + held.replacement + tail
+    removed = set()
+    for node in [definition, *users] if definition is not None else users:
         start = min([node.lineno, *(decorator.lineno for decorator in getattr(node, "decorator_list", []))])
         end = node.end_lineno
-        while end < len(lines) and not lines[end].strip():  # the blank lines that separated it
-            end += 1
-        return "".join(lines[: start - 1] + lines[end:])
-    value = node.value
-    head = "".join(lines[: value.lineno - 1]) + lines[value.lineno - 1][: value.col_offset]
-    tail = lines[value.end_lineno - 1][value.end_col_offset :] + "".join(lines[value.end_lineno :])
-    return head + held.replacement + tail
+        if node is definition:
+            while end < len(lines) and not lines[end].strip():  # the blank lines that separated it
+                end += 1
+        removed.update(range(start - 1, end))
+    return "".join(line for number, line in enumerate(lines) if number not in removed)
 
 
 def _git(tree: Path, *args: str, stdin: str | None = None) -> str:
@@ -288,7 +309,7 @@ def pristine_tree(tree: Path) -> None:
 def apply_commit(tree: Path, commit: SeriesCommit) -> None:
     """Copies the commit's files, holds back what later commits bring, applies its upstream edits and commits."""
     for path in commit.files:
-        target = tree / path
+        target = tree / commit.destinations[path]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPOSITORY / path, target)
     for held in commit.held_back:
@@ -333,13 +354,17 @@ def _top_level_package_imports(path: Path, module: str) -> set[str]:
 
 
 def check_import_closure(tree: Path, commit: SeriesCommit) -> None:
-    """Every package module in the tree imports only package modules that the tree has (each commit stands alone)."""
+    """Every package module in the tree, and every model file of the series (the checkpoint families), imports only
+    package modules that the tree has (each commit stands alone)."""
     present = {}
     for path in (tree / "src" / "transformers" / "heterogeneity").rglob("*.py"):
-        relative = str(path.relative_to(tree))
-        present[_module_of(relative)] = path
+        present[_module_of(str(path.relative_to(tree)))] = path
+    importers = dict(present)
+    for path in (tree / "src" / "transformers" / "models").glob("*/*.py"):
+        if "heterogeneity" in path.read_text(encoding="utf-8"):
+            importers[_module_of(str(path.relative_to(tree)))] = path
     missing = []
-    for module, path in present.items():
+    for module, path in importers.items():
         for imported in _top_level_package_imports(path, module):
             if imported not in present:
                 missing.append(f"{module} imports {imported}")
@@ -466,7 +491,8 @@ def export(tree: Path = SERIES_TREE) -> None:
         raise SeriesError(f"{tree} has {len(shas)} commits after {BASE_TAG}; the series has {len(commits)}.")
     for sha, commit in zip(shas, commits):
         changed = _git(tree, "diff", "--name-only", f"{sha}^", sha).split()
-        upstream = [path for path in changed if path not in commit.files]
+        copied = set(commit.destinations.values())
+        upstream = [path for path in changed if path not in copied]
         diff = _git(tree, "diff", "--no-color", "--no-ext-diff", f"{sha}^", sha, "--", *upstream) if upstream else ""
         diff_file = commit.directory / "upstream.diff"
         if diff:

@@ -144,12 +144,14 @@ def patch_config_post_init(configuration_utils: ModuleType) -> Callable[[], None
     `AmbiguousGlobalPerLayerAttributeError` when they read an attribute that is per-layer, before any model is built.
     Change: the first heterogeneous instance of a config class makes its validators run on every layer's config
     (`_validate_per_layer`, through `configuration_utils.validate_on_every_layer`), and their errors name the layer.
-    Removal: upstream validators handle heterogeneous configs as `PreTrainedConfig.validate_architecture` does.
+    Removal: upstream's `PreTrainedConfig.__init_subclass__` makes every class validator run through
+    `validate_on_every_layer`, and `__post_init__` runs them for a heterogeneous config (the upstream series).
 
-    Also, overlay only: the architecture's classes are wrapped for per-layer construction as soon as its modeling
-    module is imported (`_ready_architecture_classes`): a layer built on its own, and the model classes whose own
-    `__init__` reads a per-layer attribute (GPT-OSS's causal-LM head), must be wrapped before they are first built.
-    Inside Transformers, the modeling files read those attributes through the model-level config themselves.
+    Also, overlay only: the architecture's classes are readied as soon as its modeling module is imported
+    (`_ready_architecture_classes`): a layer built on its own is built per layer, and the model classes whose own
+    `__init__` reads a per-layer attribute (GPT-OSS's causal-LM head) read it through `model_init_config`
+    (`patch_model_init_reads`). Inside Transformers, the modeling file makes that call itself, and layers are readied
+    when the first heterogeneous model of their architecture is built.
     """
 
     cls = configuration_utils.PreTrainedConfig
@@ -192,8 +194,47 @@ def _ready_architecture_classes(model_type: str) -> None:
 
 def _wrap_architecture_classes(model_type: str, module: ModuleType) -> None:
     from .modeling_utils import wrap_architecture_classes
+    from .supported_models import SUPPORTED_ARCHITECTURES
 
     wrap_architecture_classes(model_type)
+    for class_name in SUPPORTED_ARCHITECTURES[model_type].model_init_reads:
+        model_cls = getattr(module, class_name)
+        with _lock:
+            if getattr(model_cls.__init__, _PATCHED_MARKER, False):
+                continue
+            _record(patch_model_init_reads(model_cls))
+
+
+_PATCHED_MARKER = "__heterogeneity_patched__"
+
+
+def patch_model_init_reads(model_cls: type) -> Callable[[], None]:
+    """`__init__` of a model class that reads per-layer attributes for a model-level feature
+    (`ArchitectureSpec.model_init_reads`: `GptOssForCausalLM` in `models/gpt_oss/modeling_gpt_oss.py`, transformers
+    5.23, keeps `num_local_experts` and `num_experts_per_tok` for its load-balancing loss).
+
+    Upstream behaviour: the head reads them on the model's config, which for per-layer expert counts raises
+    `AmbiguousGlobalPerLayerAttributeError`: the model cannot be built. Change: the class is built with
+    `modeling_utils.model_init_config(type(self), config)`, which reads them as their global value (the loss is
+    refused while they differ between layers, by `model_init_finished`); homogeneous configs are passed as they are.
+    Removal: the modeling file makes that call first in its `__init__` (the upstream series does).
+    """
+    original = model_cls.__dict__["__init__"]
+    _check_signature(original, ["self", "config"], f"{model_cls.__name__}.__init__")
+
+    @functools.wraps(original)
+    def __init__(self, config, *args, **kwargs):
+        from .modeling_utils import model_init_config
+
+        original(self, model_init_config(type(self), config), *args, **kwargs)  # hetero-patch: model-level reads
+
+    setattr(__init__, _PATCHED_MARKER, True)
+    model_cls.__init__ = __init__
+
+    def undo() -> None:
+        model_cls.__init__ = original
+
+    return undo
 
 
 def patch_per_layer_config_normalization(heterogeneity_config: ModuleType) -> Callable[[], None]:

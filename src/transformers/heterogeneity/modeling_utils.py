@@ -26,6 +26,10 @@ The mechanism, the same wherever the package lives (installed over stock Transfo
 3. `PreTrainedModel.post_init` calls `model_init_finished(model)`: the model leaves the stack, runs its layers on the
    decoder backend the run asked for, and a base model whose layers have their own windows gets per-layer masks.
 
+A model class whose own `__init__` reads a per-layer attribute for a model-level feature (GPT-OSS's causal-LM head
+keeps the expert counts for its load-balancing loss) reads it through `model_init_config`, and the feature is refused
+while the layers' values differ.
+
 Wrappers are installed once per class and keep no per-model state: a homogeneous config goes straight to the stock
 `__init__`, so nested, sequential and concurrent constructions cannot interfere and nothing leaks into later
 homogeneous models.
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import inspect
 import threading
 import weakref
@@ -77,6 +82,7 @@ from .supported_models import (
     SUPPORTED_ARCHITECTURES,
     HeterogeneousModelSpec,
     ModelInitReads,
+    get_architecture,
     get_config_spec,
     reads_per_layer_config_natively,
     resolve_architecture,
@@ -89,6 +95,7 @@ logger = logging.get_logger(__name__)
 
 __all__ = [
     "UnsupportedArchitectureError",
+    "model_init_config",
     "model_init_finished",
     "model_init_started",
     "models_under_construction",
@@ -147,6 +154,10 @@ def model_init_finished(model: nn.Module) -> None:
         _apply_decoder_backend(model, config)
     if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
         return
+    reads = _model_init_reads(type(model), config)
+    differing = None if reads is None else _first_differing_layer(config, reads.attributes)
+    if differing is not None:
+        model.register_forward_pre_hook(functools.partial(_refuse_feature, reads, differing), with_kwargs=True)
     spec = _model_spec(type(model), config)
     if spec.base_model_cls is None or not isinstance(model, spec.base_model_cls) or not has_per_layer_masks(config):
         return
@@ -209,35 +220,41 @@ def _model_spec(model_cls: type[nn.Module], config: PreTrainedConfig) -> Heterog
     return get_config_spec(config)
 
 
-def wrap_architecture_classes(model_type: str) -> None:
-    """Wraps the classes of a registry row for per-layer construction: its layer and rotary classes (so that a layer
-    built on its own from a heterogeneous config, `LlamaDecoderLayer(config, layer_idx)`, is built per layer too), and
-    the model classes whose own `__init__` reads a per-layer attribute for a model-level purpose
-    (`ArchitectureSpec.model_init_reads`). Imports the row's modeling module."""
-    architecture = SUPPORTED_ARCHITECTURES[model_type]
-    spec = resolve_architecture(model_type)
-    _wrap_layer_classes(spec)
-    module = inspect.getmodule(spec.layer_cls)
+def model_init_config(model_cls: type[nn.Module], config: Any) -> Any:
+    """The config that `model_cls`'s own `__init__` reads model-level values from: for a heterogeneous config whose
+    registry row says that a class of `model_cls` reads per-layer attributes for a model-level feature
+    (`ArchitectureSpec.model_init_reads`), a view of the same config that reads them as their global value (its
+    layers still get theirs; `model_init_finished` refuses the feature while they differ between layers); else
+    `config` itself. Called first in such an `__init__` (GPT-OSS's causal-LM head)."""
+    if not is_heterogeneous(config):
+        return config
+    reads = _model_init_reads(model_cls, config)
+    return config if reads is None else model_level_config(config, reads.attributes)
+
+
+def _model_init_reads(model_cls: type[nn.Module], config: PreTrainedConfig) -> ModelInitReads | None:
+    """What a class of `model_cls` reads per-layer for a model-level feature, by the registry row of `config`."""
+    architecture = get_architecture(config)
+    if architecture is None or not architecture.model_init_reads:
+        return None
+    module = importlib.import_module(architecture.modeling_module)
     for class_name, reads in architecture.model_init_reads.items():
-        build = functools.partial(_build_with_model_level_config, reads=reads)
-        _wrap_class(getattr(module, class_name), build, "config")
+        if issubclass(model_cls, getattr(module, class_name)):
+            return reads
+    return None
+
+
+def wrap_architecture_classes(model_type: str) -> None:
+    """Wraps the layer and rotary classes of a registry row for per-layer construction, so that a layer built on its
+    own from a heterogeneous config (`LlamaDecoderLayer(config, layer_idx)`) is built per layer too, not only the
+    layers of a model (which `model_init_started` readies). Imports the row's modeling module."""
+    _wrap_layer_classes(resolve_architecture(model_type))
 
 
 def _wrap_layer_classes(spec: HeterogeneousModelSpec) -> None:
     _wrap_class(spec.layer_cls, functools.partial(_build_layer, spec=spec), spec.config_arg, spec.layer_idx_arg)
     if spec.rotary_cls is not None:
         _wrap_class(spec.rotary_cls, _build_with_global_view, "config")
-
-
-def _build_with_model_level_config(
-    model: nn.Module, config: PreTrainedConfig, layer_idx: None, call_with_config: Callable, reads: ModelInitReads
-) -> None:
-    """Builds a model whose own `__init__` reads `reads.attributes` as their global value (its layers still get
-    theirs), and refuses the feature that uses those values while they differ between layers."""
-    call_with_config(model_level_config(config, reads.attributes))
-    differing = _first_differing_layer(config, reads.attributes)
-    if differing is not None:
-        model.register_forward_pre_hook(functools.partial(_refuse_feature, reads, differing), with_kwargs=True)
 
 
 def _first_differing_layer(config: PreTrainedConfig, attributes: frozenset[str]) -> tuple[int, str, Any] | None:
@@ -411,7 +428,7 @@ def _build_layer(
     if ignored:
         name = ignored[0]
         # Only what may be set per layer: not the model-level attributes it reads, nor those that the model's own
-        # modules read too (refused up front in `prepare_model_init`).
+        # modules read too (refused up front in `_prepare_model_init`).
         refused = MODEL_LEVEL_ATTRIBUTES | LAYER_TABLE_ATTRIBUTES
         if not config.allow_global_per_layer_attribute_access:
             refused |= spec.model_reads

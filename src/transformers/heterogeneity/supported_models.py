@@ -147,8 +147,8 @@ class ArchitectureSpec:
             own masks.
         model_init_reads (`Mapping[str, ModelInitReads]`): model class name -> per-layer attributes that its own
             `__init__` reads for one model-level feature (GPT-OSS's causal-LM head keeps `num_local_experts` for its
-            load-balancing loss). Such a class is built with a config that reads them as the global value
-            (`modeling_utils.prepare_config`), and the feature is refused while they differ between layers.
+            load-balancing loss). Such a class reads them through `modeling_utils.model_init_config`, a config that
+            reads them as the global value, and the feature is refused while they differ between layers.
         quantization_reads (`Mapping[str, frozenset[str]]`): quantization method -> per-layer attributes that its
             module replacement reads from the model's global config (MXFP4 kernels rebuild GPT-OSS experts from
             `model.config`); overriding them per layer under that method is refused unless the weights are
