@@ -47,7 +47,7 @@ def test_another_per_layer_shape_is_a_clear_error_that_points_to_derive(parent_d
     )
     assert "(per_layer_config: {'intermediate_size': 64})" in message
     assert "layer 2: model.layers.2.self_attn.k_proj.weight is (32, 64) in the checkpoint and (16, 64)" in message
-    assert "transformers.heterogeneity.derivation(checkpoint, per_layer_config, ...)" in message
+    assert "transformers.heterogeneity.derive(checkpoint, per_layer_config, ...)" in message
     assert "transformers-heterogeneity derive" in message
     assert "LOAD REPORT" not in stream.getvalue()
 

@@ -57,6 +57,10 @@ def check_loaded_tensors(model: Any, ignore_mismatched_sizes: bool, loading_info
     config = model.config
     if not is_heterogeneous(config) or reads_per_layer_config_natively(type(model), config):
         return
+    # Only unexpected tensors (dropped by a skip) and mismatched ones are reported: a load that has neither, as every
+    # load of a checkpoint saved from its own model, walks no modules.
+    if not loading_info.unexpected_keys and not loading_info.mismatched_keys:
+        return
     spec = spec_from_model_class(type(model)) or get_config_spec(config)
     if spec is None:
         return
@@ -105,7 +109,7 @@ def _report_mismatches(model, config, layer_prefixes: list[str], loading_info, i
         )
     advice = (
         "A checkpoint loaded with another per-layer shape is a new model made from its weights: use "
-        "`transformers.heterogeneity.derivation(checkpoint, per_layer_config, ...)` (or `transformers-heterogeneity derive "
+        "`transformers.heterogeneity.derive(checkpoint, per_layer_config, ...)` (or `transformers-heterogeneity derive "
         "CHECKPOINT OUT --per-layer-config ...`), which initialises these tensors from the checkpoint's (truncation, "
         "activation importance, KV-head averaging, ...)."
     )
