@@ -167,3 +167,19 @@ def test_search_with_a_distilled_library_and_measured_latency():
     changed = [name for name, tensor in record.tensors.items() if tensor.how != "copied"]
     assert changed and all(record.tensors[name].distilled for name in changed)
     assert torch.isfinite(torch.tensor(result.scores)).all()
+
+
+def test_costs_follow_the_parents_layer_kinds():
+    """Layers of a hybrid parent differ by block type without any override: each keeps its own costs."""
+    from transformers.heterogeneity.inspection import summarize_config
+    from transformers.heterogeneity.derivation.search import _costs, _library_configs
+
+    from .nemotron_h_models import make_config
+
+    parent_config = make_config(["mamba", "attention", "moe", "mlp"])
+    configs, layer_overrides = _library_configs(parent_config, [{}])
+    costs = _costs(parent_config, configs, layer_overrides)
+    layers = summarize_config(parent_config, dtype=torch.float32).layers
+    assert [row[0] for row in costs["params"]] == [layer.num_parameters for layer in layers]
+    assert [row[0] for row in costs["kv_bytes"]] == [layer.kv_bytes_per_token for layer in layers]
+    assert len({layer.num_parameters for layer in layers}) == 3  # layer 0's costs for every layer would fail

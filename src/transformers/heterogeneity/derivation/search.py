@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -326,17 +326,22 @@ def _library_configs(parent_config, variants: list[dict[str, Any]]):
 
 
 def _costs(parent_config, configs, layer_overrides) -> dict[str, list[list[float]]]:
-    """Parameters, KV bytes and FLOPs per token of every (layer, variant); a layer's costs depend only on its own
-    overrides, so each distinct set is summarized once."""
+    """Parameters, KV bytes and FLOPs per token of every (layer, variant). A layer's costs depend on what the parent's
+    layer at that index is (NemotronH's block type, Llama4's MoE layers, a window) and on the overrides applied to it,
+    so each distinct pair is summarized once."""
     costs = {name: [[float("inf")] * len(row) for row in configs] for name in COST_NAMES}
-    summarized: dict[str, Any] = {}
+    dtype = _kv_dtype(parent_config)
+    parent_layers = [
+        replace(layer, layer_idx=0) for layer in summarize_config(parent_config, dtype=dtype).layers
+    ]
+    summarized: dict[tuple, Any] = {}
     for layer_idx, row in enumerate(configs):
         for variant_idx, config in enumerate(row):
             if config is None:
                 continue
-            key = repr(sorted(layer_overrides[layer_idx][variant_idx].items()))
+            key = (parent_layers[layer_idx], repr(sorted(layer_overrides[layer_idx][variant_idx].items())))
             if key not in summarized:
-                summarized[key] = summarize_config(config, dtype=_kv_dtype(parent_config)).layers[layer_idx]
+                summarized[key] = summarize_config(config, dtype=dtype).layers[layer_idx]
             layer = summarized[key]
             costs["params"][layer_idx][variant_idx] = layer.num_parameters
             costs["kv_bytes"][layer_idx][variant_idx] = layer.kv_bytes_per_token
