@@ -19,6 +19,7 @@ without this package). Widths are checked with the readers' formula written out 
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -170,6 +171,16 @@ def test_released_nemotron_nas_and_deci_checkpoints_export_unchanged(tmp_path):
     exported, reference = load(tmp_path / "deci-nas"), load(deci)
     assert torch.equal(logits(exported), logits(reference))
     assert torch.equal(greedy(exported), greedy(reference))
+
+
+@pytest.mark.parametrize("value", ['"4"', "4.0", "null"])
+def test_an_unreadable_config_is_one_export_error(tmp_path, value):
+    source = write_nemotron_checkpoint(tmp_path / "src")
+    text = (source / "config.json").read_text()
+    (source / "config.json").write_text(re.sub(r'"num_hidden_layers": \d+', f'"num_hidden_layers": {value}', text))
+    with pytest.raises(ExportError, match="Cannot read .*num_hidden_layers"):
+        export_checkpoint(source, tmp_path / "out", to="nemotron-nas", progress=lambda line: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_gpt_oss_exports_to_gpt_oss_puzzle(tmp_path):

@@ -229,13 +229,15 @@ def convert_on_a_small_file_system(
 
 @pytest.mark.parametrize(
     ("option", "kv_scales"),
-    [("--copy", False), ("--drop-unused-tensors", True)],  # copied shards; shards rewritten by safetensors
-    ids=["copying", "rewriting"],
+    # copied shards; shards rewritten by safetensors; shards written by an export
+    [("--copy", False), ("--drop-unused-tensors", True), ("--to=nemotron-nas", False)],
+    ids=["copying", "rewriting", "exporting"],
 )
 def test_a_full_disk_is_one_clear_line_and_leaves_nothing(tmp_path, option, kv_scales):
     code, stderr, listing = convert_on_a_small_file_system(tmp_path, "size=1m", "out", option, kv_scales)
     assert code == 1
-    assert stderr.count("\n") == 1 and stderr.startswith("Error: Writing the converted checkpoint to "), stderr
+    written = "nemotron-nas" if option.startswith("--to") else "converted"
+    assert stderr.count("\n") == 1 and stderr.startswith(f"Error: Writing the {written} checkpoint to "), stderr
     assert "no space left on the device" in stderr and "Nothing was left at" in stderr
     assert listing == ""  # neither the destination nor a staging directory
 

@@ -64,7 +64,9 @@ __all__ = [
     "convert_checkpoint",
     "list_weight_files",
     "loading_rename",
+    "read_checkpoint_config",
     "read_tensor_names",
+    "save_shard",
 ]
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -134,13 +136,18 @@ def convert_checkpoint(
     return canonical
 
 
-def _read_config(source: Path) -> PreTrainedConfig:
+def read_checkpoint_config(source: Path, error_cls: type[Exception] = ConversionError) -> PreTrainedConfig:
+    """`AutoConfig.from_pretrained(source)`, every reason it cannot be read raised as one `error_cls` line."""
     if not (source / "config.json").is_file():
-        raise ConversionError(f"{source} is not a checkpoint directory: it has no config.json.")
+        raise error_cls(f"{source} is not a checkpoint directory: it has no config.json.")
     try:
-        config = AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source)
     except (OSError, ValueError, TypeError, StrictDataclassError) as error:  # upstream's `@strict` fields: the last
-        raise ConversionError(f"Cannot read {source / 'config.json'}: {' '.join(str(error).split())}") from error
+        raise error_cls(f"Cannot read {source / 'config.json'}: {' '.join(str(error).split())}") from error
+
+
+def _read_config(source: Path) -> PreTrainedConfig:
+    config = read_checkpoint_config(source)
     if not isinstance(config, CheckpointFormatConfigMixin) and not is_anymodel_config(config):
         raise ConversionError(
             f"{source} holds a '{config.model_type}' checkpoint; convert rewrites {sorted(CHECKPOINT_FORMATS)} "
@@ -401,21 +408,30 @@ def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
     return rename
 
 
+def save_shard(
+    tensors: dict[str, torch.Tensor], destination: Path, metadata: dict[str, str] | None, error_cls: type[Exception]
+) -> None:
+    """`safetensors.torch.save_file`, with its I/O failures (a full disk) raised as the `OSError` they are.
+
+    safetensors reports them as its own error type, with the OS error number in the text; made an `OSError` again, the
+    staged output directory reports them as such. Any other safetensors failure is one `error_cls` line.
+    """
+    try:
+        save_file(tensors, destination, metadata=metadata)
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise error_cls(f"Cannot write {destination.name}: {error}") from error
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(destination)) from error
+
+
 def _rewrite_without(source: Path, destination: Path, dropped: set[str]) -> str:
     """Writes the shard without the dropped tensors (the one shard in memory at a time)."""
     with safe_open(source, framework="pt") as weights:
         metadata = weights.metadata()
         names = weights.keys()  # a safetensors handle is not iterable
         kept = {name: weights.get_tensor(name) for name in names if name not in dropped}
-    try:
-        save_file(kept, destination, metadata=metadata)
-    except SafetensorError as error:
-        # safetensors reports I/O failures (a full disk) as its own error type, with the OS error number in the text:
-        # made an `OSError` again, so that the staged output directory reports it as such.
-        code = re.search(r"os error (\d+)", str(error))
-        if code is None:
-            raise ConversionError(f"Cannot write {destination.name}: {error}") from error
-        raise OSError(int(code[1]), os.strerror(int(code[1])), str(destination)) from error
+    save_shard(kept, destination, metadata, ConversionError)
     return "rewrote"
 
 

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ...models.auto import AutoConfig, AutoModelForCausalLM
 from ..conversion import (
@@ -42,7 +41,9 @@ from ..conversion import (
     canonical_config,
     list_weight_files,
     loading_rename,
+    read_checkpoint_config,
     read_tensor_names,
+    save_shard,
 )
 from ..inspection import unquantized
 from ..staging import check_destination, staged_output_directory
@@ -93,7 +94,7 @@ def export_checkpoint(
     if to not in EXPORT_FORMATS:
         raise ExportError(f"Unknown export format {to!r}; choose one of {sorted(EXPORT_FORMATS)}.")
     check_destination(destination, what=f"{to} checkpoint")
-    config = _read_config(source)
+    config = read_checkpoint_config(source, ExportError)
     canonical = canonical_config(config)
     plan = EXPORT_FORMATS[to](canonical)
     try:
@@ -118,15 +119,6 @@ def export_checkpoint(
         _check_config_reads_back(staging, plan)
     progress(f"Exported {source} ({config.model_type}) to {destination} ({to}).")
     return plan
-
-
-def _read_config(source: Path) -> Any:
-    if not (source / "config.json").is_file():
-        raise ExportError(f"{source} is not a checkpoint directory: it has no config.json.")
-    try:
-        return AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
-        raise ExportError(f"Cannot read {source / 'config.json'}: {error}") from error
 
 
 def _check_tensors(
@@ -184,7 +176,7 @@ def _write_shards(
         if not output:
             continue
         partial = f"shard-{number:05d}.safetensors"
-        save_file(output, staging / partial, metadata={"format": "pt"})
+        save_shard(output, staging / partial, {"format": "pt"}, ExportError)
         size = (staging / partial).stat().st_size
         progress(f"[{number}/{len(shards)}] wrote {len(output)} tensors from {shard} ({size / 2**20:,.1f} MiB)")
         tensor_bytes = sum(tensor.numel() * tensor.element_size() for tensor in output.values())
