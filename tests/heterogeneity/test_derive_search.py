@@ -171,8 +171,8 @@ def test_search_with_a_distilled_library_and_measured_latency():
 
 def test_costs_follow_the_parents_layer_kinds():
     """Layers of a hybrid parent differ by block type without any override: each keeps its own costs."""
-    from transformers.heterogeneity.inspection import summarize_config
     from transformers.heterogeneity.derivation.search import _costs, _library_configs
+    from transformers.heterogeneity.inspection import summarize_config
 
     from .nemotron_h_models import make_config
 
