@@ -331,9 +331,7 @@ def _costs(parent_config, configs, layer_overrides) -> dict[str, list[list[float
     so each distinct pair is summarized once."""
     costs = {name: [[float("inf")] * len(row) for row in configs] for name in COST_NAMES}
     dtype = _kv_dtype(parent_config)
-    parent_layers = [
-        replace(layer, layer_idx=0) for layer in summarize_config(parent_config, dtype=dtype).layers
-    ]
+    parent_layers = [replace(layer, layer_idx=0) for layer in summarize_config(parent_config, dtype=dtype).layers]
     summarized: dict[tuple, Any] = {}
     for layer_idx, row in enumerate(configs):
         for variant_idx, config in enumerate(row):
