@@ -88,7 +88,8 @@ def test_budgets_parse(text, budget):
 @pytest.mark.parametrize(
     ("text", "message"),
     [("size=50%", "NAME one of ['flops', 'kv_bytes', 'latency', 'params']"), ("params=half", "not a number"),
-     ("params=-5%", "must be positive"), ("params", "write NAME=VALUE")],
+     ("params=1e", "not a number"), ("params=1-2", "not a number"), ("params=.%", "not a number"),
+     ("params=-5%", "must be positive"), ("params=nan", "not a number"), ("params", "write NAME=VALUE")],
 )  # fmt: skip
 def test_bad_budgets_are_refused(text, message):
     with pytest.raises(DeriveError, match=message.replace("[", r"\[").replace("]", r"\]")):

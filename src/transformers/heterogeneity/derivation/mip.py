@@ -27,7 +27,6 @@ HiGHS solves it exactly (branch and bound to a zero optimality gap), so the choi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,10 +74,13 @@ def parse_budget(text: str) -> Budget:
         )
     relative = value.endswith("%")
     number = value[:-1] if relative else value
-    if not re.fullmatch(r"[0-9.eE+-]+", number or "x"):
+    try:
+        amount = float(number) / (100 if relative else 1)
+    except ValueError:
+        amount = math.nan
+    if not math.isfinite(amount):
         raise DeriveError(f"Budget {text!r}: {value!r} is not a number or a percentage.")
-    amount = float(number) / (100 if relative else 1)
-    if not amount > 0 or not math.isfinite(amount):
+    if not amount > 0:
         raise DeriveError(f"Budget {text!r}: the value must be positive.")
     return Budget(name, amount, relative)
 
