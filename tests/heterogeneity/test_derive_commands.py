@@ -121,6 +121,7 @@ def test_search_writes_the_child_the_choice_and_its_table(files, tmp_path):
         (["--calibration", "missing.txt"], "Calibration file missing.txt does not exist"),
         (["--calibration", "EMPTY"], "is empty: it holds no text"),
         (["--per-layer-config", '{"1": {"skip": ["attn"]}}'], "attn"),
+        (["--global-distill-steps", "2"], "--global-distill-steps trains on calibration text: pass --calibration"),
     ],
 )  # fmt: skip
 def test_derive_refuses_bad_input_and_writes_nothing(files, tmp_path, monkeypatch, arguments, message):

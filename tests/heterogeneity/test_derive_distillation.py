@@ -154,3 +154,4 @@ def test_global_distillation_with_the_stock_trainer_brings_the_child_closer(pare
     losses = distill_globally(child, parent, data, steps=12, learning_rate=3e-3, batch_size=4)
     assert len(losses) == 12
     assert kl() < 0.8 * before
+    assert child.derive_record.global_distillation == {"steps": 12, "learning_rate": 3e-3, "batch_size": 4}

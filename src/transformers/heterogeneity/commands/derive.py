@@ -87,9 +87,11 @@ def derive(
     from ..derivation.global_distillation import distill_globally
     from ..staging import OutputDirectoryError, check_destination
 
+    calibration_config = calibration_option(calibration, num_sequences, sequence_length, CalibrationConfig)
+    if global_distill_steps and calibration_config is None:
+        fail("--global-distill-steps trains on calibration text: pass --calibration.")
     try:
         check_destination(output, what="derived checkpoint")
-        calibration_config = calibration_option(calibration, num_sequences, sequence_length, CalibrationConfig)
         distillation = None
         if distill_steps:
             distillation = DistillationConfig(steps=distill_steps, learning_rate=learning_rate, work_dir=work_dir)
@@ -104,8 +106,6 @@ def derive(
             seed=seed,
         )
         if global_distill_steps:
-            if calibration_config is None:
-                fail("--global-distill-steps trains on calibration text: pass --calibration.")
             data = load_calibration(calibration_config, tokenizer)
             distill_globally(child, parent_model, data, steps=global_distill_steps, seed=seed)
         save_child(child, output, tokenizer=tokenizer)

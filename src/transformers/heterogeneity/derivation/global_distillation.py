@@ -69,7 +69,9 @@ def distill_globally(
     **training_arguments,
 ) -> list[float]:
     """Trains the whole `child` for `steps` optimizer steps to match `parent` on `data`; returns the logged losses.
-    `training_arguments` go to `TrainingArguments` (e.g. `bf16=True`, `gradient_accumulation_steps`)."""
+    `training_arguments` go to `TrainingArguments` (e.g. `bf16=True`, `gradient_accumulation_steps`). A derived
+    child's record (`child.derive_record`) notes the training: no tensor is a bit-for-bit copy of the parent's after
+    it."""
     dataset = [{"input_ids": sequence} for sequence in data.input_ids]
     training_arguments.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     training_arguments.setdefault("disable_tqdm", False)
@@ -90,4 +92,7 @@ def distill_globally(
         trainer.add_callback(_ProgressBarOnly)
         trainer.train()
     child.eval()
+    record = getattr(child, "derive_record", None)
+    if record is not None:
+        record.global_distillation = {"steps": steps, "learning_rate": learning_rate, "batch_size": batch_size}
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

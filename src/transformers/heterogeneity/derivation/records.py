@@ -14,9 +14,10 @@
 """The provenance record of a derived child: how each of its tensors was made, written with the checkpoint.
 
 `derivation.json` beside `config.json` holds the parent, the `per_layer_config`, the init modes, the calibration data
-and the distillation settings, one entry per changed sub-block (what changed, the mode, which channels / heads /
-experts of the parent it kept) and one entry per tensor of the child (copied from which parent tensor, or made by
-which sub-block's init, and whether blockwise distillation then trained it). Stock Transformers ignores the file.
+and the distillation settings (blockwise, and global if the whole child was trained after it), one entry per changed
+sub-block (what changed, the mode, which channels / heads / experts of the parent it kept) and one entry per tensor of
+the child (copied from which parent tensor, or made by which sub-block's init, and whether blockwise distillation then
+trained it). Stock Transformers ignores the file.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class SubBlockRecord:
 class TensorRecord:
     """How one tensor of the child was made: `how` is `"copied"` (bit for bit, from `source[0]`) or
     `"<kind>:<mode>"` (from the parent tensors in `source`, by the init of sub-block `sub_block`); `distilled` says
-    whether blockwise local distillation trained it afterwards."""
+    whether blockwise local distillation trained it afterwards. Global distillation, when the record says so
+    (`DeriveRecord.global_distillation`), trained every tensor after that."""
 
     how: str
     source: list[str] = field(default_factory=list)
@@ -75,6 +77,7 @@ class DeriveRecord:
     seed: int
     calibration: dict[str, Any] | None = None
     distillation: dict[str, Any] | None = None
+    global_distillation: dict[str, Any] | None = None
     sub_blocks: list[SubBlockRecord] = field(default_factory=list)
     tensors: dict[str, TensorRecord] = field(default_factory=dict)
 
