@@ -39,7 +39,7 @@ from ..configuration_utils import PreTrainedConfig
 from .configuration_utils import DEPRECATED_SKIP_NAMES, HeterogeneousConfigError, _check_value_type, _is_int
 
 
-__all__ = ["check_duplicate_keys", "normalize_per_layer_config"]
+__all__ = ["check_duplicate_keys", "normalize_per_layer_config", "parse_layer_key"]
 
 # Keys of a config file whose values describe layers: duplicate keys inside them are refused.
 PER_LAYER_KEYS = ("per_layer_config", "block_configs")
@@ -96,13 +96,21 @@ def _num_hidden_layers(config: PreTrainedConfig) -> int:
     return num_layers
 
 
+def parse_layer_key(key: Any) -> int | None:
+    """The layer index a `per_layer_config` key spells, range unchecked: an integer, or its decimal digits as a
+    string, zero-padded or not (upstream writes `"01"` ... `"10"` so that JSON keys sort by layer); `None` for
+    anything else (booleans, floats, other strings)."""
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        return int(key)
+    if isinstance(key, str) and re.fullmatch(r"[0-9]+|-[1-9][0-9]*", key):
+        return int(key)
+    return None
+
+
 def _layer_index(key: Any, num_layers: int) -> int:
-    """The layer a `per_layer_config` key names: an integer, or its decimal digits as a string, zero-padded or not
-    (upstream writes `"01"` ... `"10"` so that JSON keys sort by layer)."""
-    integer = isinstance(key, numbers.Integral) and not isinstance(key, bool)
-    if integer or (isinstance(key, str) and re.fullmatch(r"[0-9]+|-[1-9][0-9]*", key)):
-        layer_idx = int(key)
-    else:
+    """The layer a `per_layer_config` key names (`parse_layer_key`), in range."""
+    layer_idx = parse_layer_key(key)
+    if layer_idx is None:
         hint = ""
         if isinstance(key, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", key):
             hint = f"; write layer {int(key)} as {int(key)} or '{int(key)}'"

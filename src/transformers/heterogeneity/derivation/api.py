@@ -34,6 +34,7 @@ from ...configuration_utils import PreTrainedConfig
 from ...modeling_utils import PreTrainedModel
 from ...utils import logging
 from ..configuration_utils import get_layer_overrides
+from ..configuration_validation import parse_layer_key
 from .calibration import load_calibration
 from .child_init import initialize_child
 from .configs import CALIBRATED_MODES as _CALIBRATED
@@ -159,13 +160,25 @@ def build_child_config(parent_config: PreTrainedConfig, per_layer_config: Mappin
         raise DeriveError(f"`per_layer_config` must map layer indices to overrides, got {type(per_layer_config)}.")
     num_layers = parent_config.num_hidden_layers
     merged = _overrides(parent_config)
+    given_as: dict[int, Any] = {}
     for key, overrides in per_layer_config.items():
-        layer_idx = int(key) if isinstance(key, str) and key.strip().lstrip("-").isdigit() else key
-        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not 0 <= layer_idx < num_layers:
+        layer_idx = parse_layer_key(key)
+        if layer_idx is None:
+            raise DeriveError(
+                f"Key {key!r} of per_layer_config is not a layer index: keys are integers in [0, {num_layers}) or "
+                "their decimal digits as strings."
+            )
+        if not 0 <= layer_idx < num_layers:
             raise DeriveError(
                 f"Layer {key!r} of per_layer_config is out of range: the parent has {num_layers} layers "
                 f"(0 to {num_layers - 1})."
             )
+        if layer_idx in given_as:
+            raise DeriveError(
+                f"per_layer_config gives layer {layer_idx} twice, as {given_as[layer_idx]!r} and {key!r}; merge their "
+                "overrides into one entry."
+            )
+        given_as[layer_idx] = key
         if not isinstance(overrides, Mapping):
             raise DeriveError(
                 f"Layer {layer_idx}: overrides must be a mapping of attribute to value, got {overrides!r}."
