@@ -16,6 +16,7 @@ parent (scores, costs, a child within the budget)."""
 
 import itertools
 import random
+import sys
 
 import pytest
 import torch
@@ -145,6 +146,12 @@ def test_the_table_shows_each_layers_choice(result):
 def test_search_refuses_a_budget_no_choice_meets():
     with pytest.raises(DeriveError, match="No choice of one variant per layer meets the budget"):
         search(tiny_parent(), ["params=5%"], calibration=calibration_ids(2, 16), variants=VARIANTS[:1])
+
+
+def test_search_without_scipy_says_so_before_loading_anything(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as where SciPy is not installed
+    with pytest.raises(ImportError, match=r"pip install 'transformers-heterogeneity\[derive\]'"):
+        search("no-such-parent", ["params=50%"], calibration=calibration_ids(2, 16))
 
 
 def test_search_needs_calibration_and_a_budget():

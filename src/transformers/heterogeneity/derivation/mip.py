@@ -85,6 +85,18 @@ def parse_budget(text: str) -> Budget:
     return Budget(name, amount, relative)
 
 
+def require_scipy() -> None:
+    """Raises a clear `ImportError` where SciPy (the `derive` extra), which solves the program, is missing: `search`
+    asks before it loads and scores anything."""
+    try:
+        import scipy.optimize  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "The budgeted search solves a mixed-integer program with SciPy, which is not installed: "
+            "pip install 'transformers-heterogeneity[derive]' (or scipy>=1.9)."
+        ) from error
+
+
 def choose_variants(
     scores: Sequence[Sequence[float]],
     costs: Mapping[str, Sequence[Sequence[float]]],
@@ -102,15 +114,9 @@ def choose_variants(
     Raises:
         DeriveError: no choice meets the budgets; the message gives, for each budget, the least any choice needs.
     """
-    try:
-        from scipy.optimize import Bounds, LinearConstraint, milp
-    except ImportError as error:
-        raise ImportError(
-            "The budgeted search solves a mixed-integer program with SciPy, which is not installed: "
-            "pip install 'transformers-heterogeneity[derive]' (or scipy>=1.9)."
-        ) from error
-
+    require_scipy()
     import numpy as np  # installed with SciPy
+    from scipy.optimize import Bounds, LinearConstraint, milp
 
     num_layers, num_variants = len(scores), len(scores[0])
     score = np.asarray(scores, dtype=float).reshape(-1)

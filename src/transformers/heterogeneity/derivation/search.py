@@ -46,7 +46,7 @@ from .child_init import initialize_child, initialize_parameters
 from .configs import DeriveError, DistillationConfig, InitConfig, resolve_init
 from .distillation import capture_layer_io, train_block
 from .layers import decoder_layers, layer_slots, model_spec
-from .mip import Budget, choose_variants, parse_budget
+from .mip import Budget, choose_variants, parse_budget, require_scipy
 from .planning import plan_child, plan_layer, statistics_request
 from .records import DeriveRecord
 from .scoring import reference_log_probs, replacement_kl, time_layer
@@ -168,6 +168,7 @@ def search(
     Raises:
         DeriveError: no calibration, a bad budget or variant, or budgets no choice meets.
     """
+    require_scipy()
     init_config = resolve_init(init)
     parsed = [budget if isinstance(budget, Budget) else parse_budget(budget) for budget in budgets]
     if not parsed:
