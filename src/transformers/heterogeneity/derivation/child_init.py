@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..inspection import _expert_modules
 from . import init_modes
 from .configs import DeriveError
 from .planning import COPY, DROP, SlotPlan, attention_geometry, expert_count, expert_router
@@ -234,7 +235,7 @@ def _experts(plan: SlotPlan, statistics: ActivationStatistics) -> NewTensors:
     else:
         kept = init_modes.keep_first(count, new_count)
     plan.kept["experts"] = kept
-    owners = {id(module) for module in (expert_router(parent), *_expert_holders(parent))}
+    owners = {id(module) for module in (expert_router(parent), *_expert_modules(parent))}
     per_expert = {
         f"{module_name}.{name}".lstrip(".")
         for module_name, module in parent.named_modules()
@@ -252,12 +253,6 @@ def _experts(plan: SlotPlan, statistics: ActivationStatistics) -> NewTensors:
         else:
             raise DeriveError(f"{plan.where}: do not know how {name} {tuple(value.shape)} maps to experts.")
     return new_tensors
-
-
-def _expert_holders(module: nn.Module) -> list[nn.Module]:
-    from ..inspection import _expert_modules
-
-    return _expert_modules(module)
 
 
 _INITS: dict[str, Callable[[SlotPlan, ActivationStatistics], NewTensors]] = {

@@ -68,7 +68,7 @@ def channel_importance(mean_abs_activation: torch.Tensor, output_weight: torch.T
 def head_importance(mean_head_contribution: torch.Tensor) -> torch.Tensor:
     """Importance of each query head: the mean over calibration tokens of the L2 norm of what the head adds to the
     residual stream (`o_proj` applied to that head's attention output alone), Minitron's head importance measured
-    after the output projection. The statistic is gathered by `calibration.py`; this is the identity, named so that
+    after the output projection. The statistic is gathered by `statistics.py`; this is the identity, named so that
     the definition lives with the modes."""
     return mean_head_contribution.float()
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ...configuration_utils import PreTrainedConfig
 from ..linear_utils import LinearSubBlock
 from ..skip_utils import SkippedModule
 from ..supported_models import HeterogeneousModelSpec, get_config_spec
@@ -53,15 +54,20 @@ class Slot:
         return self.members[:-1]
 
 
-def model_spec(model: nn.Module) -> HeterogeneousModelSpec:
-    """The registry entry of `model`'s architecture, or a `DeriveError` naming the supported ones."""
+def model_spec(model: nn.Module | PreTrainedConfig) -> HeterogeneousModelSpec:
+    """The registry entry of the architecture of `model` (or of a config), or a `DeriveError` naming the supported
+    ones."""
     from ..supported_models import SUPPORTED_ARCHITECTURES
 
-    spec = get_config_spec(model.config)
+    config = model if isinstance(model, PreTrainedConfig) else model.config
+    spec = get_config_spec(config)
     if spec is None:
+        what = f"model_type '{config.model_type}'"
+        if model is not config:
+            what = f"a {type(model).__name__} ({what})"
         raise DeriveError(
-            f"Cannot derive from a {type(model).__name__} (model_type '{model.config.model_type}'): deriving needs an "
-            f"architecture of the registry ({sorted(SUPPORTED_ARCHITECTURES)})."
+            f"Cannot derive from {what}: deriving needs an architecture of the registry "
+            f"({sorted(SUPPORTED_ARCHITECTURES)})."
         )
     return spec
 

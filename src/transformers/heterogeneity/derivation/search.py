@@ -111,7 +111,7 @@ class SearchResult:
 def default_variants(config) -> list[dict[str, Any]]:
     """Every combination of an attention option (as is, half the KV heads, linear, skipped) and an MLP option (as is,
     3/4, 1/2 and 1/4 of the width, linear, skipped), for the sub-blocks the architecture has; `{}` first."""
-    spec_skips = set(model_spec_for_config(config).skip_descriptors)
+    spec_skips = set(model_spec(config).skip_descriptors)
     kv_heads = _global(config, "num_key_value_heads")
     width = _global(config, "intermediate_size")
     attention = [{}]
@@ -269,15 +269,6 @@ def search(
         extra = {SEARCH_FILE: json.dumps(result.to_dict(), indent=1) + "\n", TABLE_FILE: result.table() + "\n"}
         save_child(child, output_dir, tokenizer=tokenizer, extra=extra)
     return result
-
-
-def model_spec_for_config(config):
-    from ..supported_models import get_config_spec
-
-    spec = get_config_spec(config)
-    if spec is None:
-        raise DeriveError(f"Cannot search model_type '{config.model_type}': it is not a supported architecture.")
-    return spec
 
 
 def _global(config, name: str) -> Any:

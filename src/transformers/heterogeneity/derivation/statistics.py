@@ -41,7 +41,7 @@ _HEAD_CHUNK = 256
 
 @dataclass
 class StatisticsRequest:
-    """Which statistic each sub-block needs: module paths (relative to the model) by statistic."""
+    """Which statistic each sub-block needs: the modules to hook, keyed by (layer, slot), by statistic."""
 
     ffn: dict[tuple[int, str], nn.Module] = field(default_factory=dict)  # the output projection
     heads: dict[tuple[int, str], tuple[nn.Module, int]] = field(default_factory=dict)  # (o_proj, head_dim)
@@ -64,9 +64,7 @@ class ActivationStatistics:
 
 
 @torch.no_grad()
-def collect_statistics(
-    model: nn.Module, request: StatisticsRequest, data: CalibrationData, progress=None
-) -> ActivationStatistics:
+def collect_statistics(model: nn.Module, request: StatisticsRequest, data: CalibrationData) -> ActivationStatistics:
     """Runs `model` over `data` once with hooks that accumulate what `request` asks for."""
     sums: dict[str, dict] = defaultdict(dict)
     handles = []
@@ -85,8 +83,6 @@ def collect_statistics(
         for batch in data.batches():
             model(input_ids=batch.to(model.device), use_cache=False)
             statistics.num_tokens += batch.numel()
-            if progress is not None:
-                progress(batch.shape[0])
     finally:
         for handle in handles:
             handle.remove()
