@@ -420,3 +420,13 @@ def test_models_that_read_per_layer_config_themselves_build_as_upstream():
     off = json.loads(run_python(MTP_SCRIPT, env={"TRANSFORMERS_HETEROGENEITY_AUTO_ACTIVATE": "0"}))
     assert on == off
     assert on["is_causal"] is False
+
+
+def test_a_layer_with_its_own_rotary_embedding_called_without_position_ids_says_so():
+    model = build_llama({1: {"head_dim": 8}})
+    layer = model.model.layers[1]
+    assert hasattr(layer, "rotary_emb") and not hasattr(model.model.layers[0], "rotary_emb")
+    with pytest.raises(
+        ValueError, match="LlamaDecoderLayer has a rotary embedding of its own .* needs the `position_ids`"
+    ):
+        layer(torch.randn(1, 3, TINY["hidden_size"]))

@@ -64,6 +64,9 @@ def test_missing_argument_at_call_time_is_a_clear_error():
     skipped = get_skip_replacement(Attention, ReturnEntry("attention_mask"))()
     with pytest.raises(TypeError, match="returns its argument `attention_mask`, which this call did not pass"):
         skipped(torch.randn(1, 3, 4))
+    skipped = get_skip_replacement(Attention, ReturnEntry("position_embeddings"))()
+    with pytest.raises(TypeError, match="returns its argument `position_embeddings`, which this call did not pass"):
+        skipped(torch.randn(1, 3, 4))  # keyword-only, not given
 
 
 @pytest.mark.parametrize("arch_name", ["llama", "mistral"])

@@ -142,10 +142,7 @@ def kv_cache_bytes(config: PreTrainedConfig, dtype: torch.dtype = torch.bfloat16
     sizes = []
     for layer_idx, layer_config in enumerate(config.per_layer_config):
         # Per-token KV lives in the `CacheLayerMixin` classes; `DummyLayer` and the linear-attention layers are not.
-        holds_kv = issubclass(
-            cache_utils.DYNAMIC_LAYER_TYPE_MAPPING[layer_types[layer_idx]], cache_utils.CacheLayerMixin
-        )
-        if layer_idx in without_kv or not holds_kv:
+        if layer_idx in without_kv or not _tracks_sequence_length(layer_types[layer_idx]):
             continue
         head_dim = (
             getattr(layer_config, "head_dim", None) or layer_config.hidden_size // layer_config.num_attention_heads

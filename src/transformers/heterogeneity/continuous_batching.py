@@ -140,7 +140,6 @@ class HeterogeneousPagedAttentionCache(PagedAttentionCache):
             )
         finally:
             _serving_config_under_construction.reset(token)
-        self.plan = plan
         self.bytes_per_model_block = plan.bytes_per_model_block(dtype, continuous_batching_config.page_size)
         # Upstream counts whole-model blocks of `num_hidden_layers` pages of one shape.
         self.num_blocks = self.num_sectors * self.bytes_per_sector // self.bytes_per_model_block

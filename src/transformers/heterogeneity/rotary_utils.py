@@ -88,5 +88,11 @@ def _use(layer: nn.Module, rotary: nn.Module) -> None:
 
 def _use_layer_rotary_embedding(layer: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     hidden_states = args[0] if args else kwargs["hidden_states"]
-    kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, kwargs["position_ids"])
+    position_ids = kwargs.get("position_ids")
+    if position_ids is None:
+        raise ValueError(
+            f"{type(layer).__name__} has a rotary embedding of its own (its head_dim or rope parameters differ from "
+            "the model's), which needs the `position_ids` keyword argument; this call passed none."
+        )
+    kwargs["position_embeddings"] = layer.rotary_emb(hidden_states, position_ids)
     return args, kwargs

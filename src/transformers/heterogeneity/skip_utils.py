@@ -81,8 +81,8 @@ class SkippedModule(nn.Module):
         if entry.arg_name in kwargs:
             value = kwargs[entry.arg_name]
         else:
-            position = self._arg_positions[entry.arg_name]
-            if position >= len(args):
+            position = self._arg_positions.get(entry.arg_name)  # keyword-only arguments have none
+            if position is None or position >= len(args):
                 raise TypeError(
                     f"{type(self).__name__} stands in for {self.replaces.__name__} and returns its argument "
                     f"`{entry.arg_name}`, which this call did not pass."
