@@ -1,6 +1,7 @@
 """Runs the benchmarks, prints the table of targets, writes `results.json` and PNG plots.
 
-    python -m benchmarks.run            # full run (under 20 minutes on 2 CPU cores), into benchmarks/results/
+    python -m benchmarks.run            # full run (about 25 minutes on 2 CPU cores, 20 once the derive parent is
+                                        # cached), into benchmarks/results/
     python -m benchmarks.run --quick    # tiny models, a couple of rounds: a smoke test, into benchmarks/results/quick/
     python -m benchmarks.run --only kv_memory load
 
