@@ -396,3 +396,10 @@ def test_interrupted_export_leaves_nothing(tmp_path):
             tmp_path / "child", tmp_path / "nas", to="nemotron-nas", progress=interrupt_after_the_first_shard
         )
     assert sorted(os.listdir(tmp_path)) == ["child"]  # neither the destination nor a staging directory
+
+
+def test_the_command_line_offers_exactly_the_export_formats():
+    from transformers.heterogeneity.commands.convert import EXPORT_FAMILIES
+    from transformers.heterogeneity.export import EXPORT_FORMATS
+
+    assert sorted(EXPORT_FAMILIES) == sorted(EXPORT_FORMATS)

@@ -469,14 +469,12 @@ def _mask_attributes_handled(config: PreTrainedConfig, has_base_model: bool) -> 
     return kept[key]
 
 
-# The checks of a layer's overrides read nothing but the overrides, the global values and the spec's skips: they run
-# once per distinct set of overrides of a config, not for every layer three times (the model and its base model each
-# check every layer up front, and each layer is checked again as it is built).
-
-
 def _check_layer_overrides(
     config: PreTrainedConfig, layer_idx: int, overrides: dict, spec: HeterogeneousModelSpec
 ) -> None:
+    """Checks a layer's overrides against the config and the spec's skips. The checks read nothing else, so they run
+    once per distinct set of overrides of a config, not for every layer three times (the model and its base model each
+    check every layer up front, and each layer is checked again as it is built)."""
     checked = _per_config.for_config(config)
     skips = tuple((name, tuple(targets)) for name, targets in spec.skip_descriptors.items())
     key = (layer_overrides_key(config, layer_idx), skips)

@@ -12,3 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """The `transformers-heterogeneity` command line: `cli.py` wires the commands, one module per command."""
+
+from typing import NoReturn
+
+import typer
+
+
+def fail(message: str) -> NoReturn:
+    """Ends a command with one `Error: ...` line on stderr and exit code 1."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=1)

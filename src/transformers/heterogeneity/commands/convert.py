@@ -26,7 +26,10 @@ from typing import Annotated
 
 import typer
 
+from . import fail
 
+
+# `export.EXPORT_FORMATS`, named here so that the command line imports no torch to list them (a test keeps them equal).
 EXPORT_FAMILIES = ("nemotron-nas", "gpt_oss_puzzle", "nemotron_h_puzzle")
 
 
@@ -87,5 +90,4 @@ def convert(
         else:
             export_checkpoint(source, destination, to, progress=typer.echo, drop_unused=drop_unused_tensors)
     except (ConversionError, ExportError, OutputDirectoryError) as error:
-        typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(code=1) from error
+        fail(str(error))

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from . import fail
 
 
 # Options that `derive` and `search` share.
@@ -141,8 +143,3 @@ def calibration_option(source: str | None, num_sequences: int, sequence_length: 
     if source is None:
         return None
     return config_cls(source=source, num_sequences=num_sequences, sequence_length=sequence_length)
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code=1)

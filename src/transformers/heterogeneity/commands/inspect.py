@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
+
+from . import fail
 
 
 def inspect(
@@ -59,7 +61,7 @@ def inspect(
     from ..inspection import checkpoint_dtype, format_layer_table, summarize_config, unquantized
 
     if dtype is not None and not isinstance(getattr(torch, dtype, None), torch.dtype):
-        _fail(f"unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.")
+        fail(f"unknown dtype {dtype!r}; use a torch dtype name such as bfloat16 or float32.")
     try:
         choice = None
         if decoder_backend is not None:
@@ -78,7 +80,7 @@ def inspect(
             unquantized(config), dtype=kv_dtype, decoder_backend=choice, fp8_alignment=fp8_alignment
         )
     except (OSError, ValueError, StrictDataclassError) as error:  # upstream's `@strict` config fields raise the last
-        _fail(f"cannot inspect {path}: {' '.join(str(error).split())}")
+        fail(f"cannot inspect {path}: {' '.join(str(error).split())}")
     typer.echo(f"{path}: model_type {config.model_type}, {config.num_hidden_layers} layers")
     quantization = getattr(config, "quantization_config", None)
     if quantization is not None:
@@ -91,18 +93,13 @@ def inspect(
 def _local_config_file(path: Path) -> Path:
     """The config.json that `path` names, or a clear error: `path` does not exist, or is a folder without one."""
     if not path.exists():
-        _fail(
+        fail(
             f"{path} does not exist. `inspect` reads a local checkpoint directory or config.json and never downloads; "
             "for a model on the Hugging Face Hub, fetch its config first (`hf download REPO_ID config.json "
             "--local-dir DIR`) and inspect DIR."
         )
     if path.is_dir():
         if not (path / "config.json").is_file():
-            _fail(f"{path} has no config.json: `inspect` needs the checkpoint's config (it reads no weights).")
+            fail(f"{path} has no config.json: `inspect` needs the checkpoint's config (it reads no weights).")
         return path / "config.json"
     return path
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code=1)

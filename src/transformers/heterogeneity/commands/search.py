@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from . import fail
 from .derive import (
     CALIBRATION_HELP,
     Dtype,
@@ -28,7 +29,6 @@ from .derive import (
     Seed,
     SequenceLength,
     calibration_option,
-    fail,
     parse_init_option,
     parse_json_option,
 )
