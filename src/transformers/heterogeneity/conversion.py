@@ -62,6 +62,7 @@ __all__ = [
     "ConversionError",
     "canonical_config",
     "convert_checkpoint",
+    "files_beside_weights",
     "list_weight_files",
     "loading_rename",
     "read_checkpoint_config",
@@ -108,12 +109,7 @@ def convert_checkpoint(
     _check_index(source, weight_files, tensors)
     dropped = _check_tensors(source, config, canonical, tensors, drop_unused, progress)
     rewritten = {name for name, names in tensors.items() if dropped & set(names)}
-    other_files = sorted(
-        path.name
-        for path in source.iterdir()
-        # Remote code is what the canonical form replaces.
-        if path.is_file() and path.name not in {"config.json", *weight_files} and path.suffix != ".py"
-    )
+    other_files = files_beside_weights(source, weight_files)
 
     with staged_output_directory(destination, what="converted checkpoint") as staging:
         canonical.save_pretrained(staging)
@@ -209,6 +205,17 @@ FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 # `_convert_moe_packed_tensors`: blocks `[experts, rows, groups, 16]` and scales `[experts, rows, groups]`, both uint8,
 # dequantize to `[experts, groups * 32, rows]`).
 MXFP4_BLOCK_BYTES = 16
+
+
+def files_beside_weights(source: Path, weight_files: list[str], excluded: tuple[str, ...] = ()) -> list[str]:
+    """The files of a checkpoint directory besides its config, its weights and `excluded`, sorted: tokenizer,
+    generation config and the like. Never remote code (`*.py`): the canonical form, and the engines that read a
+    family's format, replace it."""
+    return sorted(
+        path.name
+        for path in source.iterdir()
+        if path.is_file() and path.name not in {"config.json", *weight_files, *excluded} and path.suffix != ".py"
+    )
 
 
 def _tensor_headers(source: Path, weight_files: list[str]) -> dict[str, dict[str, TensorHeader]]:
@@ -358,9 +365,7 @@ def _combined_shape(
 ) -> tuple[int, ...] | None:
     """The shape upstream's loading converter (e.g. NemotronH's per-expert tensors stacked into one) makes of `names`,
     run on meta tensors of their header shapes; `None` when they cannot be combined."""
-    transforms = get_checkpoint_conversion_mapping(config.model_type) or []
-    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
-    converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
+    renamings, converters = _conversion_transforms(config)
     converter = None
     for name in names:
         renamed, pattern = rename_source_key(name, renamings, converters)
@@ -390,14 +395,20 @@ def _is_mxfp4(config: PreTrainedConfig) -> bool:
     return quantization.get("quant_method") == "mxfp4"
 
 
+def _conversion_transforms(config: PreTrainedConfig) -> tuple[list[WeightRenaming], list[WeightConverter]]:
+    """The renamings and the converters of upstream's checkpoint conversion mapping for `config.model_type`."""
+    transforms = get_checkpoint_conversion_mapping(config.model_type) or []
+    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
+    converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
+    return renamings, converters
+
+
 def loading_rename(config: PreTrainedConfig) -> Callable[[str], str]:
     """The name a checkpoint tensor gets when upstream loads it into a model of `config`: the model type's checkpoint
     conversion mapping (`conversion_mapping.py`: renames, then at most one converter, as `rename_source_key` applies
     them), and for MXFP4 experts `{name}_blocks` / `{name}_scales` -> `{name}` (upstream's MXFP4 integration loads both
     into that parameter)."""
-    transforms = get_checkpoint_conversion_mapping(config.model_type) or []
-    renamings = [transform for transform in transforms if isinstance(transform, WeightRenaming)]
-    converters = [transform for transform in transforms if isinstance(transform, WeightConverter)]
+    renamings, converters = _conversion_transforms(config)
     mxfp4 = _is_mxfp4(config)
 
     def rename(name: str) -> str:

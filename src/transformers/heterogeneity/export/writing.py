@@ -39,6 +39,7 @@ from ..conversion import (
     INDEX_FILE,
     ConversionError,
     canonical_config,
+    files_beside_weights,
     list_weight_files,
     loading_rename,
     read_checkpoint_config,
@@ -61,8 +62,6 @@ EXPORT_FORMATS: dict[str, Callable[[Any], ExportPlan]] = {
     "gpt_oss_puzzle": plan_gpt_oss_puzzle,
     "nemotron_h_puzzle": plan_nemotron_h_puzzle,
 }
-# Files of a source checkpoint that describe it and are not carried over: the export writes its own.
-_NOT_CARRIED = {"config.json", "README.md"}
 
 
 def export_checkpoint(
@@ -203,11 +202,9 @@ def _finish_shards(staging: Path, written: list[tuple[str, list[str], int]]) -> 
 def _carry_files(source: Path, weight_files: list[str], staging: Path) -> list[str]:
     """Tokenizer, generation config and the other files beside the weights (not remote code: engines that need the
     family's remote code take the release's, see the README)."""
-    carried = []
-    for path in sorted(source.iterdir()):
-        if path.is_file() and path.name not in {*_NOT_CARRIED, *weight_files} and path.suffix != ".py":
-            shutil.copy2(path, staging / path.name)
-            carried.append(path.name)
+    carried = files_beside_weights(source, weight_files, excluded=("README.md",))  # the export writes its own
+    for name in carried:
+        shutil.copy2(source / name, staging / name)
     return carried
 
 
