@@ -45,6 +45,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from ..configuration_utils import PreTrainedConfig
 from ..conversion_mapping import get_checkpoint_conversion_mapping
@@ -61,6 +62,7 @@ from .staging import check_destination, staged_output_directory
 __all__ = [
     "ConversionError",
     "canonical_config",
+    "checkpoint_tensors",
     "convert_checkpoint",
     "files_beside_weights",
     "list_weight_files",
@@ -255,6 +257,17 @@ def _check_index(source: Path, weight_files: list[str], tensors: dict[str, dict[
             raise ConversionError(f"{source / INDEX_FILE} does not list `{name}`, which {shard} holds.")
 
 
+def checkpoint_tensors(config: PreTrainedConfig) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The model of `config` on the meta device and the tensors a checkpoint of it holds (a tied `lm_head.weight` is
+    not one). Built unquantized: the quantized tensor names map back to its parameters through `loading_rename`."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(unquantized(config))
+    expected = model.state_dict()
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    return model, expected
+
+
 def _check_tensors(
     source: Path,
     config: PreTrainedConfig,
@@ -266,12 +279,7 @@ def _check_tensors(
     """Every tensor, under the name upstream gives it when loading the canonical model, must be one that model holds,
     with the shape and kind of number the model's parameter has, and every tensor of the model must be there. Returns
     the tensors to leave out."""
-    # Built unquantized; the quantized tensor names are mapped back to its parameters below (`loading_rename`).
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(unquantized(canonical))
-    expected = model.state_dict()
-    if canonical.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
+    model, expected = checkpoint_tensors(canonical)
     stock_ignores = [re.compile(pattern) for pattern in model._keys_to_ignore_on_load_unexpected or ()]
     unused_kinds = _family_model_class(config)._unused_tensors if config.model_type in CHECKPOINT_FORMATS else ()
     rename = loading_rename(canonical)

@@ -31,14 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import safe_open
 
-from ...models.auto import AutoConfig, AutoModelForCausalLM
+from ...models.auto import AutoConfig
 from ..conversion import (
     INDEX_FILE,
     ConversionError,
     canonical_config,
+    checkpoint_tensors,
     files_beside_weights,
     list_weight_files,
     loading_rename,
@@ -46,7 +46,6 @@ from ..conversion import (
     read_tensor_names,
     save_shard,
 )
-from ..inspection import unquantized
 from ..staging import check_destination, staged_output_directory
 from .engines import compatibility_table, engine_verdicts
 from .gpt_oss_puzzle import plan_gpt_oss_puzzle
@@ -125,11 +124,7 @@ def _check_tensors(
 ) -> set[str]:
     """Every tensor of the model must be in the source, and every source tensor must be one of the model's (under
     the name upstream gives it when loading) or be left out with `drop_unused`. Returns the names left out."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(unquantized(config))
-    expected = set(model.state_dict())
-    if config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
+    expected = set(checkpoint_tensors(config)[1])
     rename = loading_rename(config)
     found, unused = set(), []
     for name in sorted(name for names in tensors.values() for name in names):
